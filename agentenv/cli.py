@@ -1,0 +1,295 @@
+"""The ``agentenv`` command: list, info, play, check, rollout, new, demo."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="agentenv",
+    help="Environments, rewards and rollouts for multi-turn LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+KwOption = Annotated[
+    list[str] | None,
+    typer.Option("--kw", "-k", help="Env keyword argument as key=value (repeatable), e.g. -k size=4 -k reward=dense"),
+]
+
+
+def main() -> None:
+    from agentenv.errors import ConfigError, EnvContractError, UnknownEnvError
+
+    try:
+        app()
+    except (ConfigError, UnknownEnvError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    except EnvContractError as e:
+        err.print(f"[bold red]contract violation:[/] {e}")
+        sys.exit(1)
+
+
+def _parse_kwargs(pairs: list[str] | None) -> dict[str, Any]:
+    from agentenv.errors import ConfigError
+
+    kwargs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--kw {pair!r} must look like key=value")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    return kwargs
+
+
+def _knobs(env_id: str) -> dict[str, Any]:
+    """Constructor kwargs (with their effective defaults) of a registered env, its spec kwargs applied."""
+    import gymnasium as gym
+
+    from agentenv.core import env_kwargs
+
+    spec = gym.spec(env_id)
+    creator = _creator(spec)
+    params = env_kwargs(creator) if inspect.isclass(creator) else None
+    knobs = {n: p.default for n, p in (params or {}).items() if p.default is not inspect.Parameter.empty}
+    knobs.update(spec.kwargs)
+    return knobs
+
+
+@app.command("list")
+def list_envs(
+    family: Annotated[str | None, typer.Option(help="Only this family")] = None,
+) -> None:
+    """Table of registered environments: id, family, reward modes, knobs."""
+    import agentenv
+    from agentenv.registry import card, plugin_errors
+
+    table = Table(title="AgentEnv environments")
+    for column in ("id", "family", "reward modes", "preset knobs", "description"):
+        table.add_column(column, overflow="fold")
+    for env_id in agentenv.env_ids():
+        c = card(env_id)
+        if family and c.family != family:
+            continue
+        spec = agentenv.spec(env_id)
+        creator = _creator(spec)
+        modes = ", ".join(getattr(creator, "reward_modes", ()))
+        knobs = ", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
+        table.add_row(env_id, c.family, modes, knobs, c.description)
+    console.print(table)
+    for name, why in plugin_errors.items():
+        err.print(f"[yellow]plugin {name!r} failed to load:[/] {why}")
+
+
+def _creator(spec: Any) -> Any:
+    import gymnasium as gym
+
+    if isinstance(spec.entry_point, str):
+        return gym.envs.registration.load_env_creator(spec.entry_point)
+    return spec.entry_point
+
+
+@app.command()
+def info(env_id: str, kw: KwOption = None, seed: int = 0) -> None:
+    """Details of one environment: knobs, reward modes, instructions and a first observation."""
+    import agentenv
+    from agentenv.registry import card
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    c = card(env_id)
+    env = agentenv.make(env_id, **_parse_kwargs(kw))
+    try:
+        observation, reset_info = env.reset(seed=seed)
+        base = env.unwrapped
+        console.print(f"[bold]{env_id}[/]  family={c.family or '-'}  source={c.source or '-'}")
+        if c.description:
+            console.print(c.description)
+        console.print(f"reward modes: {', '.join(base.reward_modes)}   max_turns: {base.max_turns}")
+        console.print("knobs: " + ", ".join(f"{k}={v!r}" for k, v in _knobs(env_id).items()))
+        console.print(f"\n[bold]instructions[/]\n{base.instructions}")
+        console.print(f"\n[bold]first observation[/] (seed={seed}, task_id={reset_info['task_id']})\n{observation}")
+        if reset_info.get("optimal_steps") is not None:
+            console.print(f"\noptimal_steps: {reset_info['optimal_steps']}")
+    finally:
+        env.close()
+
+
+@app.command()
+def play(
+    env_id: str,
+    kw: KwOption = None,
+    seed: Annotated[int | None, typer.Option(help="Task seed (random if omitted)")] = None,
+) -> None:
+    """Play an environment yourself in the terminal. Type :help for commands, :quit to stop."""
+    import agentenv
+
+    env = agentenv.make(env_id, **_parse_kwargs(kw))
+    try:
+        observation, info = env.reset(seed=seed)
+        base = env.unwrapped
+        console.print(f"[dim]{base.instructions}[/]\n")
+        console.print(observation)
+        total, done = 0.0, False
+        while not done:
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            if line.strip() in (":q", ":quit", ":exit"):
+                break
+            if line.strip() == ":help":
+                console.print(":hint (admissible commands), :walkthrough (a solution), :quit")
+                continue
+            if line.strip() == ":hint":
+                console.print(", ".join(base.admissible_commands() or ["(this env cannot list commands)"]))
+                continue
+            if line.strip() == ":walkthrough":
+                console.print(" | ".join(base.walkthrough() or ["(no walkthrough)"]))
+                continue
+            observation, reward, terminated, truncated, info = env.step(line)
+            total += reward
+            done = terminated or truncated
+            flag = " [yellow](invalid)[/]" if info.get("invalid_action") else ""
+            console.print(f"{observation}\n[dim]reward {reward:+.3f}, turn {info['turn']}/{base.max_turns}[/]{flag}")
+        verdict = "[green]solved[/]" if info.get("success") else "[red]not solved[/]"
+        console.print(f"\nepisode over: {verdict}, return {total:.3f}")
+    finally:
+        env.close()
+
+
+@app.command()
+def check(
+    env_ids: Annotated[list[str] | None, typer.Argument(help="Env ids; all registered if omitted")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Run Gymnasium's checker and the AgentEnv contract on environments. Exit 1 on any failure."""
+    import agentenv
+    from agentenv.testing import check_env
+
+    kwargs = _parse_kwargs(kw)
+    failures = 0
+    for env_id in env_ids or agentenv.env_ids():
+        report = check_env(env_id, raise_on_failure=False, **kwargs)
+        mark = "[green]PASS[/]" if report.ok else "[red]FAIL[/]"
+        console.print(f"{mark} {report.env_id}  ({len(report.passed)} checks passed, {len(report.failed)} failed)")
+        for name, why in report.failed.items():
+            console.print(f"   [red]✗[/] {name}: {why}")
+        for note in report.notes:
+            console.print(f"   [dim]· {note}[/]")
+        failures += not report.ok
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollout(
+    env_id: str,
+    policy: Annotated[str, typer.Option(help="random | walkthrough")] = "random",
+    episodes: Annotated[int, typer.Option(min=1)] = 10,
+    seed: Annotated[int, typer.Option(help="Episode i uses reset(seed=seed+i)")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write episodes as JSONL here")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Play episodes with a scripted policy, print metrics, optionally save them as JSONL (chat format included)."""
+    summary = _run_rollouts(env_id, [policy], episodes, seed, _parse_kwargs(kw), output)
+    _print_summary(env_id, summary)
+
+
+def _run_rollouts(
+    env_id: str, policies: list[str], episodes: int, seed: int, kwargs: dict[str, Any], output: Path | None
+) -> dict[str, dict[str, float]]:
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.policies import make_policy
+    from agentenv.rollout import play_episode, summarize, write_jsonl
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    for name in policies:
+        make_policy(name)  # validate names before any work
+    env = agentenv.make(env_id, **kwargs)
+    results, played = {}, []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            for name in policies:
+                task = progress.add_task(f"{name} on {env_id}", total=episodes)
+                runs = []
+                for i in range(episodes):
+                    runs.append(play_episode(env, make_policy(name, seed=seed + i), seed=seed + i, env_id=env_id))
+                    progress.advance(task)
+                results[name] = summarize(runs)
+                played += runs
+    finally:
+        env.close()
+    if output is not None:
+        n = write_jsonl(played, output)
+        console.print(f"wrote {n} episodes to {output}")
+    return results
+
+
+def _print_summary(env_id: str, summary: dict[str, dict[str, float]]) -> None:
+    columns = {
+        "episodes": "episodes",
+        "success_rate": "success",
+        "mean_return": "return",
+        "mean_turns": "turns",
+        "invalid_rate": "invalid",
+        "turns_over_optimal": "turns/optimal",
+    }
+    table = Table(title=env_id)
+    table.add_column("policy")
+    for header in columns.values():
+        table.add_column(header, justify="right")
+    for name, metrics in summary.items():
+        table.add_row(name, *(_fmt(metrics.get(key)) for key in columns))
+    console.print(table)
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "-" if math.isnan(x) else f"{x:.3f}"
+    return str(x)
+
+
+@app.command()
+def new(
+    name: Annotated[str, typer.Argument(help="Plugin name, e.g. demo-env")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create the package folder")] = Path("."),
+) -> None:
+    """Scaffold a plugin package: an env, its entry point, and a test that runs the contract check."""
+    from agentenv.scaffold import scaffold
+
+    root = scaffold(name, directory)
+    console.print(f"created {root}")
+    console.print(f"next: pip install -e {root} && agentenv list && pytest {root}")
+
+
+@app.command()
+def demo(
+    env_id: str = "AgentEnv/KeyDoor-s3k1d2-v0",
+    episodes: int = 20,
+    seed: int = 1000,
+) -> None:
+    """The main job on embedded defaults: scripted baselines on a Key-Door preset, held-out seeds."""
+    console.print(
+        f"[bold]AgentEnv demo[/]: random vs walkthrough policy on {env_id}, seeds {seed}..{seed + episodes - 1}"
+    )
+    summary = _run_rollouts(env_id, ["random", "walkthrough"], episodes, seed, {}, None)
+    _print_summary(env_id, summary)
+    console.print("[dim]Training (SFT then RL) joins this demo when the trainer lands.[/]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Errors that users see. Each message says what was wrong and what is allowed."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import gymnasium
+
+
+class ConfigError(ValueError):
+    """Bad configuration (an env kwarg, a recipe field): raised at once, naming the field and what is allowed."""
+
+
+class UnknownEnvError(gymnasium.error.UnregisteredEnv):
+    """An env id that is not registered; the message lists the closest registered ids."""
+
+
+class EnvContractError(AssertionError):
+    """An environment breaks the AgentEnv contract (see :func:`agentenv.testing.check_env`)."""
+
+
+def closest(word: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """The choices most similar to ``word``, best first (case-insensitive)."""
+    by_lower = {c.lower(): c for c in choices}
+    return [by_lower[m] for m in difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.4)]
+
+
+def check_choice(field: str, value: object, allowed: Iterable[object]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        hint = closest(str(value), [str(a) for a in allowed], n=1)
+        did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(f"{field}={value!r} is not allowed; choose one of {allowed}.{did_you_mean}")
+
+
+def check_range(
+    field: str, value: object, low: float | None = None, high: float | None = None, *, integer: bool = False
+) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a number (an int if ``integer``) within [low, high]."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{field}={value!r} must be {'an int' if integer else 'a number'}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{field}={value!r} is out of range; allowed: {bounds}")

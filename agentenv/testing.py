@@ -1,0 +1,300 @@
+"""The AgentEnv contract as a runnable check, for our envs and for plugin authors' own tests.
+
+>>> from agentenv.testing import check_env
+>>> report = check_env("AgentEnv/KeyDoor-s3k1d2-v0")   # raises EnvContractError listing every failure
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.utils.env_checker import data_equivalence
+
+from agentenv.core import TextEnv
+from agentenv.errors import EnvContractError
+from agentenv.registry import make, resolve_id
+from agentenv.spaces import TextSpace
+
+#: Turns no env may crash on; each must come back as an invalid turn.
+BAD_ACTIONS: dict[str, Any] = {
+    "empty": "",
+    "whitespace": "   \n\t ",
+    "huge": "go north " * 100_000,
+    "NUL bytes": "go\x00north",
+    "ANSI escapes": "\x1b[31mgo north\x1b[0m",
+    "invalid UTF-8 (bytes)": b"go \xff\xfe north",
+    "invalid UTF-8 (lone surrogate)": "go \udcff north",
+    "wrong type (int)": 42,
+    "wrong type (None)": None,
+    "wrong type (dict)": {"not": "a tool call"},
+}
+
+
+@dataclass
+class CheckReport:
+    env_id: str
+    passed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def check_env(
+    env_id: str,
+    *,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    max_steps: int = 200,
+    raise_on_failure: bool = True,
+    **kwargs: Any,
+) -> CheckReport:
+    """Run Gymnasium's ``check_env`` plus the AgentEnv contract on a registered env (made with ``kwargs``).
+
+    Checks: Gymnasium's checker (no warnings allowed); text spaces and the documented info keys; same seed ->
+    same episode; each of :data:`BAD_ACTIONS` is an invalid turn, never an exception; rewards finite; the turn
+    limit truncates; the walkthrough (when the env has one) solves the task in ``optimal_steps``; render; close()
+    twice; the spec pickles and remakes the same env; ``make_vec`` (sync) steps text.
+    """
+    env_id = resolve_id(env_id)
+    report = CheckReport(env_id)
+
+    def run(name: str, check: Callable[[], str | None]) -> None:
+        try:
+            note = check()
+        except Exception as e:  # each check reports its own failure; one broken check must not hide the rest
+            report.failed[name] = f"{type(e).__name__}: {e}"
+        else:
+            report.passed.append(name)
+            if note:
+                report.notes.append(f"{name}: {note}")
+
+    def new_env(**extra: Any) -> gym.Env:
+        return make(env_id, **{**kwargs, **extra})
+
+    run("gymnasium check_env", lambda: _gymnasium_checker(new_env))
+    run("text spaces and info keys", lambda: _spaces_and_info(new_env, seeds[0]))
+    run("same seed, same episode", lambda: _determinism(new_env, seeds, max_steps))
+    run("bad actions are invalid turns", lambda: _bad_actions(new_env, seeds[0]))
+    run("rewards finite, episode ends", lambda: _random_episodes(new_env, seeds, max_steps))
+    run("max_turns truncates", lambda: _turn_limit(new_env, seeds[0]))
+    run("walkthrough solves the task", lambda: _walkthrough(new_env, seeds))
+    run("render ansi", lambda: _render(new_env, seeds[0]))
+    run("close() is idempotent", lambda: _close_twice(new_env))
+    run("spec pickles and remakes", lambda: _spec_pickle(new_env, seeds[0]))
+    run("make_vec (sync)", lambda: _vector(env_id, kwargs, seeds[0]))
+
+    if raise_on_failure and report.failed:
+        lines = "\n".join(f"  - {name}: {why}" for name, why in report.failed.items())
+        raise EnvContractError(f"{env_id} fails {len(report.failed)} contract check(s):\n{lines}")
+    return report
+
+
+def _gymnasium_checker(new_env: Callable[..., gym.Env]) -> None:
+    env = new_env()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gym_check_env(env.unwrapped)
+        messages = sorted({str(w.message) for w in caught})
+        if messages:
+            raise AssertionError("gymnasium's checker warned: " + " | ".join(messages))
+    finally:
+        env.close()
+
+
+def _spaces_and_info(new_env: Callable[..., gym.Env], seed: int) -> None:
+    env = new_env()
+    try:
+        base = env.unwrapped
+        assert isinstance(base, TextEnv), f"the env must subclass agentenv.TextEnv, got {type(base).__name__}"
+        assert isinstance(env.observation_space, TextSpace), "observation_space must be a TextSpace"
+        assert isinstance(env.action_space, TextSpace), "action_space must be a TextSpace (or ActionSpace)"
+        assert isinstance(base.instructions, str) and base.instructions.strip(), "instructions must be a non-empty str"
+        observation, info = env.reset(seed=seed)
+        assert isinstance(observation, str) and observation.strip(), "reset() must return a non-empty str"
+        assert isinstance(info.get("task_id"), str) and info["task_id"], "reset info['task_id'] must be a str"
+        assert isinstance(info.get("tools"), list), "reset info['tools'] must be a list of JSON schemas"
+        steps = info.get("optimal_steps")
+        assert steps is None or (isinstance(steps, int) and steps >= 0), "info['optimal_steps']: int >= 0 or None"
+        replay, _ = env.reset(options={"task_id": info["task_id"]})
+        assert replay == observation, "reset(options={'task_id': ...}) must replay the task"
+        _, reward, _, _, info = env.step(_some_action(base))
+        assert isinstance(info.get("success"), bool), "step info['success'] must be a bool"
+        assert isinstance(info.get("invalid_action"), bool), "step info['invalid_action'] must be a bool"
+        parts = info.get("reward_parts")
+        assert isinstance(parts, dict) and all(isinstance(k, str) and _finite(v) for k, v in parts.items()), (
+            "step info['reward_parts'] must map names to finite numbers"
+        )
+        assert math.isclose(sum(parts.values()), reward, abs_tol=1e-6), (
+            f"reward_parts {parts} must sum to the reward {reward}"
+        )
+    finally:
+        env.close()
+
+
+def _determinism(new_env: Callable[..., gym.Env], seeds: tuple[int, ...], max_steps: int) -> None:
+    for seed in seeds:
+        a, b = new_env(), new_env()
+        try:
+            first = _episode(a, seed, max_steps)
+            second = _episode(b, seed, max_steps)
+            assert data_equivalence(first, second, exact=True), f"two runs with seed={seed} differ"
+        finally:
+            a.close()
+            b.close()
+
+
+def _bad_actions(new_env: Callable[..., gym.Env], seed: int) -> None:
+    env = new_env()
+    try:
+        for name, action in BAD_ACTIONS.items():
+            env.reset(seed=seed)
+            try:
+                observation, reward, _, _, info = env.step(action)
+            except Exception as e:
+                raise AssertionError(f"{name}: step raised {type(e).__name__}: {e}") from e
+            assert info.get("invalid_action") is True, f"{name}: info['invalid_action'] is not True"
+            assert _finite(reward), f"{name}: reward {reward!r} is not finite"
+            assert observation in env.observation_space, f"{name}: observation is outside the observation space"
+    finally:
+        env.close()
+
+
+def _random_episodes(new_env: Callable[..., gym.Env], seeds: tuple[int, ...], max_steps: int) -> str:
+    env = new_env()
+    lengths = []
+    try:
+        limit = env.unwrapped.max_turns
+        for seed in seeds:
+            steps = _episode(env, seed, max_steps, policy="random")
+            assert all(_finite(r) for _, r, *_ in steps), f"seed={seed}: a reward is not finite"
+            *_, (_, _, terminated, truncated, _) = steps
+            if len(steps) < max_steps:
+                assert terminated or truncated, f"seed={seed}: episode neither terminated nor truncated"
+            assert len(steps) <= limit, f"seed={seed}: episode ran {len(steps)} turns past max_turns={limit}"
+            lengths.append(len(steps))
+    finally:
+        env.close()
+    return f"random-policy episode lengths {lengths}"
+
+
+def _turn_limit(new_env: Callable[..., gym.Env], seed: int) -> None:
+    env = new_env(max_turns=2)
+    try:
+        env.reset(seed=seed)
+        _, _, terminated, truncated, _ = env.step("this is not a command")
+        assert not truncated, "truncated after 1 of 2 turns"
+        if not terminated:
+            _, _, terminated, truncated, _ = env.step("this is not a command")
+            assert truncated and not terminated, "turn 2 of max_turns=2 must truncate (truncated=True)"
+    finally:
+        env.close()
+
+
+def _walkthrough(new_env: Callable[..., gym.Env], seeds: tuple[int, ...]) -> str | None:
+    env = new_env()
+    try:
+        for seed in seeds:
+            _, info = env.reset(seed=seed)
+            plan = env.unwrapped.walkthrough()
+            if plan is None:
+                return "the env has no walkthrough (skipped)"
+            if info.get("optimal_steps") is not None:
+                assert len(plan) == info["optimal_steps"], (
+                    f"seed={seed}: walkthrough has {len(plan)} steps, optimal_steps={info['optimal_steps']}"
+                )
+            terminated = truncated = False
+            for action in plan:
+                _, _, terminated, truncated, info = env.step(action)
+                assert not info["invalid_action"], f"seed={seed}: walkthrough action {action!r} was invalid"
+                if terminated or truncated:
+                    break
+            assert terminated and info["success"], f"seed={seed}: the walkthrough did not solve the task"
+    finally:
+        env.close()
+    return None
+
+
+def _render(new_env: Callable[..., gym.Env], seed: int) -> None:
+    env = new_env(render_mode="ansi")
+    try:
+        env.reset(seed=seed)
+        assert isinstance(env.render(), str), "render() in 'ansi' mode must return a str"
+        env.step(_some_action(env.unwrapped))
+        assert isinstance(env.render(), str), "render() in 'ansi' mode must return a str"
+    finally:
+        env.close()
+
+
+def _close_twice(new_env: Callable[..., gym.Env]) -> None:
+    env = new_env()
+    env.reset(seed=0)
+    env.close()
+    env.close()
+
+
+def _spec_pickle(new_env: Callable[..., gym.Env], seed: int) -> None:
+    env = new_env()
+    try:
+        spec = pickle.loads(pickle.dumps(env.spec))
+        assert spec == env.spec, "the unpickled spec differs from the original"
+        again = gym.make(spec)
+        try:
+            assert again.reset(seed=seed)[0] == env.reset(seed=seed)[0], "the remade env starts differently"
+        finally:
+            again.close()
+    finally:
+        env.close()
+
+
+def _vector(env_id: str, kwargs: dict[str, Any], seed: int) -> None:
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", **kwargs)
+    try:
+        observations, _ = envs.reset(seed=seed)
+        assert len(observations) == 2 and all(isinstance(o, str) for o in observations), "batched reset"
+        observations, rewards, *_ = envs.step(("look", "inventory"))
+        assert len(observations) == 2 and all(isinstance(o, str) for o in observations), "batched step"
+        assert all(_finite(r) for r in rewards), "batched rewards must be finite"
+    finally:
+        envs.close()
+
+
+def _episode(env: gym.Env, seed: int, max_steps: int, policy: str = "walkthrough+random") -> list[tuple]:
+    """Play one episode with a seeded policy (walkthrough first steps if any, then admissible/random)."""
+    observation, info = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    base = env.unwrapped
+    plan = (base.walkthrough() or []) if policy.startswith("walkthrough") else []
+    steps: list[tuple] = [(observation, 0.0, False, False, info)]
+    for t in range(max_steps):
+        action = plan[t] if t < len(plan) // 2 else _some_action(base, env.action_space.np_random)
+        observation, reward, terminated, truncated, info = env.step(action)
+        steps.append((observation, reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return steps[1:]
+
+
+def _some_action(base: Any, rng: Any = None) -> str:
+    commands = base.admissible_commands()
+    if rng is None:
+        return commands[0] if commands else base.action_space.sample()
+    if commands:
+        return commands[int(rng.integers(len(commands)))]
+    return base.action_space.sample()
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

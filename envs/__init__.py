@@ -1,0 +1,1 @@
+"""First-party environment families (``agentenv.envs``). Each registers through the ``agentenv.envs`` entry point."""
