@@ -160,10 +160,41 @@ def _write_text(space: TextSpace, index: int, value: str, shared_memory: Any) ->
     dest[1 : 1 + codes.size] = codes
 
 
+class SharedTextBatch(Sequence):
+    """A live view of a batch of texts in shared memory (what ``AsyncVectorEnv`` reads once and keeps).
+
+    ``AsyncVectorEnv`` calls ``read_from_shared_memory`` once, at construction, and relies on the result
+    tracking later writes, as numpy views do. Each access decodes the current text; ``deepcopy`` (what the
+    vector env returns with ``copy=True``, its default) gives a plain tuple of ``str``.
+    """
+
+    def __init__(self, rows: np.ndarray):
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        row = self._rows[index]
+        return row[1 : 1 + row[0]].tobytes().decode("utf-32-le", "surrogatepass")
+
+    def __deepcopy__(self, memo: dict) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable view
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{tuple(self)!r}"
+
+
 @read_from_shared_memory.register(TextSpace)
-def _read_text(space: TextSpace, shared_memory: Any, n: int = 1) -> tuple[str, ...]:
-    rows = np.frombuffer(shared_memory.get_obj(), dtype=np.int32).reshape(n, space.max_length + 1)
-    return tuple(row[1 : 1 + row[0]].tobytes().decode("utf-32-le", "surrogatepass") for row in rows)
+def _read_text(space: TextSpace, shared_memory: Any, n: int = 1) -> SharedTextBatch:
+    return SharedTextBatch(np.frombuffer(shared_memory.get_obj(), dtype=np.int32).reshape(n, space.max_length + 1))
 
 
 def _copy_space(space: TextSpace) -> TextSpace:

@@ -175,7 +175,7 @@ def _random_episodes(new_env: Callable[..., gym.Env], seeds: tuple[int, ...], ma
     try:
         limit = env.unwrapped.max_turns
         for seed in seeds:
-            steps = _episode(env, seed, max_steps, policy="random")
+            steps = _episode(env, seed, max_steps, policy="random")[1:]
             assert all(_finite(r) for _, r, *_ in steps), f"seed={seed}: a reward is not finite"
             *_, (_, _, terminated, truncated, _) = steps
             if len(steps) < max_steps:
@@ -269,7 +269,10 @@ def _vector(env_id: str, kwargs: dict[str, Any], seed: int) -> None:
 
 
 def _episode(env: gym.Env, seed: int, max_steps: int, policy: str = "walkthrough+random") -> list[tuple]:
-    """Play one episode with a seeded policy (walkthrough first steps if any, then admissible/random)."""
+    """Play one episode with a seeded policy (half the walkthrough if any, then admissible/random commands).
+
+    Returns the reset ``(observation, 0.0, False, False, info)`` followed by every step's 5-tuple.
+    """
     observation, info = env.reset(seed=seed)
     env.action_space.seed(seed)
     base = env.unwrapped
@@ -281,7 +284,7 @@ def _episode(env: gym.Env, seed: int, max_steps: int, policy: str = "walkthrough
         steps.append((observation, reward, terminated, truncated, info))
         if terminated or truncated:
             break
-    return steps[1:]
+    return steps
 
 
 def _some_action(base: Any, rng: Any = None) -> str:

@@ -1,0 +1,12 @@
+import pytest
+
+import agentenv
+
+KEYDOOR_IDS = [i for i in agentenv.env_ids() if "KeyDoor" in i]
+
+
+@pytest.fixture
+def keydoor():
+    env = agentenv.make("AgentEnv/KeyDoor-s3k1d2-v0")
+    yield env
+    env.close()

@@ -1,0 +1,133 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from agentenv.cli import app
+from agentenv.rollout import read_jsonl
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200"}
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, list(args), input=input, env=WIDE)
+
+
+def agentenv_cli(*args):
+    """The installed console script path, through main(), as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentenv.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WIDE},
+        timeout=120,
+    )
+
+
+def test_list_shows_every_keydoor_preset_with_reward_modes():
+    result = invoke("list")
+    assert result.exit_code == 0
+    for env_id in ("AgentEnv/KeyDoor-s2k0d1-v0", "AgentEnv/KeyDoor-s8k4d8-v0"):
+        assert env_id in result.output
+    assert "sparse, dense, ratio" in result.output
+
+
+def test_info_shows_knobs_instructions_and_a_first_observation():
+    result = invoke("info", "AgentEnv/KeyDoor-s5k2d4-v0", "--seed", "3")
+    assert result.exit_code == 0
+    assert "size=5" in result.output and "nb_keys=2" in result.output and "max_turns=80" in result.output
+    assert "golden coin" in result.output and "Goal:" in result.output and "optimal_steps" in result.output
+
+
+def test_check_passes_for_every_registered_env():
+    result = invoke("check")
+    assert result.exit_code == 0, result.output
+    assert "FAIL" not in result.output and result.output.count("PASS") >= 5
+
+
+def test_check_exits_1_on_a_contract_breach():
+    import tests.test_testing  # noqa: F401  (registers the broken CheckTest envs)
+
+    result = invoke("check", "AgentEnv/CheckTestCrashesOnBadInput-v0")
+    assert result.exit_code == 1 and "FAIL" in result.output and "bad actions are invalid turns" in result.output
+
+
+def test_rollout_writes_episodes_and_prints_metrics(tmp_path):
+    out = tmp_path / "walk.jsonl"
+    result = invoke(
+        "rollout", "AgentEnv/KeyDoor-s3k1d2-v0", "--policy", "walkthrough", "--episodes", "4", "-o", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 episodes" in result.output and "walkthrough" in result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4 and all(r["success"] for r in records)
+    assert [r["seed"] for r in records] == [0, 1, 2, 3]
+    messages = records[0]["messages"]
+    assert messages[0]["role"] == "system" and messages[1]["content"].startswith("Goal:")
+    assert [m["role"] for m in messages[2:]] == ["assistant", "user"] * (len(records[0]["turns"]) - 1) + ["assistant"]
+    episodes = list(read_jsonl(out))
+    assert episodes[0].turns[0].action == records[0]["turns"][0]["action"]
+    assert episodes[0].episode_return == 1.0
+
+
+def test_rollout_passes_env_kwargs(tmp_path):
+    out = tmp_path / "dense.jsonl"
+    result = invoke("rollout", "AgentEnv/KeyDoor-v0", "--policy", "walkthrough", "--episodes", "2",
+                    "-k", "size=4", "-k", "nb_keys=2", "-k", "reward=dense", "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["task_id"].startswith("keydoor-s4k2") and sum(t["reward"] > 0 for t in record["turns"]) == 5
+
+
+def test_play_lets_a_person_solve_the_task():
+    from agentenv import make
+
+    env = make("AgentEnv/KeyDoor-s3k1d2-v0")
+    env.reset(seed=4)
+    moves = env.unwrapped.walkthrough()
+    result = invoke("play", "AgentEnv/KeyDoor-s3k1d2-v0", "--seed", "4", input="\n".join([":hint", *moves]) + "\n")
+    assert result.exit_code == 0, result.output
+    assert "You win!" in result.output and "episode over: solved" in result.output
+
+
+def test_play_reports_invalid_turns_and_quits():
+    result = invoke("play", "AgentEnv/KeyDoor-s3k1d2-v0", "--seed", "0", input="fly away\n:quit\n")
+    assert result.exit_code == 0
+    assert "(invalid)" in result.output and "not solved" in result.output
+
+
+def test_new_scaffolds_a_plugin_and_never_overwrites(tmp_path):
+    result = invoke("new", "demo-env", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "demo-env"
+    assert (root / "demo_env" / "env.py").exists() and (root / "tests" / "test_demo_env.py").exists()
+    assert '[project.entry-points."agentenv.envs"]' in (root / "pyproject.toml").read_text()
+    result = invoke("new", "demo-env", "--dir", str(tmp_path))
+    assert result.exit_code != 0 and "already exists" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "AgentEnv/KeyDor-v0"], "Closest registered ids: AgentEnv/KeyDoor-v0"),
+        (["info", "AgentEnv/KeyDoor-v0", "-k", "sise=3"], "unknown keyword argument 'sise'"),
+        (["rollout", "AgentEnv/KeyDoor-v0", "--policy", "smart"], "policy='smart' is not allowed"),
+        (["rollout", "AgentEnv/KeyDoor-v0", "-k", "size"], "must look like key=value"),
+        (["new", "Bad Name"], "plugin name 'Bad Name'"),
+    ],
+)
+def test_user_errors_exit_2_with_a_clear_message(args, message):
+    result = agentenv_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in " ".join(result.stderr.split())
+
+
+def test_demo_compares_scripted_baselines():
+    result = invoke("demo", "--episodes", "3")
+    assert result.exit_code == 0, result.output
+    walkthrough_row = next(line for line in result.output.splitlines() if "walkthrough" in line and "│" in line)
+    assert "1.000" in walkthrough_row
