@@ -288,12 +288,12 @@ def _episode(env: gym.Env, seed: int, max_steps: int, policy: str = "walkthrough
 
 
 def _some_action(base: Any, rng: Any = None) -> str:
+    """An admissible command when the env lists them (the first, or a random one given ``rng``); otherwise a
+    fixed probe word, or a sample from the (seeded) action space when ``rng`` is given."""
     commands = base.admissible_commands()
-    if rng is None:
-        return commands[0] if commands else base.action_space.sample()
     if commands:
-        return commands[int(rng.integers(len(commands)))]
-    return base.action_space.sample()
+        return commands[0] if rng is None else commands[int(rng.integers(len(commands)))]
+    return "hello" if rng is None else base.action_space.sample()
 
 
 def _finite(x: Any) -> bool:
