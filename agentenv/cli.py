@@ -276,18 +276,19 @@ def new(
     console.print(f"next: pip install -e {root} && agentenv list && pytest {root}")
 
 
+DEMO_ENVS = ("AgentEnv/KeyDoor-s2k0d1-v0", "AgentEnv/KeyDoor-s3k1d2-v0")
+
+
 @app.command()
 def demo(
-    env_id: str = "AgentEnv/KeyDoor-s3k1d2-v0",
+    env_ids: Annotated[list[str] | None, typer.Argument(help="Envs to run (default: two Key-Door presets)")] = None,
     episodes: int = 20,
     seed: int = 1000,
 ) -> None:
-    """The main job on embedded defaults: scripted baselines on a Key-Door preset, held-out seeds."""
-    console.print(
-        f"[bold]AgentEnv demo[/]: random vs walkthrough policy on {env_id}, seeds {seed}..{seed + episodes - 1}"
-    )
-    summary = _run_rollouts(env_id, ["random", "walkthrough"], episodes, seed, {}, None)
-    _print_summary(env_id, summary)
+    """The main job on embedded defaults: scripted baselines on Key-Door presets, seeds the tests never use."""
+    for env_id in env_ids or DEMO_ENVS:
+        console.print(f"[bold]random vs walkthrough[/] on {env_id}, seeds {seed}..{seed + episodes - 1}")
+        _print_summary(env_id, _run_rollouts(env_id, ["random", "walkthrough"], episodes, seed, {}, None))
     console.print("[dim]Training (SFT then RL) joins this demo when the trainer lands.[/]")
 
 
