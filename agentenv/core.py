@@ -2,10 +2,14 @@
 
 A subclass implements two hooks and inherits the rest of the contract:
 
-* ``_reset(options) -> (observation, info)`` — start a task; draw any randomness from ``self.np_random``
-  (seeded by ``reset(seed=...)``), so the same seed gives the same task.
+* ``_reset(task_seed, options) -> (observation, info)`` — start the task that ``task_seed`` names; the same
+  task seed must give the same task.
 * ``_step(action) -> (observation, reward, terminated, info)`` — play one *valid* turn. ``action`` is a ``str``
   (or a :class:`~agentenv.spaces.ToolCall` / list of them when the env declares ``tools``).
+
+Task seeds come in disjoint ranges per split (:data:`SPLITS`): with ``split="test"``, ``reset(seed=i)`` plays
+test task ``i``; ``reset()`` draws one from the env's seeded generator; ``pool_size=N`` restricts a split to its
+first ``N`` tasks (a fixed training pool); ``reset(options={"task_id": ...})`` replays any task.
 
 :class:`TextEnv` itself parses the raw turn (wrong types, empty or huge turns, NUL bytes, ANSI escapes and
 invalid UTF-8 become *invalid turns*, handled by ``_step_invalid``, never exceptions), counts turns, truncates
@@ -15,7 +19,8 @@ length, applies the invalid-action penalty and fills the documented ``info`` key
 ==================  ==========  =================================================================================
 key                 when        meaning
 ==================  ==========  =================================================================================
-``task_id``         reset       string that replays this task via ``reset(options={"task_id": ...})``
+``task_id``         reset       ``"<task_tag>-<task_seed>"``; replays the task via ``reset(options={"task_id": ...})``
+``turn_limit``      reset       turns allowed this episode (``max_turns``, or ``budget_factor`` x ``optimal_steps``)
 ``instructions``    reset       the system prompt for the agent (also ``env.instructions``)
 ``tools``           reset       JSON schemas of the env's tools (``[]`` for free-text envs)
 ``optimal_steps``   reset       length of a shortest solution when the env knows it, else ``None``
@@ -32,6 +37,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,6 +48,11 @@ from agentenv.errors import ConfigError, check_choice, check_range, closest
 from agentenv.spaces import ActionSpace, TextSpace, ToolCall
 
 Action = str | ToolCall | list[ToolCall]
+
+SPLITS = ("train", "validation", "test")
+#: Each split owns task seeds [base, base + SPLIT_SIZE): disjoint, and all below 2**31.
+SPLIT_BASE = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
+SPLIT_SIZE = 100_000_000
 
 # C0/C1 control characters other than tab, newline and carriage return; ESC covers ANSI escape sequences.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -128,6 +139,9 @@ class TextEnv(gym.Env[str, Action]):
         self,
         *,
         max_turns: int = 50,
+        budget_factor: float | None = None,
+        split: str = "train",
+        pool_size: int | None = None,
         reward: str = "sparse",
         invalid_action_penalty: float = 0.0,
         max_action_length: int = 4096,
@@ -135,13 +149,21 @@ class TextEnv(gym.Env[str, Action]):
         render_mode: str | None = None,
     ):
         check_range("max_turns", max_turns, 1, integer=True)
+        if budget_factor is not None:
+            check_range("budget_factor", budget_factor, 0.01)
+        check_choice("split", split, SPLITS)
+        if pool_size is not None:
+            check_range("pool_size", pool_size, 1, SPLIT_SIZE, integer=True)
         check_choice("reward", reward, self.reward_modes)
         check_range("invalid_action_penalty", invalid_action_penalty, 0.0)
         check_range("max_action_length", max_action_length, 1, integer=True)
         check_range("max_observation_length", max_observation_length, 64, integer=True)
         if render_mode is not None:
             check_choice("render_mode", render_mode, self.metadata["render_modes"])
-        self.max_turns = max_turns
+        self.max_turns = self.turn_limit = max_turns
+        self.budget_factor = budget_factor
+        self.split, self.pool_size = split, pool_size
+        self.task_seed: int | None = None
         self.reward_mode = reward
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.render_mode = render_mode
@@ -154,8 +176,13 @@ class TextEnv(gym.Env[str, Action]):
         self._last_observation = ""
 
     # ---- hooks for subclasses ---------------------------------------------------------------------------
-    def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError(f"{type(self).__name__} must implement _reset(options)")
+    def _reset(self, task_seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _reset(task_seed, options)")
+
+    @property
+    def task_tag(self) -> str:
+        """Names the task family and its knobs in task ids; override when knobs change the task."""
+        return type(self).__name__.lower()
 
     def _step(self, action: Action) -> tuple[str, float, bool, dict[str, Any]]:
         raise NotImplementedError(f"{type(self).__name__} must implement _step(action)")
@@ -169,16 +196,39 @@ class TextEnv(gym.Env[str, Action]):
         super().reset(seed=seed)
         self.turn = 0
         self._started, self._done = True, False
-        observation, info = self._reset(dict(options or {}))
+        options = dict(options or {})
+        self.task_seed = self._task_seed(seed, options.pop("task_id", None))
+        observation, info = self._reset(self.task_seed, options)
         info = {
-            "task_id": "",
             "instructions": self.instructions,
             "tools": copy.deepcopy(list(self.tools)),
             "optimal_steps": None,
             **info,
+            "task_id": f"{self.task_tag}-{self.task_seed}",
         }
+        self.turn_limit = self._turn_limit(info["optimal_steps"])
+        info["turn_limit"] = self.turn_limit
         self._last_action, self._last_observation = None, self._fit(observation)
         return self._last_observation, info
+
+    def _task_seed(self, seed: int | None, task_id: Any) -> int:
+        if task_id is not None:
+            tag, _, number = str(task_id).rpartition("-")
+            if tag != self.task_tag or not number.isdigit():
+                raise ConfigError(
+                    f"options['task_id']={task_id!r} is not a task of this env; expected '{self.task_tag}-<seed>'"
+                )
+            return int(number)
+        span = self.pool_size or SPLIT_SIZE
+        index = seed if seed is not None else int(self.np_random.integers(span))
+        return SPLIT_BASE[self.split] + index % span
+
+    def _turn_limit(self, optimal_steps: int | None) -> int:
+        if self.budget_factor is None:
+            return self.max_turns
+        if optimal_steps is None:
+            raise ConfigError(f"budget_factor needs optimal_steps, which {type(self).__name__} does not know")
+        return max(1, math.ceil(self.budget_factor * optimal_steps))
 
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if not self._started:
@@ -199,7 +249,7 @@ class TextEnv(gym.Env[str, Action]):
             reward -= self.invalid_action_penalty
             parts["invalid_action_penalty"] = -self.invalid_action_penalty
         terminated = bool(terminated)
-        truncated = not terminated and self.turn >= self.max_turns
+        truncated = not terminated and self.turn >= self.turn_limit
         self._done = terminated or truncated
         info = {"success": False, **info, "turn": self.turn, "invalid_action": invalid, "reward_parts": parts}
         self._last_action = _describe(parsed, action)
@@ -209,7 +259,7 @@ class TextEnv(gym.Env[str, Action]):
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        head = f"[turn {self.turn}/{self.max_turns}]"
+        head = f"[turn {self.turn}/{self.turn_limit}]"
         if self._last_action is not None:
             head += f" > {self._last_action}"
         return f"{head}\n{self._last_observation}\n"
@@ -225,7 +275,7 @@ class TextEnv(gym.Env[str, Action]):
 
     @property
     def turns_left(self) -> int:
-        return max(0, self.max_turns - self.turn)
+        return max(0, self.turn_limit - self.turn)
 
     def walkthrough(self) -> list[str] | None:
         """Actions that solve the current task from the current state, when the env can plan; else ``None``."""

@@ -76,7 +76,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentenv import ConfigError, TextEnv
+from agentenv import TextEnv
 from agentenv.errors import check_range
 
 
@@ -93,18 +93,14 @@ class ${Class}(TextEnv):
         self.instructions = f"I am thinking of a whole number from 1 to {high}. Reply with one number per turn."
         self.secret, self.low, self.top = 0, 1, high
 
-    def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        task_id = options.get("task_id")
-        if task_id is None:
-            self.secret = int(self.np_random.integers(1, self.high + 1))
-        else:
-            prefix, _, secret = str(task_id).rpartition("-")
-            if prefix != f"guess{self.high}" or not secret.isdigit():
-                raise ConfigError(f"task_id={task_id!r} is not a task of this env (expected 'guess{self.high}-N')")
-            self.secret = int(secret)
+    @property
+    def task_tag(self) -> str:
+        return f"guess{self.high}"
+
+    def _reset(self, task_seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.secret = 1 + task_seed % self.high
         self.low, self.top = 1, self.high
-        info = {"task_id": f"guess{self.high}-{self.secret}", "optimal_steps": len(self.walkthrough())}
-        return f"Guess my number (1 to {self.high}).", info
+        return f"Guess my number (1 to {self.high}).", {"optimal_steps": len(self.walkthrough())}
 
     def _step(self, action: Any) -> tuple[str, float, bool, dict[str, Any]]:
         text = action.strip() if isinstance(action, str) else ""
@@ -142,7 +138,7 @@ def test_env_meets_the_agentenv_contract():
 
 def test_lower_guess_gets_higher():
     env = gym.make("agentenv:AgentEnv/${Class}-v0", high=10)
-    env.reset(options={"task_id": "guess10-7"})
+    env.reset(options={"task_id": "guess10-6"})  # task seed 6: the secret is 7
     observation, reward, terminated, truncated, info = env.step("3")
     assert observation == "Higher." and reward == 0.0 and not terminated
     observation, reward, terminated, truncated, info = env.step("7")

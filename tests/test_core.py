@@ -103,8 +103,8 @@ class Echo(TextEnv):
         super().__init__(**kwargs)
         self.repeat = repeat
 
-    def _reset(self, options):
-        return "Say something.", {"task_id": "echo"}
+    def _reset(self, task_seed, options):
+        return "Say something.", {}
 
     def _step(self, action):
         return action * self.repeat, 0.0, action == "bye", {}
@@ -121,7 +121,13 @@ def test_long_observations_are_cut_to_the_space_with_a_note():
 def test_base_class_fills_documented_info_keys():
     env = Echo()
     _, info = env.reset(seed=0)
-    assert info == {"task_id": "echo", "instructions": "Say anything.", "tools": [], "optimal_steps": None}
+    assert info == {
+        "task_id": "echo-0",
+        "instructions": "Say anything.",
+        "tools": [],
+        "optimal_steps": None,
+        "turn_limit": 50,
+    }
     _, reward, terminated, truncated, info = env.step("bye")
     assert reward == 0.0 and terminated and not truncated
     assert info == {"success": False, "turn": 1, "invalid_action": False, "reward_parts": {"task": 0.0}}
@@ -148,3 +154,40 @@ def test_close_is_idempotent_and_reset_reopens():
     env.close()
     env.close()
     assert env.reset(seed=0)[0] == "Say something."
+
+
+@pytest.mark.parametrize("split, base", [("train", 0), ("validation", 1_000_000_000), ("test", 2_000_000_000)])
+def test_each_split_owns_its_own_task_seeds(split, base):
+    env = Echo(split=split)
+    assert env.reset(seed=3)[1]["task_id"] == f"echo-{base + 3}"
+
+
+def test_pool_size_restricts_a_split_to_its_first_tasks():
+    env = Echo(split="validation", pool_size=3)
+    env.reset(seed=0)
+    drawn = {env.reset()[1]["task_id"] for _ in range(60)}
+    assert drawn == {f"echo-{1_000_000_000 + i}" for i in range(3)}
+    assert env.reset(seed=5)[1]["task_id"] == "echo-1000000002"
+
+
+def test_task_id_of_another_env_is_refused():
+    with pytest.raises(ConfigError, match=r"expected 'echo-<seed>'"):
+        Echo().reset(options={"task_id": "keydoor-s3k1d2-5"})
+
+
+def test_budget_factor_sets_the_turn_limit_from_optimal_steps():
+    env = agentenv.make("AgentEnv/KeyDoor-v0", budget_factor=1.5, max_turns=1000)
+    _, info = env.reset(seed=2)
+    assert info["turn_limit"] == math.ceil(1.5 * info["optimal_steps"])
+    flags = [env.step("look")[3] for _ in range(info["turn_limit"])]
+    assert flags == [False] * (info["turn_limit"] - 1) + [True]
+
+
+def test_budget_factor_needs_an_env_that_knows_optimal_steps():
+    with pytest.raises(ConfigError, match="budget_factor needs optimal_steps"):
+        Echo(budget_factor=2.0).reset(seed=0)
+
+
+def test_bad_split_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"split='dev'.*\['train', 'validation', 'test'\]"):
+        Echo(split="dev")

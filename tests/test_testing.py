@@ -14,9 +14,9 @@ class Guess(TextEnv):
 
     instructions = "Guess the digit from 0 to 9."
 
-    def _reset(self, options):
-        self.secret = int(self.np_random.integers(10))
-        return "Guess.", {"task_id": f"guess-{self.secret}"}
+    def _reset(self, task_seed, options):
+        self.secret = task_seed % 10
+        return "Guess.", {}
 
     def _step(self, action):
         if action.strip() == str(self.secret):
@@ -25,9 +25,9 @@ class Guess(TextEnv):
 
 
 class Nondeterministic(Guess):
-    def _reset(self, options):
-        self.secret = random.randrange(10)  # ignores the seed
-        return f"Guess ({self.secret}).", {"task_id": f"guess-{self.secret}"}
+    def _reset(self, task_seed, options):
+        self.secret = random.randrange(10)  # ignores the task seed
+        return f"Guess ({self.secret}).", {}
 
 
 class CrashesOnBadInput(Guess):
@@ -42,9 +42,9 @@ class LyingRewardParts(Guess):
 
 
 class BadInfo(Guess):
-    def _reset(self, options):
-        observation, info = super()._reset(options)
-        return observation, {**info, "task_id": 3}
+    def _reset(self, task_seed, options):
+        observation, info = super()._reset(task_seed, options)
+        return observation, {**info, "optimal_steps": "three"}
 
 
 class NeverFlagsInvalid(Guess):

@@ -18,7 +18,7 @@ from agentenv.envs.keydoor.world import (
 from agentenv.rewards import REWARD_MODES, ProgressReward
 
 from agentenv.core import TextEnv
-from agentenv.errors import ConfigError, check_range
+from agentenv.errors import check_range
 
 INSTRUCTIONS = """You are exploring a building of rooms laid out on a grid. Your goal: find the {treasure} \
 and take it.
@@ -54,33 +54,20 @@ class KeyDoorEnv(TextEnv):
         self._state: State | None = None
         self._milestones: set[str] = set()
 
-    # ---- task identity --------------------------------------------------------------------------------
     @property
-    def _config_tag(self) -> str:
+    def task_tag(self) -> str:
         return f"keydoor-s{self.size}k{self.nb_keys}d{self.nb_distractors}"
 
-    def _task_seed(self, options: dict[str, Any]) -> int:
-        task_id = options.get("task_id")
-        if task_id is None:
-            return int(self.np_random.integers(2**31 - 1))
-        tag, _, seed = str(task_id).rpartition("-")
-        if tag != self._config_tag or not seed.isdigit():
-            raise ConfigError(
-                f"options['task_id']={task_id!r} does not name a task of this env; expected '{self._config_tag}-<seed>'"
-            )
-        return int(seed)
-
     # ---- TextEnv hooks --------------------------------------------------------------------------------
-    def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        seed = self._task_seed(options)
-        self._world = generate(self.size, self.nb_keys, self.nb_distractors, seed)
+    def _reset(self, task_seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self._world = generate(self.size, self.nb_keys, self.nb_distractors, task_seed)
         self._state = initial_state(self._world)
         self._milestones = set()
         self._rewarder.reset()
         walkthrough = plan(self._world, self._state)
         assert walkthrough is not None, "generated worlds are solvable by construction"
         observation = f"Goal: find the {TREASURE} and take it.\n\n{self._describe_room()}"
-        return observation, {"task_id": f"{self._config_tag}-{seed}", "optimal_steps": len(walkthrough)}
+        return observation, {"optimal_steps": len(walkthrough)}
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:  # type: ignore[override]
         feedback, valid = self._apply(action)
