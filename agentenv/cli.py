@@ -194,6 +194,44 @@ def check(
 
 
 @app.command()
+def prepare(
+    env_id: str,
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "train",
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Tasks 0..n-1 of the split")] = 100,
+    workers: Annotated[int, typer.Option(min=1, help="Processes building in parallel")] = 1,
+    kw: KwOption = None,
+) -> None:
+    """Build a split's tasks ahead of time (e.g. generate and cache TextWorld games), with a progress bar."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.core import task_seeds
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    kwargs = _parse_kwargs(kw)
+    seeds = task_seeds(split, count)
+    agentenv.make(env_id, **kwargs).close()  # validate id and kwargs before starting workers
+    with Progress(console=console) as progress, ProcessPoolExecutor(workers) as pool:
+        task = progress.add_task(f"preparing {split} tasks of {env_id}", total=len(seeds))
+        for _ in pool.map(_prepare_one, [(env_id, kwargs, s) for s in seeds]):
+            progress.advance(task)
+    console.print(f"prepared {len(seeds)} {split} tasks of {env_id}")
+
+
+def _prepare_one(job: tuple[str, dict[str, Any], int]) -> None:
+    import agentenv
+
+    env_id, kwargs, seed = job
+    env = agentenv.make(env_id, **kwargs)
+    try:
+        env.unwrapped.prepare_task(seed)
+    finally:
+        env.close()
+
+
+@app.command()
 def rollout(
     env_id: str,
     policy: Annotated[str, typer.Option(help="random | walkthrough")] = "random",
@@ -205,6 +243,41 @@ def rollout(
     """Play episodes with a scripted policy, print metrics, optionally save them as JSONL (chat format included)."""
     summary = _run_rollouts(env_id, [policy], episodes, seed, _parse_kwargs(kw), output)
     _print_summary(env_id, summary)
+
+
+@app.command("sft-data")
+def sft_data(
+    env_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of chats, one episode per line")],
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "train",
+    episodes: Annotated[int, typer.Option(min=1, help="Tasks 0..n-1 of the split")] = 100,
+    policy: Annotated[str, typer.Option(help="The expert: walkthrough | random")] = "walkthrough",
+    only_success: Annotated[bool, typer.Option(help="Keep solved episodes only")] = True,
+    kw: KwOption = None,
+) -> None:
+    """Write chat-format trajectories for SFT (load with agentenv.rollout.load_sft_dataset)."""
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.policies import make_policy
+    from agentenv.rollout import play_episode, write_jsonl
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    make_policy(policy)
+    env = agentenv.make(env_id, split=split, **_parse_kwargs(kw))
+    kept = []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
+            for i in range(episodes):
+                episode = play_episode(env, make_policy(policy, seed=i), seed=i, env_id=env_id)
+                if episode.success or not only_success:
+                    kept.append(episode)
+                progress.advance(task)
+    finally:
+        env.close()
+    write_jsonl(kept, output, sft=True)
+    console.print(f"wrote {len(kept)} of {episodes} episodes to {output}")
 
 
 def _run_rollouts(

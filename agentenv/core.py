@@ -66,6 +66,12 @@ class InvalidAction:
     reason: str
 
 
+def task_seeds(split: str, count: int, start: int = 0) -> list[int]:
+    """The task seeds of tasks ``start .. start+count-1`` of a split (what ``reset(seed=i)`` plays)."""
+    check_choice("split", split, SPLITS)
+    return [SPLIT_BASE[split] + i for i in range(start, start + count)]
+
+
 def parse_action(action: Any, *, max_length: int, accepts_tools: bool) -> Action | InvalidAction:
     """Read a raw agent turn into a ``str`` or tool call(s), or an :class:`InvalidAction` saying why not.
 
@@ -276,6 +282,12 @@ class TextEnv(gym.Env[str, Action]):
     @property
     def turns_left(self) -> int:
         return max(0, self.turn_limit - self.turn)
+
+    def prepare_task(self, task_seed: int) -> None:
+        """Build ahead of time what a task needs (e.g. generate and cache a game). No-op by default.
+
+        ``agentenv prepare`` calls this for a split's tasks in parallel, so training never waits on generation.
+        """
 
     def walkthrough(self) -> list[str] | None:
         """Actions that solve the current task from the current state, when the env can plan; else ``None``."""

@@ -113,18 +113,43 @@ def summarize(episodes: Iterable[Episode]) -> dict[str, float]:
     }
 
 
-def write_jsonl(episodes: Iterable[Episode], path: str | Path) -> int:
-    """Write episodes to JSONL (one episode per line); returns how many. Writes a temp file, then renames."""
+def write_jsonl(episodes: Iterable[Episode], path: str | Path, *, sft: bool = False) -> int:
+    """Write episodes to JSONL, one per line (full records, or SFT chats with ``sft=True``); returns how many.
+
+    Writes a temporary file and renames it, so an interrupted run never leaves a truncated file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
     with tmp.open("w", encoding="utf-8") as f:
         for episode in episodes:
-            f.write(json.dumps(episode.to_json(), ensure_ascii=False) + "\n")
+            record = sft_record(episode) if sft else episode.to_json()
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
             n += 1
     tmp.replace(path)
     return n
+
+
+def sft_record(episode: Episode) -> dict[str, Any]:
+    """One SFT example: the chat (system, user, assistant, ...) plus where it came from."""
+    return {
+        "messages": episode.messages(),
+        "env_id": episode.env_id,
+        "task_id": episode.task_id,
+        "policy": episode.policy,
+        "success": episode.success,
+        "return": episode.episode_return,
+    }
+
+
+def load_sft_dataset(path: str | Path) -> Any:
+    """A ``datasets.Dataset`` of the SFT JSONL written by ``agentenv sft-data`` (needs the ``datasets`` package)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError("load_sft_dataset needs the 'train' extra: pip install 'agentenv[train]'") from e
+    return datasets.Dataset.from_json(str(path))
 
 
 def read_jsonl(path: str | Path) -> Iterator[Episode]:

@@ -1,3 +1,9 @@
+import os
+import tempfile
+
+# Games and other generated tasks go to a fresh cache per test session unless the caller chose one.
+os.environ.setdefault("AGENTENV_CACHE", tempfile.mkdtemp(prefix="agentenv-test-cache-"))
+
 import pytest
 
 import agentenv

@@ -24,7 +24,7 @@ def agentenv_cli(*args):
         capture_output=True,
         text=True,
         env={**os.environ, **WIDE},
-        timeout=120,
+        timeout=900,
     )
 
 

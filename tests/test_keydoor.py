@@ -1,10 +1,10 @@
 import math
 
 import pytest
-from agentenv.envs.keydoor.world import generate, initial_state, plan
 
 import agentenv
 from agentenv import ConfigError
+from agentenv.envs.keydoor.world import generate, initial_state, plan
 from agentenv.testing import check_env
 
 from .conftest import KEYDOOR_IDS

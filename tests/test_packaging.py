@@ -91,7 +91,9 @@ def test_wheel_contains_subpackages_under_agentenv(wheel):
         for py in (REPO_ROOT / folder).rglob("*.py")
     }
     assert sources <= names, f"source modules missing from the wheel: {sorted(sources - names)}"
-    assert "[agentenv.envs]\nkeydoor = agentenv.envs.keydoor:register_envs" in entry_points_text
+    group = entry_points_text.split("[agentenv.envs]\n", 1)[1].split("\n[", 1)[0].splitlines()
+    for family in ("keydoor", "textworld", "household"):
+        assert f"{family} = agentenv.envs.{family}:register_envs" in group
     assert "[console_scripts]\nagentenv = agentenv.cli:main" in entry_points_text
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agentenv.core import TextEnv
 from agentenv.envs.keydoor.world import (
     DIRECTIONS,
     TREASURE,
@@ -15,10 +16,8 @@ from agentenv.envs.keydoor.world import (
     initial_state,
     plan,
 )
-from agentenv.rewards import REWARD_MODES, ProgressReward
-
-from agentenv.core import TextEnv
 from agentenv.errors import check_range
+from agentenv.rewards import REWARD_MODES, ProgressReward
 
 INSTRUCTIONS = """You are exploring a building of rooms laid out on a grid. Your goal: find the {treasure} \
 and take it.

@@ -1,0 +1,181 @@
+"""TextWorld games generated on demand from (kind, knobs, seed) into a content-addressed cache.
+
+A game is built once by TextWorld's own generator and Inform7 compiler, then reused: the cache key hashes the
+kind, the knobs, the seed and TextWorld's version. Building is safe under concurrent processes: one file lock
+per key, the game is written to a temporary folder and renamed into place, so a reader never sees half a game.
+
+``$AGENTENV_CACHE`` moves the cache (default: ``$XDG_CACHE_HOME/agentenv`` or ``~/.cache/agentenv``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Bump when the way games are built changes, so old cache entries are not reused.
+FORMAT = 2
+#: TextWorld sometimes generates a game its own walkthrough cannot win (e.g. two objects whose names the parser
+#: cannot tell apart). Such a draw is rejected and the generator is re-seeded, deterministically, up to this often.
+MAX_ATTEMPTS = 10
+KINDS = ("custom", "simple", "cooking")
+
+
+@contextmanager
+def quiet_engine() -> Iterator[None]:
+    """Silence jericho's UnsupportedGameWarning: it knows only published games' score layout, while TextWorld
+    tracks the score of its own games itself, so nothing is lost."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Game .* is not fully supported")
+        yield
+
+
+def require_textworld() -> Any:
+    try:
+        import textworld
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "The TextWorld environments need the 'textworld' extra: pip install 'agentenv[textworld]'"
+        ) from e
+    return textworld
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("AGENTENV_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "agentenv"
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """What a game is made from. Equal specs give byte-identical games."""
+
+    kind: str
+    knobs: tuple[tuple[str, Any], ...]
+    seed: int
+
+    @classmethod
+    def of(cls, kind: str, knobs: Mapping[str, Any], seed: int) -> GameSpec:
+        return cls(kind, tuple(sorted(knobs.items())), int(seed))
+
+    def key(self) -> str:
+        textworld = require_textworld()
+        blob = json.dumps(
+            {"kind": self.kind, "knobs": self.knobs, "seed": self.seed, "textworld": textworld.__version__,
+             "format": FORMAT},
+            sort_keys=True,
+        )  # fmt: skip
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Game:
+    """A built game: the compiled story file and what the env needs to know about it."""
+
+    path: Path
+    objective: str
+    walkthrough: tuple[str, ...]
+    max_score: int
+
+
+def build(spec: GameSpec, root: Path | None = None) -> Game:
+    """The game for ``spec``: from the cache when built before, otherwise generated and compiled now (~1 s)."""
+    folder = (root or cache_root()) / "textworld" / spec.key()
+    if not (folder / "meta.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same game
+            if not (folder / "meta.json").exists():
+                _build_into(spec, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    return Game(folder / "game.z8", meta["objective"], tuple(meta["walkthrough"]), int(meta["max_score"]))
+
+
+def _build_into(spec: GameSpec, folder: Path) -> None:
+    textworld = require_textworld()
+    from textworld.generator import compile_game
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for attempt in range(MAX_ATTEMPTS):
+            options = textworld.GameOptions()
+            options.seeds = spec.seed if attempt == 0 else _reseed(spec.seed, attempt)
+            options.path = str(staging / "game.z8")
+            options.force_recompile = True
+            with quiet_engine():  # the challenges replay their walkthrough in jericho while generating
+                game = _make_game(spec, options)
+                compile_game(game, options)
+            walkthrough = _winning_policy(textworld, staging / "game.z8")
+            if walkthrough is not None:
+                break
+        else:
+            raise RuntimeError(f"TextWorld made no winnable game for {spec} in {MAX_ATTEMPTS} attempts")
+        meta = {
+            "spec": {"kind": spec.kind, "knobs": dict(spec.knobs), "seed": spec.seed},
+            "attempt": attempt,
+            "generator_seeds": options.seeds,
+            "textworld": textworld.__version__,
+            "objective": game.objective,
+            "walkthrough": walkthrough,
+            "max_score": game.max_score,
+            "sha256": hashlib.sha256((staging / "game.z8").read_bytes()).hexdigest(),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists():  # a partial folder from a crashed build (no meta.json): replace it
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _reseed(seed: int, attempt: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{attempt}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _winning_policy(textworld: Any, path: Path) -> list[str] | None:
+    """TextWorld's policy at the start of the game, if playing it wins the game; else None."""
+    infos = textworld.EnvInfos(policy_commands=True, won=True, admissible_commands=True)
+    with quiet_engine():
+        engine = textworld.start(str(path), infos)
+        try:
+            state = engine.reset()
+            policy = list(state.policy_commands)
+            for command in policy:
+                if command not in state.admissible_commands:
+                    return None
+                state, _, _ = engine.step(command)
+            return policy if state.won else None
+        finally:
+            engine.close()
+
+
+def _make_game(spec: GameSpec, options: Any) -> Any:
+    knobs = dict(spec.knobs)
+    if spec.kind == "custom":
+        from textworld.generator import make_game
+
+        options.nb_rooms = knobs["world_size"]
+        options.nb_objects = knobs["nb_objects"]
+        options.quest_length = knobs["quest_length"]
+        return make_game(options)
+    from textworld.challenges import CHALLENGES
+
+    if spec.kind == "simple":
+        settings = {"rewards": knobs["rewards"], "goal": knobs["goal"], "test": knobs["split"] == "test"}
+        return CHALLENGES["tw-simple"][1](settings, options)
+    if spec.kind == "cooking":
+        cooking_split = {"train": "train", "validation": "valid", "test": "test"}[knobs["split"]]
+        settings = {k: knobs[k] for k in ("recipe", "take", "go", "open", "cook", "cut", "drop")}
+        settings.update(recipe_seed=spec.seed, split=cooking_split)
+        return CHALLENGES["tw-cooking"][1](settings, options)
+    raise ValueError(f"unknown game kind {spec.kind!r}; expected one of {KINDS}")
