@@ -83,7 +83,7 @@ def parse_action(action: Any, *, max_length: int, accepts_tools: bool) -> Action
         except UnicodeDecodeError:
             return InvalidAction("the turn is not valid UTF-8")
     if isinstance(action, dict):
-        action = _tool_call_from_dict(action)
+        action = tool_call_from_dict(action)
     if isinstance(action, (ToolCall, list)):
         calls = [action] if isinstance(action, ToolCall) else action
         if not calls or not all(isinstance(c, ToolCall) for c in calls):
@@ -106,7 +106,7 @@ def parse_action(action: Any, *, max_length: int, accepts_tools: bool) -> Action
     return str(action)  # np.str_ and other str subclasses become plain str
 
 
-def _tool_call_from_dict(raw: dict) -> ToolCall | InvalidAction:
+def tool_call_from_dict(raw: dict) -> ToolCall | InvalidAction:
     """Accept OpenAI-style ``{"name", "arguments"}`` or ``{"function": {...}}`` tool-call dicts."""
     body = raw.get("function", raw)
     if not isinstance(body, dict):

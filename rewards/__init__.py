@@ -14,6 +14,18 @@ from agentenv.rewards.base import (
     Sequential,
     WeightedSum,
 )
+from agentenv.rewards.extract import Extract, extract_answer
+from agentenv.rewards.guards import AnswerPresent, DegenerateAnswer, NonEmptyAnswer, ReferenceEcho
+from agentenv.rewards.nuggets import EmbeddingMatcher, JudgeMatcher, LexicalMatcher, NuggetRubric, extract_nuggets
+from agentenv.rewards.rules import (
+    ExactMatch,
+    FormatCheck,
+    NumericMatch,
+    RegexMatch,
+    TestPassRatio,
+    TokenF1,
+    ToolCallValidity,
+)
 from agentenv.rewards.shaping import (
     REWARD_MODES,
     CentredSigmoid,
@@ -26,12 +38,25 @@ from agentenv.rewards.shaping import (
 
 __all__ = [
     "REWARD_MODES",
+    "AnswerPresent",
     "CentredSigmoid",
+    "DegenerateAnswer",
+    "EmbeddingMatcher",
+    "ExactMatch",
+    "Extract",
+    "FormatCheck",
     "FormatPenalty",
     "Gate",
+    "JudgeMatcher",
     "LengthPenalty",
+    "LexicalMatcher",
+    "NonEmptyAnswer",
+    "NuggetRubric",
+    "NumericMatch",
     "ProgressDensity",
     "ProgressReward",
+    "ReferenceEcho",
+    "RegexMatch",
     "Reward",
     "RewardDict",
     "RewardFn",
@@ -39,6 +64,11 @@ __all__ = [
     "Sample",
     "Score",
     "Sequential",
+    "TestPassRatio",
+    "TokenF1",
+    "ToolCallValidity",
     "WeightedSum",
     "discounted_returns",
+    "extract_answer",
+    "extract_nuggets",
 ]

