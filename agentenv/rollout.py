@@ -1,7 +1,11 @@
 """Episodes of an env played by a policy, as records that can be saved, summarised and trained on.
 
-This module is the one place where turns become training data. Today it records text turns played by scripted
-policies; model runners add token ids, loss masks and logprobs to the same records.
+This module is the one place where turns become training data. :func:`play_episode` records the text turns of a
+scripted policy; :func:`rollout` plays batches of episodes with a token-level policy (``generate(prompts) ->
+generations``) and returns :class:`Trajectory` records whose token ids are exactly the ids the model saw and
+generated: the agent's tokens are never re-encoded, env messages are appended as chat-template deltas
+(:class:`~agentenv.chat_format.ChatFormat`), ``loss_mask`` is 1 on agent tokens only, and each turn's reward sits
+on that turn's last token.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from agentenv.chat_format import ChatFormat
 from agentenv.core import TextEnv
 
 
@@ -93,6 +98,135 @@ def play_episode(env: gym.Env, policy: Any, seed: int, env_id: str = "") -> Epis
             episode.success = bool(info.get("success"))
             episode.terminated, episode.truncated = bool(terminated), bool(truncated)
             return episode
+
+
+@dataclass
+class Trajectory(Episode):
+    """An :class:`Episode` with its tokens: what the model saw and generated, aligned position by position."""
+
+    token_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)  # 1 on agent tokens, 0 on prompt and env tokens
+    logprobs: list[float] = field(default_factory=list)  # sampling log-probabilities; 0.0 on non-agent tokens
+    turn_spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of each agent turn
+    prompt_length: int = 0  # ids of the opening prompt (system + first env message + generation prompt)
+    context_truncated: bool = False  # stopped because the next turn would not fit max_context_tokens
+    error: str = ""  # a failed env step or generation ended this episode; the rest of the batch goes on
+    prompts: list[list[int]] = field(default_factory=list)  # each turn's prompt, when record_prompts=True
+
+    @property
+    def turn_rewards(self) -> list[float]:
+        return [t.reward for t in self.turns]
+
+    @property
+    def reward_positions(self) -> list[int]:
+        """Index of the last token of each agent turn: where that turn's reward lands."""
+        return [end - 1 for _, end in self.turn_spans]
+
+
+def rollout(
+    envs: list[gym.Env],
+    policy: Any,
+    chat_format: ChatFormat,
+    seeds: Iterable[int],
+    *,
+    sampling: Any = None,
+    max_context_tokens: int = 4096,
+    env_id: str = "",
+    policy_name: str = "",
+    record_prompts: bool = False,
+) -> list[Trajectory]:
+    """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
+
+    ``policy.generate(prompts, sampling)`` takes token-id prompts and returns generations with ``token_ids``,
+    ``logprobs``, ``finish_reason`` and ``text`` (e.g. :class:`agentenv.policies.TransformersPolicy`). An episode
+    whose next turn would not fit in ``max_context_tokens`` ends with ``truncated=True`` and
+    ``context_truncated=True`` (never silently shortened), its ids ending with its last agent turn so they fit.
+    A failing env step or generation ends only that episode, with ``error`` set.
+    """
+    pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
+    free = list(range(len(envs)))[::-1]
+    live: dict[int, Trajectory] = {}  # env slot -> episode in progress
+    position: dict[int, int] = {}  # env slot -> where its episode goes in the result
+    done: dict[int, Trajectory] = {}
+    max_new = getattr(sampling or getattr(policy, "sampling", None), "max_new_tokens", 0)
+
+    def start(slot: int, index: int, seed: int) -> None:
+        env = envs[slot]
+        position[slot] = index
+        name = env_id or (env.spec.id if env.spec else type(env.unwrapped).__name__)
+        try:
+            observation, info = env.reset(seed=seed)
+        except Exception as e:
+            done[index] = Trajectory(name, policy_name, seed, "", "", "", None, error=f"reset failed: {e!r}")
+            free.append(slot)
+            return
+        instructions = info.get("instructions", getattr(env.unwrapped, "instructions", ""))
+        ids = chat_format.start([{"role": "system", "content": instructions}, {"role": "user", "content": observation}])
+        live[slot] = Trajectory(
+            name, policy_name, seed, info.get("task_id", ""), instructions, observation, info.get("optimal_steps"),
+            token_ids=ids, loss_mask=[0] * len(ids), logprobs=[0.0] * len(ids), prompt_length=len(ids),
+        )  # fmt: skip
+
+    def finish(slot: int) -> None:
+        done[position[slot]] = live.pop(slot)
+        free.append(slot)
+
+    while pending or live:
+        while pending and free:
+            start(free.pop(), *pending.pop())
+        for slot, episode in list(live.items()):
+            if len(episode.token_ids) + max_new > max_context_tokens:
+                # The last env message does not leave room for a turn: drop it (it trains nothing) and stop.
+                keep = episode.turn_spans[-1][1] if episode.turn_spans else len(episode.token_ids)
+                del episode.token_ids[keep:], episode.loss_mask[keep:], episode.logprobs[keep:]
+                episode.truncated = episode.context_truncated = True
+                finish(slot)
+        if not live:
+            continue
+        slots = list(live)
+        prompts = [list(live[s].token_ids) for s in slots]
+        try:
+            generations = policy.generate(prompts, sampling) if sampling is not None else policy.generate(prompts)
+        except Exception as e:  # a failed generation call fails these episodes, not the run
+            for slot in slots:
+                live[slot].error = f"generation failed: {e!r}"
+                finish(slot)
+            continue
+        for slot, prompt, generation in zip(slots, prompts, generations, strict=True):
+            episode = live[slot]
+            if getattr(generation, "finish_reason", "") == "error":
+                episode.error = f"generation failed: {getattr(generation, 'error', '')}"
+                finish(slot)
+                continue
+            if record_prompts:
+                episode.prompts.append(prompt)
+            begin = len(episode.token_ids)
+            episode.token_ids += generation.token_ids
+            episode.loss_mask += [1] * len(generation.token_ids)
+            episode.logprobs += list(generation.logprobs) or [0.0] * len(generation.token_ids)
+            episode.turn_spans.append((begin, len(episode.token_ids)))
+            try:
+                observation, reward, terminated, truncated, info = envs[slot].step(generation.text)
+            except Exception as e:
+                episode.error = f"env step failed: {e!r}"
+                finish(slot)
+                continue
+            episode.turns.append(
+                Turn(generation.text, observation, float(reward), bool(info.get("invalid_action")),
+                     info.get("reward_parts", {}))
+            )  # fmt: skip
+            if terminated or truncated:
+                episode.success = bool(info.get("success"))
+                episode.terminated, episode.truncated = bool(terminated), bool(truncated)
+                finish(slot)
+                continue
+            delta = chat_format.delta(
+                {"role": "user", "content": observation}, ended=chat_format.ended(generation.token_ids)
+            )
+            episode.token_ids += delta
+            episode.loss_mask += [0] * len(delta)
+            episode.logprobs += [0.0] * len(delta)
+    return [done[i] for i in sorted(done)]
 
 
 def summarize(episodes: Iterable[Episode]) -> dict[str, float]:

@@ -1,0 +1,176 @@
+"""Token-exact rollouts: the ids trained on are the ids the model saw and generated."""
+
+import math
+
+import pytest
+
+import agentenv
+from agentenv import TextEnv
+from agentenv.chat_format import ChatFormat
+from agentenv.errors import ConfigError
+from agentenv.models import tiny_model
+from agentenv.policies import Generation, Sampling, TransformersPolicy
+from agentenv.rollout import rollout
+
+# A reasoning model's template: earlier assistant turns lose their <think> block when the history is re-rendered.
+STRIPPING_TEMPLATE = (
+    "{% for m in messages %}{% set content = m['content'] %}"
+    "{% if m['role'] == 'assistant' %}{% set content = content.split('</think>')[-1].lstrip() %}{% endif %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + content + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(seed=0)
+
+
+class ScriptedTokens:
+    """A token-level policy that 'generates' given texts (canonical ids + end of turn), to pin exact expectations."""
+
+    def __init__(self, tokenizer, texts, end=True):
+        self.tokenizer, self.texts, self.end, self.calls = tokenizer, list(texts), end, 0
+
+    def generate(self, prompts, sampling=None):
+        out = []
+        for _ in prompts:
+            text = self.texts[self.calls % len(self.texts)]
+            self.calls += 1
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = [*ids, self.tokenizer.eos_token_id] if self.end else ids
+            out.append(Generation(ids, [-0.5] * len(ids), "stop" if self.end else "length", text))
+        return out
+
+
+def keydoor():
+    return agentenv.make("AgentEnv/KeyDoor-s2k0d1-v0", max_turns=4)
+
+
+def test_chatml_deltas_equal_rendering_the_whole_conversation(tiny):
+    _, tokenizer = tiny
+    fmt = ChatFormat(tokenizer)
+    texts = ["look", "go north", "take the coin"]
+    [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, texts), fmt, [3])
+    chat = [
+        {"role": "system", "content": trajectory.instructions},
+        {"role": "user", "content": trajectory.first_observation},
+    ]
+    for turn in trajectory.turns[:-1]:
+        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
+    chat.append({"role": "assistant", "content": trajectory.turns[-1].action})
+    rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
+    assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
+    assert len(rendered) - len(trajectory.token_ids) == len(fmt.encode("\n"))  # only the template's final newline
+
+
+def test_reasoning_stripping_template_keeps_the_generated_thoughts(tiny):
+    _, tokenizer = tiny
+    fmt = ChatFormat(tokenizer, chat_template=STRIPPING_TEMPLATE)
+    texts = ["<think>the coin may be north</think> go north", "<think>try looking</think> look"]
+    [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, texts), fmt, [3], record_prompts=True)
+    ids = trajectory.token_ids
+    for k, (prompt, (start, end)) in enumerate(zip(trajectory.prompts, trajectory.turn_spans, strict=True)):
+        assert ids[: len(prompt)] == prompt, f"turn {k}: what the model saw is not a prefix of the trajectory"
+        assert start == len(prompt)
+        assert tokenizer.decode(ids[start:end], skip_special_tokens=True) == texts[k % 2]
+    chat = [
+        {"role": "system", "content": trajectory.instructions},
+        {"role": "user", "content": trajectory.first_observation},
+    ]
+    for turn in trajectory.turns:
+        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
+    rerendered = fmt.encode(fmt.render(chat[:-1], add_generation_prompt=False))
+    assert "the coin may be north" not in tokenizer.decode(rerendered)  # re-templating would erase the thought
+    assert "the coin may be north" in tokenizer.decode(ids)  # the trajectory keeps what was generated
+
+
+def test_loss_mask_covers_exactly_the_agent_tokens_and_rewards_sit_on_turn_ends(tiny):
+    _, tokenizer = tiny
+    [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, ["look", "dance"]), ChatFormat(tokenizer), [0])
+    agent = {i for start, end in trajectory.turn_spans for i in range(start, end)}
+    assert {i for i, m in enumerate(trajectory.loss_mask) if m} == agent
+    assert len(trajectory.loss_mask) == len(trajectory.token_ids) == len(trajectory.logprobs)
+    assert all(trajectory.logprobs[i] == -0.5 for i in agent)
+    assert all(trajectory.logprobs[i] == 0.0 for i in range(len(trajectory.token_ids)) if i not in agent)
+    assert trajectory.reward_positions == [end - 1 for _, end in trajectory.turn_spans]
+    assert all(trajectory.token_ids[p] == tokenizer.eos_token_id for p in trajectory.reward_positions)
+    assert len(trajectory.turn_rewards) == len(trajectory.turns) == 4 and trajectory.truncated
+
+
+def test_a_turn_cut_off_by_length_gets_its_end_of_turn_as_an_env_token(tiny):
+    _, tokenizer = tiny
+    fmt = ChatFormat(tokenizer)
+    [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, ["look"], end=False), fmt, [0])
+    _, end = trajectory.turn_spans[0]
+    assert trajectory.token_ids[end] == tokenizer.eos_token_id and trajectory.loss_mask[end] == 0
+
+
+def test_context_budget_truncates_explicitly(tiny):
+    model, tokenizer = tiny
+    policy = TransformersPolicy(model, tokenizer, Sampling(max_new_tokens=16, temperature=1.0, seed=1))
+    env = agentenv.make("AgentEnv/KeyDoor-s2k0d1-v0", max_turns=50)
+    [trajectory] = rollout([env], policy, ChatFormat(tokenizer), [0], max_context_tokens=700)
+    assert trajectory.truncated and trajectory.context_truncated and not trajectory.terminated
+    assert len(trajectory.token_ids) <= 700 and len(trajectory.token_ids) == trajectory.turn_spans[-1][1]
+
+
+class Crashes(TextEnv):
+    instructions = "Say anything."
+
+    def _reset(self, task_seed, options):
+        self.crash_at = task_seed % 3
+        return "Hello.", {}
+
+    def _step(self, action):
+        if self.turn > self.crash_at:
+            raise RuntimeError("the env worker died")
+        return "Go on.", 0.0, False, {}
+
+
+def test_a_crashing_env_fails_its_episode_and_the_batch_goes_on(tiny):
+    _, tokenizer = tiny
+    envs = [Crashes(max_turns=5), agentenv.make("AgentEnv/KeyDoor-s2k0d1-v0", max_turns=3)]
+    trajectories = rollout(envs, ScriptedTokens(tokenizer, ["look"]), ChatFormat(tokenizer), range(4))
+    assert [t.seed for t in trajectories] == [0, 1, 2, 3]  # in the order asked, whatever finished first
+    crashed = [t for t in trajectories if t.error]
+    assert crashed and all("the env worker died" in t.error for t in crashed)
+    assert any(t.truncated and not t.error for t in trajectories)
+
+
+def test_transformers_policy_batches_with_left_padding_and_reports_logprobs(tiny):
+    model, tokenizer = tiny
+    policy = TransformersPolicy(model, tokenizer, Sampling(max_new_tokens=6, temperature=0.0), batch_size=4)
+    fmt = ChatFormat(tokenizer)
+    prompts = [fmt.start([{"role": "user", "content": text}]) for text in ("hi", "go north now please", "look")]
+    batched = policy.generate(prompts)
+    alone = [policy.generate([p])[0] for p in prompts]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]  # greedy: padding changes nothing
+    for g in batched:
+        assert len(g.logprobs) == len(g.token_ids) and all(math.isfinite(x) and x <= 0 for x in g.logprobs)
+        assert g.finish_reason in ("stop", "length")
+
+
+def test_chat_format_refuses_a_template_without_the_eos_turn_marker(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ConfigError, match="eos token"):
+        ChatFormat(tokenizer, chat_template="{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+
+
+@pytest.mark.slow
+def test_default_model_template_deltas_are_exact():
+    from agentenv.models import load_model
+
+    _, tokenizer = load_model("default")
+    fmt = ChatFormat(tokenizer)
+    texts = ["look around", "go north"]
+    [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, texts), fmt, [1])
+    chat = [
+        {"role": "system", "content": trajectory.instructions},
+        {"role": "user", "content": trajectory.first_observation},
+    ]
+    for turn in trajectory.turns[:-1]:
+        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
+    chat.append({"role": "assistant", "content": trajectory.turns[-1].action})
+    rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
+    assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
