@@ -281,6 +281,79 @@ def sft_data(
     console.print(f"wrote {len(kept)} of {episodes} episodes to {output}")
 
 
+@app.command("eval")
+def evaluate(
+    env_id: str,
+    policy: Annotated[
+        str, typer.Option(help="random | walkthrough | model:NAME (model:default = the offline small model)")
+    ] = "model:default",
+    episodes: Annotated[int, typer.Option(min=1, help="Tasks 0..n-1 of the split")] = 20,
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1, help="Episodes played at once (model policies)")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
+    max_context_tokens: Annotated[int, typer.Option(min=64)] = 4096,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Trajectories as JSONL")] = None,
+    html: Annotated[Path | None, typer.Option(help="A page to read the episodes")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Run a policy on an env's test tasks and print the standard metrics (success with 95% CI, turns, ...)."""
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.policies import POLICIES, make_policy
+    from agentenv.rollout import play_episode, rollout, summarize, write_html, write_jsonl
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    kwargs = _parse_kwargs(kw)
+    if not policy.startswith("model:"):
+        from agentenv.errors import check_choice
+
+        check_choice("policy", policy, [*POLICIES, "model:NAME"])
+    envs = [agentenv.make(env_id, split=split, **kwargs) for _ in range(1 if policy in POLICIES else batch_size)]
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
+            if policy in POLICIES:
+                played = []
+                for i in range(episodes):
+                    played.append(play_episode(envs[0], make_policy(policy, seed=i), seed=i, env_id=env_id))
+                    progress.advance(task)
+            else:
+                from agentenv.chat_format import ChatFormat
+                from agentenv.policies import Sampling, TransformersPolicy
+
+                progress.update(task, description=f"loading {policy}")
+                runner = TransformersPolicy.from_pretrained(
+                    policy.removeprefix("model:"), Sampling(max_new_tokens, temperature), num_threads=threads
+                )
+                runner.batch_size = batch_size
+                progress.update(task, description=f"{policy} on {split} tasks of {env_id}")
+                played = rollout(
+                    envs, runner, ChatFormat(runner.tokenizer), range(episodes), env_id=env_id, policy_name=policy,
+                    max_context_tokens=max_context_tokens, on_episode=lambda _: progress.advance(task),
+                )  # fmt: skip
+    finally:
+        for env in envs:
+            env.close()
+    metrics = summarize(played)
+    table = Table(title=f"{policy} on {env_id} ({split}, {episodes} episodes)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("success rate", f"{metrics['success_rate']:.3f}  [{metrics['success_ci_low']:.3f}, "
+                  f"{metrics['success_ci_high']:.3f}] 95% CI")  # fmt: skip
+    for key in ("mean_return", "mean_turns", "invalid_rate", "truncation_rate", "error_rate", "turns_over_optimal"):
+        table.add_row(key.replace("_", " "), _fmt(metrics[key]))
+    for key in (k for k in metrics if k.startswith("reward_parts.")):
+        table.add_row(key, _fmt(metrics[key]))
+    console.print(table)
+    if output is not None:
+        console.print(f"wrote {write_jsonl(played, output)} trajectories to {output}")
+    if html is not None:
+        console.print(f"wrote {write_html(played, html, title=f'{policy} on {env_id}')} episodes to {html}")
+
+
 def _run_rollouts(
     env_id: str, policies: list[str], episodes: int, seed: int, kwargs: dict[str, Any], output: Path | None
 ) -> dict[str, dict[str, float]]:

@@ -134,6 +134,7 @@ def rollout(
     env_id: str = "",
     policy_name: str = "",
     record_prompts: bool = False,
+    on_episode: Any = None,
 ) -> list[Trajectory]:
     """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
 
@@ -141,7 +142,8 @@ def rollout(
     ``logprobs``, ``finish_reason`` and ``text`` (e.g. :class:`agentenv.policies.TransformersPolicy`). An episode
     whose next turn would not fit in ``max_context_tokens`` ends with ``truncated=True`` and
     ``context_truncated=True`` (never silently shortened), its ids ending with its last agent turn so they fit.
-    A failing env step or generation ends only that episode, with ``error`` set.
+    A failing env step or generation ends only that episode, with ``error`` set. ``on_episode(trajectory)`` is
+    called as each episode ends (e.g. to advance a progress bar).
     """
     pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
     free = list(range(len(envs)))[::-1]
@@ -159,6 +161,8 @@ def rollout(
         except Exception as e:
             done[index] = Trajectory(name, policy_name, seed, "", "", "", None, error=f"reset failed: {e!r}")
             free.append(slot)
+            if on_episode is not None:
+                on_episode(done[index])
             return
         instructions = info.get("instructions", getattr(env.unwrapped, "instructions", ""))
         ids = chat_format.start([{"role": "system", "content": instructions}, {"role": "user", "content": observation}])
@@ -170,6 +174,8 @@ def rollout(
     def finish(slot: int) -> None:
         done[position[slot]] = live.pop(slot)
         free.append(slot)
+        if on_episode is not None:
+            on_episode(done[position[slot]])
 
     while pending or live:
         while pending and free:
@@ -230,21 +236,74 @@ def rollout(
 
 
 def summarize(episodes: Iterable[Episode]) -> dict[str, float]:
-    """Success rate, mean return and turns, invalid-turn rate, and turns over optimal (solved episodes only)."""
+    """The standard metrics: success rate with its 95% Wilson interval, mean return and turns, invalid-turn,
+    truncation and error rates, turns over optimal (solved episodes only), and the mean of each reward part."""
     episodes = list(episodes)
     if not episodes:
         return {"episodes": 0}
+    n = len(episodes)
     turns = [len(e.turns) for e in episodes]
     invalid = sum(t.invalid_action for e in episodes for t in e.turns)
     solved = [len(e.turns) / e.optimal_steps for e in episodes if e.success and e.optimal_steps]
+    successes = sum(e.success for e in episodes)
+    low, high = wilson_interval(successes, n)
+    parts: dict[str, float] = {}
+    for e in episodes:
+        for t in e.turns:
+            for name, value in t.reward_parts.items():
+                parts[name] = parts.get(name, 0.0) + value
     return {
-        "episodes": len(episodes),
-        "success_rate": sum(e.success for e in episodes) / len(episodes),
-        "mean_return": sum(e.episode_return for e in episodes) / len(episodes),
-        "mean_turns": sum(turns) / len(episodes),
+        "episodes": n,
+        "success_rate": successes / n,
+        "success_ci_low": low,
+        "success_ci_high": high,
+        "mean_return": sum(e.episode_return for e in episodes) / n,
+        "mean_turns": sum(turns) / n,
         "invalid_rate": invalid / max(1, sum(turns)),
+        "truncation_rate": sum(e.truncated for e in episodes) / n,
+        "error_rate": sum(bool(getattr(e, "error", "")) for e in episodes) / n,
         "turns_over_optimal": sum(solved) / len(solved) if solved else math.nan,
+        **{f"reward_parts.{name}": total / n for name, total in sorted(parts.items())},
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a success rate (95% for z=1.96); sane at 0 and n successes."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def write_html(episodes: Iterable[Episode], path: str | Path, title: str = "AgentEnv episodes") -> int:
+    """A self-contained HTML page to read episodes turn by turn; returns how many it holds."""
+    from html import escape
+
+    rows = []
+    episodes = list(episodes)
+    for e in episodes:
+        verdict = "solved" if e.success else ("error: " + e.error if getattr(e, "error", "") else "not solved")
+        turns = "".join(
+            f"<div class=a>&gt; {escape(t.action)}</div><div class='o{' bad' if t.invalid_action else ''}'>"
+            f"{escape(t.observation)}<span class=r>reward {t.reward:+.3f}</span></div>"
+            for t in e.turns
+        )
+        rows.append(
+            f"<details><summary>{escape(e.task_id or str(e.seed))} — {escape(verdict)}, {len(e.turns)} turns, "
+            f"return {e.episode_return:.3f}</summary><div class=s>{escape(e.instructions)}</div>"
+            f"<div class=o>{escape(e.first_observation)}</div>{turns}</details>"
+        )
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:auto}details{border-bottom:1px solid #ccc;padding:.3em}"
+        ".s,.o,.a{white-space:pre-wrap;margin:.3em 0}.s{color:#666}.a{font-weight:bold}.bad{color:#a33}"
+        ".r{float:right;color:#36a;font-size:.8em}"
+    )
+    page = f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title><style>{style}</style>"
+    page += f"<h1>{escape(title)}</h1>{''.join(rows)}"
+    Path(path).write_text(page, encoding="utf-8")
+    return len(episodes)
 
 
 def write_jsonl(episodes: Iterable[Episode], path: str | Path, *, sft: bool = False) -> int:

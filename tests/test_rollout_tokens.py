@@ -174,3 +174,33 @@ def test_default_model_template_deltas_are_exact():
     chat.append({"role": "assistant", "content": trajectory.turns[-1].action})
     rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
     assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
+
+
+def test_wilson_interval_is_sane_at_the_edges():
+    from agentenv.rollout import wilson_interval
+
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and 0.25 < high < 0.35
+    low, high = wilson_interval(10, 10)
+    assert 0.65 < low < 0.75 and high == 1.0
+    low, high = wilson_interval(5, 10)
+    assert low < 0.5 < high and math.isclose(low + high, 1.0)
+
+
+def test_eval_command_runs_a_local_model_and_writes_trajectories_and_html(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from agentenv.cli import app
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    args = ["eval", "AgentEnv/KeyDoor-s2k0d1-v0", "--policy", f"model:{tmp_path / 'tiny'}", "--episodes", "3"]
+    args += ["--batch-size", "2", "--max-new-tokens", "4", "-o", str(tmp_path / "t.jsonl")]
+    args += ["--html", str(tmp_path / "t.html")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "success rate" in result.output and "95% CI" in result.output and "invalid rate" in result.output
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and '"loss_mask"' in lines[0]
+    assert (tmp_path / "t.html").read_text().count("<details>") == 3
