@@ -55,16 +55,21 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
+def _emptiness(text: str) -> str | None:
+    """Why ``text`` has no content at all, or None when it has some."""
+    if not text.strip():
+        return "empty response"
+    if not has_content(text):
+        return "only punctuation or symbols"
+    return None
+
+
 class NonEmptyAnswer(Reward):
     """Passes a response with content: fails an empty one, whitespace only, or punctuation and symbols only."""
 
     def score(self, sample: Sample) -> Score:
-        text = sample.response
-        if not text.strip():
-            return Score(0.0, reason="empty response")
-        if not has_content(text):
-            return Score(0.0, reason="only punctuation or symbols")
-        return Score(1.0)
+        why = _emptiness(sample.response)
+        return Score(0.0, reason=why) if why else Score(1.0)
 
 
 class DegenerateAnswer(Reward):
@@ -97,10 +102,9 @@ class DegenerateAnswer(Reward):
 
     def score(self, sample: Sample) -> Score:
         text = sample.response
-        if not text.strip():
-            return Score(0.0, reason="empty response")
-        if not has_content(text):
-            return Score(0.0, reason="only punctuation or symbols")
+        why = _emptiness(text)
+        if why:
+            return Score(0.0, reason=why)
         words = _words(text)
         if len(words) >= self.max_repeats and len(set(words)) == 1:
             return Score(0.0, reason=f"one token repeated: {words[0][:40]!r} x{len(words)}")

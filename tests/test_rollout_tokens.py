@@ -43,6 +43,17 @@ class ScriptedTokens:
         return out
 
 
+def as_chat(trajectory):
+    """The episode as messages, every turn's text re-rendered: what re-templating the history would encode."""
+    chat = [
+        {"role": "system", "content": trajectory.instructions},
+        {"role": "user", "content": trajectory.first_observation},
+    ]
+    for turn in trajectory.turns:
+        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
+    return chat
+
+
 def keydoor():
     return agentenv.make("AgentEnv/KeyDoor-s2k0d1-v0", max_turns=4)
 
@@ -52,14 +63,7 @@ def test_chatml_deltas_equal_rendering_the_whole_conversation(tiny):
     fmt = ChatFormat(tokenizer)
     texts = ["look", "go north", "take the coin"]
     [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, texts), fmt, [3])
-    chat = [
-        {"role": "system", "content": trajectory.instructions},
-        {"role": "user", "content": trajectory.first_observation},
-    ]
-    for turn in trajectory.turns[:-1]:
-        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
-    chat.append({"role": "assistant", "content": trajectory.turns[-1].action})
-    rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
+    rendered = fmt.encode(fmt.render(as_chat(trajectory)[:-1], add_generation_prompt=False))
     assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
     assert len(rendered) - len(trajectory.token_ids) == len(fmt.encode("\n"))  # only the template's final newline
 
@@ -74,13 +78,7 @@ def test_reasoning_stripping_template_keeps_the_generated_thoughts(tiny):
         assert ids[: len(prompt)] == prompt, f"turn {k}: what the model saw is not a prefix of the trajectory"
         assert start == len(prompt)
         assert tokenizer.decode(ids[start:end], skip_special_tokens=True) == texts[k % 2]
-    chat = [
-        {"role": "system", "content": trajectory.instructions},
-        {"role": "user", "content": trajectory.first_observation},
-    ]
-    for turn in trajectory.turns:
-        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
-    rerendered = fmt.encode(fmt.render(chat[:-1], add_generation_prompt=False))
+    rerendered = fmt.encode(fmt.render(as_chat(trajectory)[:-1], add_generation_prompt=False))
     assert "the coin may be north" not in tokenizer.decode(rerendered)  # re-templating would erase the thought
     assert "the coin may be north" in tokenizer.decode(ids)  # the trajectory keeps what was generated
 
@@ -165,14 +163,7 @@ def test_default_model_template_deltas_are_exact():
     fmt = ChatFormat(tokenizer)
     texts = ["look around", "go north"]
     [trajectory] = rollout([keydoor()], ScriptedTokens(tokenizer, texts), fmt, [1])
-    chat = [
-        {"role": "system", "content": trajectory.instructions},
-        {"role": "user", "content": trajectory.first_observation},
-    ]
-    for turn in trajectory.turns[:-1]:
-        chat += [{"role": "assistant", "content": turn.action}, {"role": "user", "content": turn.observation}]
-    chat.append({"role": "assistant", "content": trajectory.turns[-1].action})
-    rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
+    rendered = fmt.encode(fmt.render(as_chat(trajectory)[:-1], add_generation_prompt=False))
     assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
 
 
