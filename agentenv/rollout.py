@@ -21,6 +21,7 @@ import gymnasium as gym
 
 from agentenv.chat_format import ChatFormat
 from agentenv.core import TextEnv
+from agentenv.errors import ConfigError
 
 
 @dataclass
@@ -193,6 +194,8 @@ def rollout(
         prompts = [list(live[s].token_ids) for s in slots]
         try:
             generations = policy.generate(prompts, sampling) if sampling is not None else policy.generate(prompts)
+        except ConfigError:
+            raise  # bad configuration (e.g. a server that cannot return token ids) fails fast, not batch by batch
         except Exception as e:  # a failed generation call fails these episodes, not the run
             for slot in slots:
                 live[slot].error = f"generation failed: {e!r}"

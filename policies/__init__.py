@@ -1,15 +1,18 @@
 """Policies (``agentenv.policies``): what plays the environments.
 
-For now: scripted policies (random, walkthrough) used by ``agentenv rollout`` and the demo. Model runners
-(transformers, vLLM, OpenAI-compatible) and trainers build on the same text-level contract.
+Token-level runners (token ids in, :class:`Generation` out — what :func:`agentenv.rollout.rollout` drives):
+:class:`TransformersPolicy` (in-process) and :class:`OpenAIPolicy` (any vLLM/SGLang-compatible server; chat mode
+for hosted models, eval only). Scripted policies (random, walkthrough) play text turns for baselines and SFT data.
 """
 
 from agentenv.policies.local import Generation, Sampling, TransformersPolicy
+from agentenv.policies.openai_compat import OpenAIPolicy
 from agentenv.policies.scripted import POLICIES, RandomPolicy, ScriptedPolicy, WalkthroughPolicy, make_policy
 
 __all__ = [
     "POLICIES",
     "Generation",
+    "OpenAIPolicy",
     "RandomPolicy",
     "Sampling",
     "ScriptedPolicy",

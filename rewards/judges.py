@@ -20,7 +20,6 @@ import json
 import math
 import string
 import threading
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,6 +29,7 @@ from typing import Any, ClassVar, Protocol
 import yaml
 
 from agentenv.errors import ConfigError, check_choice, check_range, closest
+from agentenv.http import OpenAIClient, run_sync
 from agentenv.rewards.base import Reward, Sample, Score
 
 Chat = list[dict[str, str]]
@@ -358,19 +358,13 @@ class OpenAIServer:
         self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8, retries: int = 3,
         backoff: float = 0.5, timeout: float = 60.0, top_logprobs: int = 20, context_tokens: int = 8192,
     ):  # fmt: skip
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url={base_url!r} must be an http(s) URL, e.g. 'http://127.0.0.1:8000/v1'")
-        check_range("concurrency", concurrency, 1, integer=True)
-        check_range("retries", retries, 0, integer=True)
-        check_range("backoff", backoff, 0)
-        check_range("top_logprobs", top_logprobs, 1, 20, integer=True)
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key = model, api_key
-        self.concurrency, self.retries, self.backoff, self.timeout = concurrency, retries, backoff, timeout
-        self.top_logprobs, self.context_tokens = top_logprobs, context_tokens
-        self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
+        self.http = OpenAIClient(
+            base_url, api_key=api_key, concurrency=concurrency, retries=retries, backoff=backoff, timeout=timeout
         )
+        check_range("top_logprobs", top_logprobs, 1, 20, integer=True)
+        self.url = self.http.base_url + "/chat/completions"
+        self.model = model
+        self.top_logprobs, self.context_tokens = top_logprobs, context_tokens
 
     def __repr__(self) -> str:
         return f"OpenAIServer({self.url!r}, model={self.model!r})"
@@ -382,7 +376,7 @@ class OpenAIServer:
     async def ap_yes(self, chats: Sequence[Chat]) -> list[Verdict]:
         if not chats:
             return []
-        async with self._client() as client:
+        async with self.http.session() as client:
             return list(await asyncio.gather(*(self._p_yes_one(client, chat) for chat in chats)))
 
     async def agenerate(
@@ -390,7 +384,7 @@ class OpenAIServer:
     ) -> list[list[str]]:
         if not chats:
             return []
-        async with self._client() as client:
+        async with self.http.session() as client:
             return list(
                 await asyncio.gather(
                     *(self._generate_one(client, chat, n, max_new_tokens, temperature, seed) for chat in chats)
@@ -399,56 +393,24 @@ class OpenAIServer:
 
     # -- sync API (what score_batch calls)
     def p_yes(self, chats: Sequence[Chat]) -> list[Verdict]:
-        return _run(self.ap_yes(chats))
+        return run_sync(self.ap_yes(chats), _CALLER_LOOP.get())
 
     def generate(
         self, chats: Sequence[Chat], *, n: int = 1, max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0
     ) -> list[list[str]]:
-        return _run(self.agenerate(chats, n=n, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+        return run_sync(
+            self.agenerate(chats, n=n, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+            _CALLER_LOOP.get(),
+        )
 
     # -- requests
-    def _client(self) -> Any:
-        try:
-            import httpx
-        except ImportError as e:
-            raise ImportError("The HTTP judge backend needs httpx: pip install 'agentenv[train]' (or httpx)") from e
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return httpx.AsyncClient(timeout=self.timeout, headers=headers)
-
-    def _limit(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if loop not in self._limits:
-            self._limits[loop] = asyncio.Semaphore(self.concurrency)
-        return self._limits[loop]
-
-    async def _post(self, client: Any, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        error = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
-            async with self._limit():
-                try:
-                    response = await client.post(self.url, json=body)
-                except httpx.TransportError as e:
-                    error = f"{type(e).__name__}: {e}"
-                    continue
-            if response.status_code == 429 or response.status_code >= 500:
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code >= 400:
-                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-            return response.json()
-        raise RuntimeError(f"{error} (after {self.retries + 1} attempts)")
-
     async def _p_yes_one(self, client: Any, chat: Chat) -> Verdict:
         body = {
             "model": self.model, "messages": chat, "max_tokens": 1, "temperature": 0.0, "logprobs": True,
             "top_logprobs": self.top_logprobs,
         }  # fmt: skip
         try:
-            data = await self._post(client, body)
+            data = await self.http.post(client, "/chat/completions", body)
             top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             return verdict_from_top_logprobs({t["token"]: float(t["logprob"]) for t in top})
         except Exception as e:  # one failed request is one unscored sample, not a failed batch
@@ -462,7 +424,7 @@ class OpenAIServer:
             "n": n, "seed": seed,
         }  # fmt: skip
         try:
-            data = await self._post(client, body)
+            data = await self.http.post(client, "/chat/completions", body)
             return [str(c["message"]["content"] or "").strip() for c in data["choices"]][:n]
         except Exception:  # a missing critique leaves a plain verdict for that sample
             return []
@@ -479,39 +441,6 @@ def verdict_from_top_logprobs(top: Mapping[str, float]) -> Verdict:
 
 def _word(token: str) -> str:
     return token.strip().strip(".,:;!\"'").lower()
-
-
-def _run(coro: Any) -> Any:
-    """Run a coroutine to completion from synchronous code: on the caller's loop when ``abatch`` is awaiting us
-    from a worker thread, else on a fresh loop (in a new thread if this thread already runs one)."""
-    loop = _CALLER_LOOP.get()
-    if loop is not None and loop.is_running() and not _on_loop_thread(loop):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-    if not _on_loop_thread(None):
-        return asyncio.run(coro)
-    box: list[Any] = []
-    worker = threading.Thread(target=lambda: box.append(_capture(asyncio.run, coro)))
-    worker.start()
-    worker.join()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
-
-
-def _on_loop_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return loop is None or running is loop
-
-
-def _capture(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-    try:
-        return True, fn(*args)
-    except BaseException as e:
-        return False, e
 
 
 def as_backend(backend: str | tuple[Any, Any] | JudgeBackend | None) -> JudgeBackend:

@@ -1,0 +1,245 @@
+"""The OpenAI-compatible policy against a real HTTP server on loopback that answers in vLLM's format."""
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import agentenv
+from agentenv.chat_format import ChatFormat
+from agentenv.errors import ConfigError
+from agentenv.models import tiny_model
+from agentenv.policies.local import Sampling
+from agentenv.policies.openai_compat import OpenAIPolicy
+from agentenv.rollout import rollout
+
+EOS = 2
+
+
+def logprob(k):
+    return -0.25 * (k + 1)
+
+
+class CannedVLLM(ThreadingHTTPServer):
+    """Answers /v1/completions like vLLM with ``return_tokens_as_token_ids`` (``token_ids=False``: like a server
+    that ignores it) and /v1/chat/completions with text.
+
+    ``completion(prompt ids) -> (ids, text, finish_reason)`` decides each completion; ``failures`` holds status
+    codes for the next requests; ``fail_if(body)`` makes matching requests fail with 500 every time. Records every
+    request body and the peak number of requests in flight.
+    """
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), CannedHandler)
+        self.completion = lambda prompt: ([7, 8, EOS], "hi", "stop")
+        self.token_ids, self.delay, self.failures, self.requests = True, 0.0, [], []
+        self.fail_if = lambda body: False
+        self.in_flight = self.peak = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def prompts(self):
+        return [r["prompt"] for r in self.requests if "prompt" in r]
+
+
+class CannedHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        server: CannedVLLM = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with server.lock:
+            server.requests.append(body)
+            server.in_flight += 1
+            server.peak = max(server.peak, server.in_flight)
+            status = server.failures.pop(0) if server.failures else 200
+        time.sleep(server.delay)
+        with server.lock:
+            server.in_flight -= 1
+        if status != 200 or server.fail_if(body):
+            return self.reply(status if status != 200 else 500, {"error": {"message": "canned failure"}})
+        if self.path == "/v1/chat/completions":
+            text = f"reply to {body['messages'][-1]['content']}"
+            return self.reply(
+                200, {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+            )
+        ids, text, finish = server.completion(body["prompt"])
+        tokens = [f"token_id:{i}" if server.token_ids else f"<{i}>" for i in ids]
+        logprobs = {"tokens": tokens, "token_logprobs": [logprob(k) for k in range(len(ids))]}
+        self.reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}]})
+
+    def reply(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server():
+    srv = CannedVLLM()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(seed=0)
+
+
+def policy(server, **kw) -> OpenAIPolicy:
+    kw.setdefault("stop_token_ids", [EOS])
+    return OpenAIPolicy(server.url, "served", api_key="sk-test", retries=2, backoff=0.01, **kw)
+
+
+def test_token_mode_sends_token_ids_and_reads_ids_logprobs_and_finish_reasons(server):
+    server.completion = lambda p: ([7, 8, EOS], "hi", "stop") if p[-1] == 1 else ([9] * 4, "zzzz", "length")
+    sampling = Sampling(max_new_tokens=4, temperature=0.7, top_p=0.9, seed=5)
+    stopped, cut = policy(server).generate([[10, 11, 1], [12, 3]], sampling)
+    assert (stopped.token_ids, stopped.finish_reason, stopped.text) == ([7, 8, EOS], "stop", "hi")
+    assert stopped.logprobs == [logprob(0), logprob(1), logprob(2)]
+    assert (cut.token_ids, cut.finish_reason, len(cut.logprobs)) == ([9] * 4, "length", 4)
+    first, second = sorted(server.requests, key=lambda r: r["seed"])
+    assert (first["prompt"], second["prompt"]) == ([10, 11, 1], [12, 3])  # token ids, not text
+    assert first["stop_token_ids"] == [EOS] and first["return_tokens_as_token_ids"] is True
+    assert first["logprobs"] == 1 and first["model"] == "served"
+    assert (first["max_tokens"], first["temperature"], first["top_p"]) == (4, 0.7, 0.9)
+    assert (first["seed"], second["seed"]) == (5, 6)  # equal prompts in a batch still get different samples
+
+
+def test_the_stop_tokens_default_to_the_tokenizers_eos(server, tiny):
+    _, tokenizer = tiny
+    OpenAIPolicy(server.url, "served", tokenizer=tokenizer).generate([[1]])
+    assert server.requests[0]["stop_token_ids"] == [tokenizer.eos_token_id]
+
+
+def test_requests_are_retried_after_500_and_429(server):
+    server.failures = [500, 429]
+    [generation] = policy(server).generate([[1, 2]])
+    assert generation.finish_reason == "stop" and generation.token_ids == [7, 8, EOS]
+    assert len(server.requests) == 3
+
+
+def test_a_request_that_keeps_failing_is_an_error_for_its_prompt_only(server):
+    server.fail_if = lambda body: body["prompt"] == [66]
+    good, bad, other = policy(server).generate([[1], [66], [2]])
+    assert [good.finish_reason, bad.finish_reason, other.finish_reason] == ["stop", "error", "stop"]
+    assert "HTTP 500" in bad.error and "3 attempts" in bad.error and bad.token_ids == []
+    assert good.token_ids == other.token_ids == [7, 8, EOS]
+    assert server.prompts().count([66]) == 3
+
+
+def test_an_unreachable_server_gives_errors_not_exceptions():
+    lost = OpenAIPolicy("http://127.0.0.1:9/v1", "served", retries=1, backoff=0.01, timeout=2)
+    generations = lost.generate([[1], [2]])
+    assert [g.finish_reason for g in generations] == ["error", "error"]
+    assert all("ConnectError" in g.error for g in generations)
+
+
+def test_at_most_concurrency_requests_are_in_flight(server):
+    server.delay = 0.05
+    generations = policy(server, concurrency=3).generate([[k] for k in range(10)])
+    assert all(g.finish_reason == "stop" for g in generations)
+    assert len(server.requests) == 10 and server.peak == 3
+
+
+def test_a_server_without_token_ids_is_a_clear_configuration_error(server):
+    server.token_ids = False
+    with pytest.raises(ConfigError, match="vLLM/SGLang-compatible server"):
+        policy(server).generate([[1], [2]])
+
+
+def test_retokenizing_is_opt_in_and_not_token_exact(server, tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ConfigError, match="tokenizer"):
+        OpenAIPolicy(server.url, "served", allow_retokenize=True)
+    server.token_ids = False
+    server.completion = lambda p: ([5, 6], "look", "stop")
+    hosted = OpenAIPolicy(server.url, "served", tokenizer=tokenizer, allow_retokenize=True)
+    with pytest.warns(UserWarning, match="not token-exact"):
+        [generation] = hosted.generate([[1]])
+    look = tokenizer("look", add_special_tokens=False)["input_ids"]
+    assert generation.token_ids == [*look, tokenizer.eos_token_id] and generation.logprobs == []
+
+
+def test_sync_generate_inside_a_running_event_loop(server):
+    async def main():
+        return policy(server).generate([[1]])
+
+    assert asyncio.run(main())[0].token_ids == [7, 8, EOS]
+
+
+def test_chat_mode_returns_texts(server):
+    conversations = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "look"}]]
+    assert policy(server).act(conversations) == ["reply to hello", "reply to look"]
+    assert {r["messages"][-1]["content"] for r in server.requests} == {"hello", "look"}
+    assert not any("stop_token_ids" in r or "prompt" in r for r in server.requests)  # no vLLM extras for hosted APIs
+    server.fail_if = lambda body: body["messages"][-1]["content"] == "look"
+    replies = policy(server).chat(conversations)
+    assert replies[0].text == "reply to hello" and replies[1].finish_reason == "error"
+
+
+def test_api_key_comes_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    assert OpenAIPolicy(server.url, "served").http.api_key == "sk-from-env"
+    assert "sk-" not in repr(OpenAIPolicy(server.url, "served"))
+
+
+# ---- inside the rollout engine ----------------------------------------------------------------------------------
+
+
+def keydoors(n):
+    return [agentenv.make("AgentEnv/KeyDoor-s2k0d1-v0", max_turns=3) for _ in range(n)]
+
+
+def say_look(server, tokenizer):
+    look = [*tokenizer("look", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    server.completion = lambda prompt: (look, "look", "stop")
+    return look
+
+
+def test_rollout_with_the_http_policy_is_token_exact(server, tiny):
+    _, tokenizer = tiny
+    look = say_look(server, tokenizer)
+    http = OpenAIPolicy(server.url, "served", tokenizer=tokenizer, retries=1, backoff=0.01)
+    trajectories = rollout(keydoors(2), http, ChatFormat(tokenizer), [0, 1], record_prompts=True)
+    for trajectory in trajectories:
+        assert not trajectory.error and [t.action for t in trajectory.turns] == ["look"] * 3
+        assert [trajectory.token_ids[a:b] for a, b in trajectory.turn_spans] == [look] * 3
+        agent = {i for a, b in trajectory.turn_spans for i in range(a, b)}
+        assert trajectory.loss_mask == [int(i in agent) for i in range(len(trajectory.token_ids))]
+        assert [trajectory.logprobs[a:b] for a, b in trajectory.turn_spans] == [
+            [logprob(k) for k in range(len(look))]
+        ] * 3
+        for prompt, (start, _) in zip(trajectory.prompts, trajectory.turn_spans, strict=True):
+            assert trajectory.token_ids[:start] == prompt and prompt in server.prompts()  # what the server saw
+    assert len(server.requests) == 6 and server.requests[0]["stop_token_ids"] == [tokenizer.eos_token_id]
+
+
+def test_a_request_that_keeps_failing_ends_only_its_episode(server, tiny):
+    _, tokenizer = tiny
+    say_look(server, tokenizer)
+    fmt = ChatFormat(tokenizer)
+    [env] = keydoors(1)
+    observation, info = env.reset(seed=1)
+    doomed = fmt.start([{"role": "system", "content": info["instructions"]}, {"role": "user", "content": observation}])
+    server.fail_if = lambda body: body["prompt"][: len(doomed)] == doomed and len(body["prompt"]) > len(doomed)
+    http = OpenAIPolicy(server.url, "served", tokenizer=tokenizer, retries=1, backoff=0.01)
+    fine, failed = rollout(keydoors(2), http, fmt, [0, 1])
+    assert not fine.error and len(fine.turns) == 3 and fine.truncated
+    assert "HTTP 500" in failed.error and len(failed.turns) == 1  # its second turn's request failed twice
+    assert failed.turn_spans and failed.loss_mask.count(1) == len(failed.token_ids[slice(*failed.turn_spans[0])])
