@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ import gymnasium as gym
 from agentenv.chat_format import ChatFormat
 from agentenv.core import TextEnv
 from agentenv.errors import ConfigError
+from agentenv.spaces import ToolCall
+from agentenv.tool_calls import format_tool_result
 
 
 @dataclass
@@ -136,6 +138,7 @@ def rollout(
     policy_name: str = "",
     record_prompts: bool = False,
     on_episode: Any = None,
+    parse: Callable[[str], Any] | None = None,
 ) -> list[Trajectory]:
     """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
 
@@ -144,7 +147,9 @@ def rollout(
     whose next turn would not fit in ``max_context_tokens`` ends with ``truncated=True`` and
     ``context_truncated=True`` (never silently shortened), its ids ending with its last agent turn so they fit.
     A failing env step or generation ends only that episode, with ``error`` set. ``on_episode(trajectory)`` is
-    called as each episode ends (e.g. to advance a progress bar).
+    called as each episode ends (e.g. to advance a progress bar). ``parse(text)`` turns each generated turn into the
+    env's action (e.g. tool calls: :func:`agentenv.policies.tools.parse_turn`); the env's answer to a tool call goes
+    back as a ``tool`` message (:func:`~agentenv.tool_calls.format_tool_result`), any other answer as a ``user`` one.
     """
     pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
     free = list(range(len(envs)))[::-1]
@@ -215,7 +220,8 @@ def rollout(
             episode.logprobs += list(generation.logprobs) or [0.0] * len(generation.token_ids)
             episode.turn_spans.append((begin, len(episode.token_ids)))
             try:
-                observation, reward, terminated, truncated, info = envs[slot].step(generation.text)
+                action = parse(generation.text) if parse is not None else generation.text
+                observation, reward, terminated, truncated, info = envs[slot].step(action)
             except Exception as e:
                 episode.error = f"env step failed: {e!r}"
                 finish(slot)
@@ -229,9 +235,9 @@ def rollout(
                 episode.terminated, episode.truncated = bool(terminated), bool(truncated)
                 finish(slot)
                 continue
-            delta = chat_format.delta(
-                {"role": "user", "content": observation}, ended=chat_format.ended(generation.token_ids)
-            )
+            called = isinstance(action, (ToolCall, list))  # the env answered tool calls
+            message = format_tool_result(observation, action) if called else {"role": "user", "content": observation}
+            delta = chat_format.delta(message, ended=chat_format.ended(generation.token_ids))
             episode.token_ids += delta
             episode.loss_mask += [0] * len(delta)
             episode.logprobs += [0.0] * len(delta)

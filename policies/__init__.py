@@ -8,9 +8,11 @@ for hosted models, eval only). Scripted policies (random, walkthrough) play text
 from agentenv.policies.local import Generation, Sampling, TransformersPolicy
 from agentenv.policies.openai_compat import OpenAIPolicy
 from agentenv.policies.scripted import POLICIES, RandomPolicy, ScriptedPolicy, WalkthroughPolicy, make_policy
+from agentenv.policies.tools import QWEN25_TOOL_TEMPLATE, parse_turn
 
 __all__ = [
     "POLICIES",
+    "QWEN25_TOOL_TEMPLATE",
     "Generation",
     "OpenAIPolicy",
     "RandomPolicy",
@@ -19,4 +21,5 @@ __all__ = [
     "TransformersPolicy",
     "WalkthroughPolicy",
     "make_policy",
+    "parse_turn",
 ]

@@ -18,11 +18,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from agentenv.core import InvalidAction, tool_call_from_dict
+from agentenv.core import InvalidAction
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.rewards.base import Reward, Sample, Score
 from agentenv.rewards.extract import NUMBER_PATTERN, check_tag
-from agentenv.spaces import ToolCall
+from agentenv.tool_calls import json_schema_errors, parse_tool_calls, tool_schemas
 
 #: How a verifier with several checks folds them into one value.
 COMBINE = ("mean", "product")
@@ -521,123 +521,7 @@ class TestPassRatio(Reward):
 
 
 # ---- tool calls (ToolRL) -----------------------------------------------------------------------------------
-
-_TOOL_CALL_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.IGNORECASE | re.DOTALL)
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-_JSON_TYPES = {
-    "string": lambda v: isinstance(v, str),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-    "null": lambda v: v is None,
-}
-
-
-def _json_type(value: Any) -> str:
-    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _JSON_TYPES[name](value):
-            return name
-    return type(value).__name__
-
-
-def json_schema_errors(value: Any, schema: Any, path: str = "arguments") -> list[str]:
-    """What is wrong with ``value`` under a small JSON-schema subset; ``[]`` when it conforms.
-
-    Checks ``type`` (one or a list of string/number/integer/boolean/array/object/null), ``enum``, and
-    recursively ``properties``, ``required``, ``additionalProperties: false`` and ``items``. Other keywords are
-    ignored, so a richer schema is checked leniently, never wrongly rejected.
-    """
-    if not isinstance(schema, Mapping):
-        return []
-    types = schema.get("type")
-    if types is not None:
-        types = [types] if isinstance(types, str) else list(types)
-        known = [t for t in types if t in _JSON_TYPES]
-        if known and not any(_JSON_TYPES[t](value) for t in known):
-            return [f"{path}: expected {' or '.join(known)}, got {_json_type(value)}"]
-    errors = []
-    enum = schema.get("enum")
-    if isinstance(enum, list) and value not in enum:
-        errors.append(f"{path}: {value!r} is not one of {enum}")
-    if isinstance(value, dict):
-        properties = schema.get("properties") if isinstance(schema.get("properties"), Mapping) else {}
-        required = schema.get("required") if isinstance(schema.get("required"), list) else []
-        errors += [f"{path}: missing required {name!r}" for name in required if name not in value]
-        for key, item in value.items():
-            if key in properties:
-                errors += json_schema_errors(item, properties[key], f"{path}.{key}")
-            elif schema.get("additionalProperties") is False:
-                errors.append(f"{path}: unexpected {key!r}")
-    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for i, item in enumerate(value):
-            errors += json_schema_errors(item, schema["items"], f"{path}[{i}]")
-    return errors
-
-
-def _call_from_json(raw: Any) -> ToolCall | InvalidAction:
-    if isinstance(raw, ToolCall):
-        return raw
-    if not isinstance(raw, dict):
-        return InvalidAction(f"a tool call must be a JSON object, got {_json_type(raw)}")
-    body = raw.get("function", raw)
-    if not isinstance(body, dict):
-        return tool_call_from_dict(raw)
-    if "arguments" not in body and "parameters" in body:
-        body = {**body, "arguments": body["parameters"]}  # the Llama 3 spelling
-    return tool_call_from_dict(body)
-
-
-def _loads(text: str) -> Any | InvalidAction:
-    text = text.strip()
-    fenced = _FENCE.match(text)
-    try:
-        return json.loads(fenced.group(1) if fenced else text)
-    except json.JSONDecodeError as e:
-        return InvalidAction(f"not valid JSON ({e.msg})")
-
-
-def parse_tool_calls(response: str, metadata: Mapping[str, Any] | None = None) -> list[ToolCall | InvalidAction]:
-    """The tool calls of a turn: ``metadata["tool_calls"]``, else ``<tool_call>{...}</tool_call>`` blocks, else
-    the whole response as a JSON call (or list of calls, or an OpenAI message with ``tool_calls``).
-
-    Unparsable calls come back as :class:`~agentenv.core.InvalidAction` with the reason; no call at all is ``[]``.
-    """
-    raw: Any = (metadata or {}).get("tool_calls")
-    if raw is None:
-        blocks = _TOOL_CALL_BLOCK.findall(response)
-        if blocks:
-            raw = [_loads(block) for block in blocks]
-        elif response.strip()[:1] in ("{", "[", "`"):
-            raw = _loads(response)
-            if isinstance(raw, dict) and isinstance(raw.get("tool_calls"), list):
-                raw = raw["tool_calls"]
-        else:
-            return []
-    if isinstance(raw, InvalidAction):
-        return [raw]
-    calls = raw if isinstance(raw, list) else [raw]
-    return [c if isinstance(c, InvalidAction) else _call_from_json(c) for c in calls]
-
-
-def tool_schemas(tools: Any) -> dict[str, Mapping[str, Any]] | None:
-    """Parameter schemas by tool name from OpenAI function schemas (``{"type": "function", "function": {...}}``
-    or bare ``{"name", "parameters"}``; a list, or a dict by name); ``None`` when ``tools`` is not that."""
-    if isinstance(tools, Mapping) and not ({"name", "function"} & set(tools)):
-        tools = [{"name": name, **spec} if isinstance(spec, Mapping) else spec for name, spec in tools.items()]
-    if isinstance(tools, Mapping):
-        tools = [tools]
-    if not isinstance(tools, (list, tuple)):
-        return None
-    schemas: dict[str, Mapping[str, Any]] = {}
-    for tool in tools:
-        spec = tool.get("function", tool) if isinstance(tool, Mapping) else None
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-            return None
-        parameters = spec.get("parameters")
-        schemas[spec["name"]] = parameters if isinstance(parameters, Mapping) else {"type": "object"}
-    return schemas
+# Reading and schema-checking calls is shared with the runners and envs: agentenv.tool_calls.
 
 
 class ToolCallValidity(Reward):
