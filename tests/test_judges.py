@@ -1,12 +1,8 @@
 import asyncio
-import json
 import math
 import os
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the hub
 
@@ -28,6 +24,7 @@ from agentenv.rewards.judges import (
     shared_local_lm,
     verdict_from_top_logprobs,
 )
+from tests.canned_server import CannedHandler, CannedServer, serving
 
 FRANCE = "What is the capital of France?"
 CONVERSATION = (
@@ -287,40 +284,16 @@ def test_default_judge_with_critiques(smol):
 # ---- an OpenAI-compatible server (a real HTTP server on loopback, with canned answers) ---------------------------
 
 
-class CannedOpenAI(ThreadingHTTPServer):
+class CannedOpenAI(CannedServer):
     """Answers /v1/chat/completions: top logprobs favouring "Yes" when the response is Paris, else "No";
     ``failures`` holds status codes to answer the next requests with; counts requests and peak concurrency."""
 
-    daemon_threads = True
-
     def __init__(self, delay: float = 0.0):
-        super().__init__(("127.0.0.1", 0), CannedHandler)
-        self.delay, self.failures, self.requests = delay, [], []
-        self.in_flight = self.peak = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        super().__init__(JudgeHandler, delay)
 
 
-class CannedHandler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        server: CannedOpenAI = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with server.lock:
-            server.requests.append(body)
-            server.in_flight += 1
-            server.peak = max(server.peak, server.in_flight)
-            status = server.failures.pop(0) if server.failures else 200
-        time.sleep(server.delay)
-        with server.lock:
-            server.in_flight -= 1
-        if status != 200:
-            return self.reply(status, {"error": {"message": "canned failure"}})
+class JudgeHandler(CannedHandler):
+    def answer(self, body):
         prompt = " ".join(m["content"] for m in body["messages"])
         if body.get("max_tokens") != 1:  # a critique
             choices = [{"message": {"role": "assistant", "content": f"critique {k}"}} for k in range(body["n"])]
@@ -336,23 +309,11 @@ class CannedHandler(BaseHTTPRequestHandler):
         content = [{"token": "?", "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()]}]
         self.reply(200, {"choices": [{"message": {"content": "?"}, "logprobs": {"content": content}}]})
 
-    def reply(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
 
 @pytest.fixture
 def server():
-    srv = CannedOpenAI()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(CannedOpenAI()) as srv:
+        yield srv
 
 
 def http_judge(server, **kw) -> PointwiseJudge:

@@ -1,10 +1,6 @@
 """The OpenAI-compatible policy against a real HTTP server on loopback that answers in vLLM's format."""
 
 import asyncio
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +11,7 @@ from agentenv.models import tiny_model
 from agentenv.policies.local import Sampling
 from agentenv.policies.openai_compat import OpenAIPolicy
 from agentenv.rollout import rollout
+from tests.canned_server import CannedHandler, CannedServer, serving
 
 EOS = 2
 
@@ -23,7 +20,7 @@ def logprob(k):
     return -0.25 * (k + 1)
 
 
-class CannedVLLM(ThreadingHTTPServer):
+class CannedVLLM(CannedServer):
     """Answers /v1/completions like vLLM with ``return_tokens_as_token_ids`` (``token_ids=False``: like a server
     that ignores it) and /v1/chat/completions with text.
 
@@ -32,41 +29,21 @@ class CannedVLLM(ThreadingHTTPServer):
     request body and the peak number of requests in flight.
     """
 
-    daemon_threads = True
-
     def __init__(self):
-        super().__init__(("127.0.0.1", 0), CannedHandler)
+        super().__init__(VLLMHandler)
         self.completion = lambda prompt: ([7, 8, EOS], "hi", "stop")
-        self.token_ids, self.delay, self.failures, self.requests = True, 0.0, [], []
+        self.token_ids = True
         self.fail_if = lambda body: False
-        self.in_flight = self.peak = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
     def prompts(self):
         return [r["prompt"] for r in self.requests if "prompt" in r]
 
 
-class CannedHandler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
+class VLLMHandler(CannedHandler):
+    def answer(self, body):
         server: CannedVLLM = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with server.lock:
-            server.requests.append(body)
-            server.in_flight += 1
-            server.peak = max(server.peak, server.in_flight)
-            status = server.failures.pop(0) if server.failures else 200
-        time.sleep(server.delay)
-        with server.lock:
-            server.in_flight -= 1
-        if status != 200 or server.fail_if(body):
-            return self.reply(status if status != 200 else 500, {"error": {"message": "canned failure"}})
+        if server.fail_if(body):
+            return self.reply(500, {"error": {"message": "canned failure"}})
         if self.path == "/v1/chat/completions":
             text = f"reply to {body['messages'][-1]['content']}"
             return self.reply(
@@ -77,23 +54,11 @@ class CannedHandler(BaseHTTPRequestHandler):
         logprobs = {"tokens": tokens, "token_logprobs": [logprob(k) for k in range(len(ids))]}
         self.reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}]})
 
-    def reply(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
 
 @pytest.fixture
 def server():
-    srv = CannedVLLM()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(CannedVLLM()) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
