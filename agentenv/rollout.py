@@ -139,6 +139,8 @@ def rollout(
     record_prompts: bool = False,
     on_episode: Any = None,
     parse: Callable[[str], Any] | None = None,
+    concurrent_env_steps: bool = False,
+    overlap: bool = False,
 ) -> list[Trajectory]:
     """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
 
@@ -150,20 +152,56 @@ def rollout(
     called as each episode ends (e.g. to advance a progress bar). ``parse(text)`` turns each generated turn into the
     env's action (e.g. tool calls: :func:`agentenv.policies.tools.parse_turn`); the env's answer to a tool call goes
     back as a ``tool`` message (:func:`~agentenv.tool_calls.format_tool_result`), any other answer as a ``user`` one.
+
+    Env steps and resets of a batch run concurrently on envs with ``step_async``/``step_wait`` and
+    ``reset_async``/``reset_wait`` (e.g. :class:`agentenv.workers.RayEnv`), and on other envs in threads when
+    ``concurrent_env_steps=True``. ``overlap=True`` splits the envs in two halves and pipelines them: one half's env
+    steps run (in workers or threads) while the other half generates. Neither changes the order of the result, nor
+    an episode's tokens under a deterministic policy (greedy decoding) when the envs are copies of one env; with
+    sampling, the draws differ because the generation batches do. The policy is only called from this thread.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
     free = list(range(len(envs)))[::-1]
     live: dict[int, Trajectory] = {}  # env slot -> episode in progress
     position: dict[int, int] = {}  # env slot -> where its episode goes in the result
     done: dict[int, Trajectory] = {}
     max_new = getattr(sampling or getattr(policy, "sampling", None), "max_new_tokens", 0)
+    native = [all(callable(getattr(env, f"{m}_{p}", None)) for m in ("reset", "step") for p in ("async", "wait"))
+              for env in envs]  # fmt: skip
+    threaded = (concurrent_env_steps or overlap) and not all(native)
+    threads = ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="env") if threaded else None
+    concurrent = threaded or any(native)
+    half = (len(envs) + 1) // 2
+    groups = [range(half), range(half, len(envs))] if overlap and len(envs) > 1 else [range(len(envs))]
 
-    def start(slot: int, index: int, seed: int) -> None:
+    def send(slot: int, method: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+        """Start an env call; returns what waits for its result (raising the env's exception)."""
+        env = envs[slot]
+        try:
+            if native[slot]:
+                getattr(env, f"{method}_async")(*args, **kwargs)
+                return getattr(env, f"{method}_wait")
+            if threads is not None:
+                return threads.submit(getattr(env, method), *args, **kwargs).result
+            result = getattr(env, method)(*args, **kwargs)
+            return lambda: result
+        except Exception as e:
+            return failed(e)
+
+    def failed(error: Exception) -> Callable[[], Any]:
+        def wait() -> Any:
+            raise error
+
+        return wait
+
+    def start(slot: int, index: int, seed: int, wait: Callable[[], Any]) -> None:
         env = envs[slot]
         position[slot] = index
         name = env_id or (env.spec.id if env.spec else type(env.unwrapped).__name__)
         try:
-            observation, info = env.reset(seed=seed)
+            observation, info = wait()
         except Exception as e:
             done[index] = Trajectory(name, policy_name, seed, "", "", "", None, error=f"reset failed: {e!r}")
             free.append(slot)
@@ -177,25 +215,39 @@ def rollout(
             token_ids=ids, loss_mask=[0] * len(ids), logprobs=[0.0] * len(ids), prompt_length=len(ids),
         )  # fmt: skip
 
+    def fill(group: range) -> None:
+        """Start pending episodes on the group's free envs (their resets concurrently when they can be)."""
+        while pending:
+            slots = [s for s in reversed(free) if s in group][: len(pending) if concurrent else 1]
+            if not slots:
+                return
+            resets = []
+            for slot in slots:
+                free.remove(slot)
+                index, seed = pending.pop()
+                resets.append((slot, index, seed, send(slot, "reset", seed=seed)))
+            for reset in resets:
+                start(*reset)
+
     def finish(slot: int) -> None:
         done[position[slot]] = live.pop(slot)
         free.append(slot)
         if on_episode is not None:
             on_episode(done[position[slot]])
 
-    while pending or live:
-        while pending and free:
-            start(free.pop(), *pending.pop())
-        for slot, episode in list(live.items()):
+    def play(group: range) -> list[tuple[int, Any, Any, Callable[[], Any] | str]]:
+        """Generate the group's next turns and send their env steps; returns what :func:`collect` takes."""
+        for slot in [s for s in live if s in group]:
+            episode = live[slot]
             if len(episode.token_ids) + max_new > max_context_tokens:
                 # The last env message does not leave room for a turn: drop it (it trains nothing) and stop.
                 keep = episode.turn_spans[-1][1] if episode.turn_spans else len(episode.token_ids)
                 del episode.token_ids[keep:], episode.loss_mask[keep:], episode.logprobs[keep:]
                 episode.truncated = episode.context_truncated = True
                 finish(slot)
-        if not live:
-            continue
-        slots = list(live)
+        slots = [s for s in live if s in group]
+        if not slots:
+            return []
         prompts = [list(live[s].token_ids) for s in slots]
         try:
             generations = policy.generate(prompts, sampling) if sampling is not None else policy.generate(prompts)
@@ -205,12 +257,12 @@ def rollout(
             for slot in slots:
                 live[slot].error = f"generation failed: {e!r}"
                 finish(slot)
-            continue
+            return []
+        steps: list[tuple[int, Any, Any, Callable[[], Any] | str]] = []
         for slot, prompt, generation in zip(slots, prompts, generations, strict=True):
             episode = live[slot]
             if getattr(generation, "finish_reason", "") == "error":
-                episode.error = f"generation failed: {getattr(generation, 'error', '')}"
-                finish(slot)
+                steps.append((slot, generation, None, f"generation failed: {getattr(generation, 'error', '')}"))
                 continue
             if record_prompts:
                 episode.prompts.append(prompt)
@@ -221,7 +273,22 @@ def rollout(
             episode.turn_spans.append((begin, len(episode.token_ids)))
             try:
                 action = parse(generation.text) if parse is not None else generation.text
-                observation, reward, terminated, truncated, info = envs[slot].step(action)
+            except Exception as e:
+                steps.append((slot, generation, None, f"env step failed: {e!r}"))
+                continue
+            steps.append((slot, generation, action, send(slot, "step", action)))
+        return steps
+
+    def collect(steps: list[tuple[int, Any, Any, Callable[[], Any] | str]]) -> None:
+        """Wait for the env steps :func:`play` sent and append their answers, in the order they were sent."""
+        for slot, generation, action, wait in steps:
+            episode = live[slot]
+            if isinstance(wait, str):
+                episode.error = wait
+                finish(slot)
+                continue
+            try:
+                observation, reward, terminated, truncated, info = wait()
             except Exception as e:
                 episode.error = f"env step failed: {e!r}"
                 finish(slot)
@@ -241,6 +308,18 @@ def rollout(
             episode.token_ids += delta
             episode.loss_mask += [0] * len(delta)
             episode.logprobs += [0.0] * len(delta)
+
+    in_flight: list[list[tuple[int, Any, Any, Callable[[], Any] | str]]] = [[] for _ in groups]
+    try:
+        while pending or live:
+            for g, group in enumerate(groups):  # with two groups, one's env steps run while the other generates
+                collect(in_flight[g])
+                in_flight[g] = []
+                fill(group)
+                in_flight[g] = play(group)
+    finally:
+        if threads is not None:
+            threads.shutdown(wait=True, cancel_futures=True)
     return [done[i] for i in sorted(done)]
 
 
