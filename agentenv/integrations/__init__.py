@@ -1,0 +1,1 @@
+"""Bridges from AgentEnv environments to other training libraries (imported lazily; each needs its extra)."""
