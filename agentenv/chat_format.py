@@ -73,6 +73,34 @@ class ChatFormat:
         """Ids to append after the agent's tokens for the next env ``message`` (role ``user`` or ``tool``)."""
         return self.encode(self.delta_text(message, ended=ended))
 
+    def encode_chat(self, messages: Sequence[dict]) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        """A whole conversation as the rollout engine would have built it: ``(ids, loss_mask, turn_spans)``.
+
+        Each assistant message is its text's ids plus the end-of-turn token (mask 1); everything else is the opening
+        prompt or a chat-template delta (mask 0). This is how demonstrations (SFT data) become training rows with
+        the same layout as the model's own trajectories.
+        """
+        first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), None)
+        if first is None or first == 0:
+            raise ConfigError("a conversation to train on needs at least one assistant message after the prompt")
+        ids = self.start(messages[:first])
+        mask, spans = [0] * len(ids), []
+        previous = "assistant"
+        for message in messages[first:]:
+            if message.get("role") == "assistant":
+                if previous == "assistant" and spans:
+                    raise ConfigError("two assistant messages in a row: an env message must separate agent turns")
+                turn = self.encode(str(message.get("content") or "")) + self.end_of_turn_ids
+                spans.append((len(ids), len(ids) + len(turn)))
+                ids, mask = ids + turn, mask + [1] * len(turn)
+            else:
+                if previous != "assistant":
+                    raise ConfigError("two env messages in a row after the prompt: merge them into one message")
+                delta = self.delta(message)
+                ids, mask = ids + delta, mask + [0] * len(delta)
+            previous = message.get("role")
+        return ids, mask, spans
+
     def ended(self, token_ids: Sequence[int]) -> bool:
         """Whether generated ids end the agent's turn with the end-of-turn token."""
         return bool(token_ids) and token_ids[-1] in self.end_of_turn_ids

@@ -1,4 +1,4 @@
-"""The ``agentenv`` command: list, info, play, check, rollout, new, demo, judge-audit."""
+"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, new, demo, judge-audit."""
 
 from __future__ import annotations
 
@@ -509,20 +509,66 @@ def _print_audit(report: Any) -> None:
     console.print(f"[dim]{report.overall.cases} cases in {report.seconds:.1f}s[/]")
 
 
-DEMO_ENVS = ("AgentEnv/KeyDoor-s2k0d1-v0", "AgentEnv/KeyDoor-s3k1d2-v0")
+def _recipe_source(recipe: str) -> Path:
+    from agentenv.recipes.config import packaged_recipe
+
+    path = Path(recipe)
+    return path if path.suffix in (".yaml", ".yml") or path.exists() else packaged_recipe(recipe)
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe field: section.field=value (repeatable), e.g. -s rl.lr=1e-5"),
+]
+
+
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Argument(help="A recipe YAML file, or the name of a packaged recipe (e.g. demo)")],
+    set_: SetOption = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in the output folder from its checkpoints")] = False,
+) -> None:
+    """Run a training recipe: evaluate, SFT, RL, evaluate again; metrics, checkpoints and a report in one folder."""
+    from agentenv.recipes.config import load_recipe
+    from agentenv.recipes.run import run_recipe
+
+    overrides = list(set_ or []) + ([f"output.dir={output}"] if output is not None else [])
+    loaded = load_recipe(_recipe_source(recipe), overrides)
+    results = run_recipe(loaded, resume=resume, console=console)
+    _print_evaluations(loaded.name, results)
+
+
+def _print_evaluations(name: str, results: dict[str, Any]) -> None:
+    table = Table(title=f"{name}: held-out test tasks")
+    for column in ("evaluation", "env", "episodes", "success (95% CI)", "mean return", "mean turns", "invalid"):
+        table.add_column(column, justify="left" if column in ("evaluation", "env") else "right")
+    for label, s in results["evaluations"].items():
+        table.add_row(label, s.get("env_id", "").split("/")[-1], str(s["episodes"]),
+                      f"{s['success_rate']:.1%} [{s['success_ci_low']:.0%}, {s['success_ci_high']:.0%}]",
+                      _fmt(s["mean_return"]), _fmt(s["mean_turns"]), f"{s['invalid_rate']:.0%}")  # fmt: skip
+    console.print(table)
+    seconds = results.get("seconds", {})
+    console.print("[dim]" + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + "[/]")
 
 
 @app.command()
 def demo(
-    env_ids: Annotated[list[str] | None, typer.Argument(help="Envs to run (default: two Key-Door presets)")] = None,
-    episodes: int = 20,
-    seed: int = 1000,
+    set_: SetOption = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder")] = None,
 ) -> None:
-    """The main job on embedded defaults: scripted baselines on Key-Door presets, seeds the tests never use."""
-    for env_id in env_ids or DEMO_ENVS:
-        console.print(f"[bold]random vs walkthrough[/] on {env_id}, seeds {seed}..{seed + episodes - 1}")
-        _print_summary(env_id, _run_rollouts(env_id, ["random", "walkthrough"], episodes, seed, {}, None))
-    console.print("[dim]Training (SFT then RL) joins this demo when the trainer lands.[/]")
+    """The main job on embedded defaults: the demo recipe (SFT on walkthroughs, then PPO) on a tiny TextWorld
+    preset with the offline small model; prints success on held-out tasks before and after, and a plot."""
+    import time
+
+    from agentenv.recipes.config import load_recipe, packaged_recipe
+    from agentenv.recipes.run import run_recipe
+
+    folder = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    loaded = load_recipe(packaged_recipe("demo"), [*(set_ or []), f"output.dir={folder}"])
+    results = run_recipe(loaded, console=console)
+    _print_evaluations(loaded.name, results)
+    console.print(f"report: {folder / 'report.html'}  plot: {folder / 'curves.png'}  model: {folder / 'final'}")
 
 
 if __name__ == "__main__":

@@ -156,11 +156,17 @@ def load_model(
     device: str | None = None,
     cache_dir: Path | None = None,
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a causal LM, in eval mode. See :func:`resolve` for what ``name`` may be.
+    """``(model, tokenizer)`` for a causal LM, in eval mode. See :func:`resolve` for what ``name`` may be;
+    ``"tiny"`` is :func:`tiny_model` (random weights: for plumbing tests).
 
     ``num_threads`` sets torch's intra-op threads for the whole process (one thread is slower but stable when other
     processes compete for the cores); ``dtype`` is e.g. ``"bfloat16"``; ``device`` e.g. ``"cuda"``.
     """
+    if name == "tiny":  # a random tiny model: for plumbing tests of recipes and trainers, learns nothing useful
+        if num_threads is not None:
+            check_range("num_threads", num_threads, 1, integer=True)
+            require_train()[0].set_num_threads(num_threads)
+        return tiny_model()
     torch, transformers = require_train()
     if num_threads is not None:
         check_range("num_threads", num_threads, 1, integer=True)

@@ -124,10 +124,3 @@ def test_user_errors_exit_2_with_a_clear_message(args, message):
     result = agentenv_cli(*args)
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
-
-
-def test_demo_compares_scripted_baselines():
-    result = invoke("demo", "--episodes", "3")
-    assert result.exit_code == 0, result.output
-    walkthrough_row = next(line for line in result.output.splitlines() if "walkthrough" in line and "│" in line)
-    assert "1.000" in walkthrough_row

@@ -1,0 +1,448 @@
+"""Multi-turn RL on token-exact trajectories: PPO (value head, token-level GAE), GRPO, RLOO, REINFORCE++.
+
+One iteration, top to bottom (:meth:`RLTrainer.iteration`):
+
+1. play ``episodes`` episodes on training tasks (``group_size`` episodes per task seed) with the current policy;
+2. one no-grad pass gives the log-probs the update ratios start from (and values, and reference log-probs);
+3. the algorithm's advantage estimator (:mod:`agentenv.policies.advantages`) turns turn rewards into per-token
+   advantages;
+4. ``epochs`` x ``minibatches`` clipped policy-gradient steps (:mod:`agentenv.policies.loss`), accumulated over
+   micro-batches, with grad-norm clipping.
+
+Everything random in an iteration is seeded from ``(seed, iteration)``, so a run resumed from a checkpoint makes
+the same next update as the run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentenv.errors import ConfigError, check_choice, check_range
+from agentenv.policies import advantages as adv
+from agentenv.policies.local import Sampling, TransformersPolicy
+from agentenv.policies.loss import AgentBatch, agent_forward, kl_penalty, policy_loss, sft_loss, value_loss
+
+ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce_pp")
+
+
+@dataclass
+class RLConfig:
+    algorithm: str = "ppo"
+    iterations: int = 10
+    episodes: int = 16  # per iteration
+    group_size: int = 4  # episodes per task seed (GRPO/RLOO groups; PPO and REINFORCE++ may use 1)
+    train_tasks: int = 1000  # the training pool: task seeds 0..train_tasks-1 of the env's train split
+    epochs: int = 1
+    minibatches: int = 1
+    micro_batch_size: int = 4
+    lr: float = 1e-5
+    value_lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    clip: float = 0.2
+    clip_high: float | None = None  # DAPO clip-higher
+    gamma: float = 1.0
+    lam: float = 1.0
+    vf_coef: float = 0.5
+    vf_clip: float | None = 0.2
+    whiten_advantages: bool = True  # PPO
+    scale_rewards: bool = True  # GRPO: divide by the group std (False = Dr. GRPO)
+    ent_coef: float = 0.0
+    kl_coef: float = 0.0
+    kl_in: str = "reward"  # "reward" (PPO, REINFORCE++) or "loss" (GRPO)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    max_context_tokens: int = 2048
+    num_envs: int = 8
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, prefix: str = "") -> None:
+        p = prefix
+        check_choice(f"{p}algorithm", self.algorithm, ALGORITHMS)
+        for name in ("iterations", "episodes", "group_size", "train_tasks", "epochs", "minibatches",
+                     "micro_batch_size", "max_new_tokens", "max_context_tokens", "num_envs"):  # fmt: skip
+            check_range(f"{p}{name}", getattr(self, name), 1, integer=True)
+        for name in ("lr", "value_lr", "weight_decay", "max_grad_norm", "clip", "vf_coef", "ent_coef", "kl_coef",
+                     "temperature"):  # fmt: skip
+            check_range(f"{p}{name}", getattr(self, name), 0.0)
+        for name in ("gamma", "lam", "top_p"):
+            check_range(f"{p}{name}", getattr(self, name), 0.0, 1.0)
+        for name in ("clip_high", "vf_clip"):
+            if getattr(self, name) is not None:
+                check_range(f"{p}{name}", getattr(self, name), 0.0)
+        check_choice(f"{p}kl_in", self.kl_in, ("reward", "loss"))
+        if self.temperature == 0:
+            raise ConfigError(f"{p}temperature=0 (greedy) cannot explore; RL needs sampling, e.g. 1.0")
+        if self.episodes % self.group_size:
+            raise ConfigError(f"{p}episodes={self.episodes} must be a multiple of {p}group_size={self.group_size}")
+        if self.algorithm in ("grpo", "rloo") and self.group_size < 2:
+            raise ConfigError(f"{p}group_size={self.group_size}: {self.algorithm} needs groups of at least 2")
+        if self.minibatches > self.episodes:
+            raise ConfigError(f"{p}minibatches={self.minibatches} exceeds {p}episodes={self.episodes}")
+
+
+class ValueHead(torch.nn.Module):
+    """V(state) from the policy's last hidden state at each agent position (a critic sharing the trunk)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.to(self.linear.weight.dtype))
+
+
+def collate(trajectories: Sequence[Any], pad_id: int) -> AgentBatch:
+    """Right-padded rows and per-row agent tokens from :class:`~agentenv.rollout.Trajectory` records.
+
+    The logits at sequence index ``i`` predict token ``i + 1``, so an agent token at index ``t`` is read at
+    position ``t - 1``. Each turn's reward goes on its last token; episodes group by task seed.
+    """
+    rows = len(trajectories)
+    width = max(len(t.token_ids) for t in trajectories)
+    agents = max(1, max(sum(t.loss_mask) for t in trajectories))
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    positions = torch.zeros((rows, agents), dtype=torch.long)
+    targets = torch.zeros((rows, agents), dtype=torch.long)
+    mask = torch.zeros((rows, agents))
+    rewards = torch.zeros((rows, agents))
+    logprobs = torch.zeros((rows, agents))
+    returns = torch.zeros(rows)
+    for r, t in enumerate(trajectories):
+        n = len(t.token_ids)
+        input_ids[r, :n] = torch.tensor(t.token_ids, dtype=torch.long)
+        attention[r, :n] = 1
+        agent = [i for i, m in enumerate(t.loss_mask) if m]
+        if agent and agent[0] == 0:
+            raise ConfigError("a trajectory starts with an agent token: there is no prompt to predict it from")
+        k = len(agent)
+        positions[r, :k] = torch.tensor([i - 1 for i in agent], dtype=torch.long)
+        targets[r, :k] = torch.tensor([t.token_ids[i] for i in agent], dtype=torch.long)
+        mask[r, :k] = 1
+        if t.logprobs:
+            logprobs[r, :k] = torch.tensor([float(t.logprobs[i]) for i in agent])
+        where = {i: j for j, i in enumerate(agent)}
+        turn_rewards = [turn.reward for turn in getattr(t, "turns", [])]
+        for (_, end), reward in zip(t.turn_spans, turn_rewards, strict=False):
+            rewards[r, where[end - 1]] += float(reward)
+        returns[r] = float(sum(turn_rewards))
+    groups = [getattr(t, "seed", i) for i, t in enumerate(trajectories)]
+    return AgentBatch(input_ids, attention, positions, targets, mask, rewards, logprobs, returns, groups)
+
+
+def micro_batches(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+
+
+class RLTrainer:
+    """Holds what a run carries between iterations: the policy (and value head, reference), optimiser, counters.
+
+    ``envs`` are ready gym envs on the train split (e.g. ``agentenv.make(id)`` x ``num_envs``); ``chat_format``
+    encodes their messages for ``tokenizer``. ``model`` is trained in place and also generates the rollouts.
+    """
+
+    def __init__(
+        self,
+        config: RLConfig,
+        model: Any,
+        tokenizer: Any,
+        envs: list[Any],
+        chat_format: Any,
+        *,
+        seed: int = 0,
+        env_id: str = "",
+        parse: Callable[[str], Any] | None = None,
+    ):
+        self.config, self.model, self.tokenizer = config, model, tokenizer
+        self.envs, self.chat_format, self.seed, self.env_id, self.parse = envs, chat_format, seed, env_id, parse
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.policy = TransformersPolicy(model, tokenizer, batch_size=max(len(envs), 1))
+        self.value_head = None
+        params: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+        if config.algorithm == "ppo":
+            device = next(model.parameters()).device
+            self.value_head = ValueHead(model.config.hidden_size).to(device)
+            params.append({"params": list(self.value_head.parameters()), "lr": config.value_lr})
+        self.reference = None
+        if config.kl_coef > 0:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.iteration_done = 0  # completed iterations
+
+    # ---- one iteration ----------------------------------------------------------------------------------
+    def task_seeds(self, iteration: int) -> list[int]:
+        c = self.config
+        rng = random.Random(self.seed * 1_000_003 + iteration)
+        tasks = rng.sample(range(c.train_tasks), min(c.train_tasks, c.episodes // c.group_size))
+        while len(tasks) < c.episodes // c.group_size:  # a pool smaller than one iteration's tasks
+            tasks.append(rng.randrange(c.train_tasks))
+        return [s for s in tasks for _ in range(c.group_size)]
+
+    def collect(self, iteration: int, on_episode: Any = None) -> list[Any]:
+        from agentenv.rollout import rollout
+
+        c = self.config
+        sampling = Sampling(c.max_new_tokens, c.temperature, c.top_p, seed=self.seed * 1_000_003 + iteration)
+        self.model.eval()
+        return rollout(
+            self.envs, self.policy, self.chat_format, self.task_seeds(iteration), sampling=sampling,
+            max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=on_episode,
+            parse=self.parse,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def score(self, batch: AgentBatch) -> dict[str, torch.Tensor]:
+        """The no-grad pass over the rollout: old log-probs (and values, reference log-probs) per agent token."""
+        c = self.config
+        out = {"old_logprobs": torch.zeros_like(batch.mask), "old_values": torch.zeros_like(batch.mask)}
+        out["ref_logprobs"] = torch.zeros_like(batch.mask)
+        for rows in micro_batches(range(len(batch)), c.micro_batch_size):
+            part = batch.rows(rows)
+            k = part.mask.shape[1]
+            f = agent_forward(self.model, self._to_device(part), temperature=c.temperature, value_head=self.value_head)
+            out["old_logprobs"][rows, :k] = f["logprobs"].cpu()
+            if "values" in f:
+                out["old_values"][rows, :k] = f["values"].cpu()
+            if self.reference is not None:
+                r = agent_forward(self.reference, self._to_device(part), temperature=c.temperature)
+                out["ref_logprobs"][rows, :k] = r["logprobs"].cpu()
+        return out
+
+    def advantages(self, batch: AgentBatch, scored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c, mask = self.config, batch.mask
+        rewards = batch.rewards.clone()
+        kl = (scored["old_logprobs"] - scored["ref_logprobs"]) * mask  # k1 estimate on the sampled tokens
+        if self.reference is not None and c.kl_in == "reward":
+            rewards = rewards - c.kl_coef * kl
+        returns = batch.returns - (c.kl_coef * kl.sum(1) if self.reference is not None and c.kl_in == "reward" else 0)
+        if c.algorithm == "ppo":
+            a, ret = adv.gae(rewards, scored["old_values"], mask, c.gamma, c.lam)
+            if c.whiten_advantages:
+                a = adv.whiten(a, mask)
+            return {"advantages": a, "returns": ret, "kl": kl}
+        if c.algorithm == "reinforce_pp":
+            return {"advantages": adv.reinforce_pp(rewards, mask, c.gamma), "kl": kl}
+        estimator = adv.grpo(returns, batch.group_ids, scale=c.scale_rewards) if c.algorithm == "grpo" else None
+        per_episode = estimator if estimator is not None else adv.rloo(returns, batch.group_ids)
+        return {"advantages": per_episode.unsqueeze(1) * mask, "kl": kl}
+
+    def update(self, batch: AgentBatch, scored: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+               iteration: int) -> dict[str, float]:  # fmt: skip
+        c = self.config
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        totals: dict[str, float] = {}
+        steps = 0
+        self.model.train()
+        for _ in range(c.epochs):
+            order = torch.randperm(len(batch), generator=generator).tolist()
+            for mb in range(c.minibatches):
+                members = order[mb :: c.minibatches]
+                denom = float(batch.mask[members].sum().clamp(min=1))
+                self.optimizer.zero_grad(set_to_none=True)
+                stats: dict[str, float] = {}
+                for rows in micro_batches(members, c.micro_batch_size):
+                    part = batch.rows(rows)
+                    k = part.mask.shape[1]
+                    f = agent_forward(
+                        self.model, self._to_device(part), temperature=c.temperature, value_head=self.value_head,
+                        entropy=True,
+                    )  # fmt: skip
+                    dev = f["logprobs"].device
+                    mask = part.mask.to(dev)
+
+                    def take(name: str, rows: list[int] = rows, k: int = k, dev: Any = dev) -> torch.Tensor:
+                        source = scored if name in scored else targets
+                        return source[name][rows, :k].to(dev)
+
+                    loss, pg = policy_loss(
+                        f["logprobs"], take("old_logprobs"), take("advantages"), mask, denom, c.clip, c.clip_high
+                    )
+                    parts = {"pg_loss": loss.item()}
+                    if self.value_head is not None:
+                        vl = value_loss(f["values"], take("old_values"), take("returns"), mask, denom, c.vf_clip)
+                        loss = loss + c.vf_coef * vl
+                        parts["vf_loss"] = vl.item()
+                    entropy = (f["entropy"] * mask).sum() / denom
+                    if c.ent_coef:
+                        loss = loss - c.ent_coef * entropy
+                    if self.reference is not None and c.kl_in == "loss":
+                        kl = (kl_penalty(f["logprobs"], take("ref_logprobs")) * mask).sum() / denom
+                        loss = loss + c.kl_coef * kl
+                        parts["kl_loss"] = kl.item()
+                    loss.backward()
+                    share = float(part.mask.sum()) / denom
+                    parts.update(entropy=entropy.item(), **{k_: v * share for k_, v in pg.items()})
+                    for name, value in parts.items():
+                        stats[name] = stats.get(name, 0.0) + value
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+                self.optimizer.step()
+                stats["grad_norm"] = float(grad_norm)
+                for name, value in stats.items():
+                    totals[name] = totals.get(name, 0.0) + value
+                steps += 1
+        self.model.eval()
+        clear = getattr(self.policy, "clear_cache", None)
+        if clear is not None:
+            clear()
+        return {name: value / steps for name, value in totals.items()}
+
+    def iteration(self, on_episode: Any = None) -> dict[str, Any]:
+        """Run the next iteration (collect, score, estimate, update); returns its metrics."""
+        from agentenv.rollout import summarize
+
+        it = self.iteration_done
+        started = time.perf_counter()
+        trajectories = self.collect(it, on_episode)
+        rollout_seconds = time.perf_counter() - started
+        usable = [t for t in trajectories if not t.error and t.turn_spans]
+        metrics: dict[str, Any] = {"iteration": it + 1, **summarize(trajectories)}
+        if usable:
+            batch = collate(usable, self.pad_id)
+            scored = self.score(batch)
+            targets = self.advantages(batch, scored)
+            metrics.update(self.update(batch, scored, targets, it))
+            metrics["kl_ref"] = float((targets["kl"].sum() / batch.mask.sum().clamp(min=1)).item())
+            metrics["agent_tokens"] = int(batch.mask.sum())
+        metrics["skipped_episodes"] = len(trajectories) - len(usable)
+        metrics["rollout_seconds"] = rollout_seconds
+        metrics["seconds"] = time.perf_counter() - started
+        self.iteration_done += 1
+        return metrics
+
+    def _to_device(self, batch: AgentBatch) -> AgentBatch:
+        device = next(self.model.parameters()).device
+        if batch.input_ids.device == device:
+            return batch
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(batch).items()}
+        return AgentBatch(**moved)
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """A checkpoint folder: the model (loadable with ``load_model(path)``), value head, optimiser, counters.
+
+        Written to a temporary folder and renamed, so a kill during saving never leaves a half checkpoint.
+        """
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        from agentenv.models import quiet_transformers
+
+        with quiet_transformers():
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.value_head is not None:
+            state["value_head"] = self.value_head.state_dict()
+        if self.reference is not None:
+            state["reference"] = self.reference.state_dict()
+        torch.save(state, tmp / "trainer_state.pt")
+        meta = {"iteration_done": self.iteration_done, "seed": self.seed, "config": asdict(self.config)}
+        (tmp / "trainer.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        return path
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Restore a checkpoint written by :meth:`save` into this trainer; returns its ``trainer.json``."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "trainer.json").read_text())
+        weights: dict[str, torch.Tensor] = {}
+        for file in sorted(path.glob("*.safetensors")):
+            weights.update(load_file(file))
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        tied = {k for k in missing if "lm_head" in k or "embed" in k}
+        if set(missing) - tied or unexpected:
+            raise ConfigError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
+        if self.reference is not None and "reference" in state:
+            self.reference.load_state_dict(state["reference"])
+        self.iteration_done = int(meta["iteration_done"])
+        clear = getattr(self.policy, "clear_cache", None)
+        if clear is not None:
+            clear()
+        return meta
+
+
+def train_sft(
+    model: Any,
+    chats: Sequence[Sequence[dict]],
+    chat_format: Any,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    micro_batch_size: int = 4,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Supervised fine-tuning on conversations: NLL of the assistant tokens only, the same masks as RL.
+
+    ``chats`` are message lists (``agentenv sft-data`` records' ``messages``); each is encoded by
+    :meth:`~agentenv.chat_format.ChatFormat.encode_chat`, so demonstrations have the rollout engine's layout.
+    Returns one metrics dict per optimiser step.
+    """
+    from agentenv.rollout import Trajectory
+
+    check_range("epochs", epochs, 1, integer=True)
+    check_range("batch_size", batch_size, 1, integer=True)
+    check_range("micro_batch_size", micro_batch_size, 1, integer=True)
+    check_range("lr", lr, 0.0)
+    if not chats:
+        raise ConfigError("train_sft got no conversations to train on")
+    rows = []
+    for chat in chats:
+        ids, mask, spans = chat_format.encode_chat(chat)
+        rows.append(Trajectory("", "sft", 0, "", "", "", None, token_ids=ids, loss_mask=mask, turn_spans=spans))
+    tokenizer = chat_format.tokenizer
+    batch = collate(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(batch), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            members = order[start : start + batch_size]
+            denom = float(batch.mask[members].sum().clamp(min=1))
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for rows_ in micro_batches(members, micro_batch_size):
+                part = batch.rows(rows_)
+                part = AgentBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(part).items()})
+                loss = sft_loss(agent_forward(model, part)["logprobs"], part.mask, denom)
+                loss.backward()
+                total += loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            record = {"epoch": epoch + 1, "step": len(history) + 1, "sft_loss": total, "grad_norm": float(grad_norm)}
+            history.append(record)
+            if on_step is not None:
+                on_step(record)
+    model.eval()
+    return history

@@ -1,0 +1,258 @@
+"""Recipes: YAML files validated into dataclasses, with ``section.field=value`` overrides from the command line.
+
+A recipe says what to train (model, env), how (SFT, then RL), how to judge it (evaluation on held-out test seeds
+before and after, optionally on harder presets) and where results go. Unknown or misspelt fields, wrong types and
+out-of-range values fail at load time with the field's dotted name, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentenv.errors import ConfigError, check_choice, check_range, closest
+from agentenv.policies.rl import RLConfig
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` as a string; recipes mean a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+)$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+
+
+@dataclass
+class EnvSection:
+    id: str = "AgentEnv/TextWorld-w1o1q1-v0"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # env knobs, e.g. {reward: dense, max_turns: 6}
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def validate(self, prefix: str) -> None:
+        check_range(f"{prefix}r", self.r, 1, integer=True)
+        check_range(f"{prefix}alpha", self.alpha, 1, integer=True)
+        check_range(f"{prefix}dropout", self.dropout, 0.0, 1.0)
+
+
+@dataclass
+class ModelSection:
+    name: str = "default"  # "default" (SmolLM2-135M-Instruct, offline), a local folder, or a hub id
+    num_threads: int | None = None  # torch intra-op threads (CPU)
+    dtype: str | None = None
+    device: str | None = None
+    chat_template: str | None = None  # a Jinja template replacing the tokenizer's
+    lora: LoraSection | None = None
+
+    def validate(self, prefix: str) -> None:
+        if self.num_threads is not None:
+            check_range(f"{prefix}num_threads", self.num_threads, 1, integer=True)
+        if self.lora is not None:
+            self.lora.validate(f"{prefix}lora.")
+
+
+@dataclass
+class SFTSection:
+    episodes: int = 64  # walkthrough demonstrations on training tasks (ignored when ``data`` is set)
+    data: str | None = None  # a JSONL of chats (``agentenv sft-data`` output) instead of walkthroughs
+    epochs: int = 2
+    lr: float = 5e-5
+    batch_size: int = 8
+    micro_batch_size: int = 4
+    max_grad_norm: float = 1.0
+
+    def validate(self, prefix: str) -> None:
+        for name in ("episodes", "epochs", "batch_size", "micro_batch_size"):
+            check_range(f"{prefix}{name}", getattr(self, name), 1, integer=True)
+        check_range(f"{prefix}lr", self.lr, 0.0)
+        check_range(f"{prefix}max_grad_norm", self.max_grad_norm, 0.0)
+        if self.data is not None and not Path(self.data).is_file():
+            raise ConfigError(f"{prefix}data={self.data!r}: no such file")
+
+
+@dataclass
+class EvalSection:
+    episodes: int = 32  # test tasks 0..episodes-1 of each evaluated env
+    temperature: float = 0.0
+    max_new_tokens: int = 32
+    num_envs: int = 8
+    before: bool = True  # also evaluate the starting model
+    after_sft: bool = True  # and the model between SFT and RL
+    harder: list[str] = field(default_factory=list)  # more env ids to evaluate on (generalisation)
+
+    def validate(self, prefix: str) -> None:
+        for name in ("episodes", "max_new_tokens", "num_envs"):
+            check_range(f"{prefix}{name}", getattr(self, name), 1, integer=True)
+        check_range(f"{prefix}temperature", self.temperature, 0.0)
+
+
+@dataclass
+class OutputSection:
+    dir: str = "runs/{name}"
+    tensorboard: bool = True  # when the tensorboard package is installed
+    checkpoint_every: int = 1  # RL iterations between checkpoints (0: only at the end)
+    keep_checkpoints: int = 1
+    save_final: bool = True  # the trained model in <dir>/final, loadable as a model folder
+
+    def validate(self, prefix: str) -> None:
+        check_range(f"{prefix}checkpoint_every", self.checkpoint_every, 0, integer=True)
+        check_range(f"{prefix}keep_checkpoints", self.keep_checkpoints, 1, integer=True)
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    seed: int = 0
+    env: EnvSection = field(default_factory=EnvSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    sft: SFTSection | None = None
+    rl: RLConfig | None = None
+    eval: EvalSection = field(default_factory=EvalSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def validate(self) -> None:
+        check_range("seed", self.seed, 0, integer=True)
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name={self.name!r} must be a non-empty name without '/'")
+        for section in ("model", "sft", "eval", "output"):
+            value = getattr(self, section)
+            if value is not None:
+                value.validate(f"{section}.")
+        if self.rl is not None:
+            self.rl.validate("rl.")
+        if self.sft is None and self.rl is None:
+            raise ConfigError("a recipe needs an 'sft' section, an 'rl' section, or both")
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["rl.iterations=2", "env.kwargs.reward=dense"]`` -> a nested dict; values are read as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {pair!r} must look like section.field=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} conflicts with another override of {part!r}")
+        node[leaf] = read_yaml(raw) if raw else None
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    """A validated :class:`Recipe` from a YAML file (or a dict), with command-line overrides applied."""
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"recipe {str(path)!r} not found")
+        try:
+            data = read_yaml(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe {str(path)!r} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"recipe {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
+    data = merge(data, parse_overrides(overrides))
+    recipe = build(Recipe, data, "")
+    recipe.validate()
+    return recipe
+
+
+def build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, checking field names and types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'recipe'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            hint = closest(str(key), fields, n=1)
+            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"{prefix}{key}: unknown field; allowed: {sorted(fields)}.{did_you_mean}")
+        kwargs[key] = convert(hints[key], value, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # RLConfig validates itself; name its section
+        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e)) from e
+
+
+def convert(hint: Any, value: Any, name: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return convert(option, value, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{name}={value!r} matches none of {options}")
+    if dataclasses.is_dataclass(hint):
+        return build(hint, {} if value is None else value, name + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}={value!r} must be a list")
+        return [convert(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}={value!r} must be a mapping")
+        return value
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{name}={value!r} must be {hint.__name__}")
+        return value
+    raise ConfigError(f"{name}: unsupported field type {hint}")
+
+
+def packaged_recipe(name: str) -> Path:
+    """The path of a recipe shipped with the package (``agentenv/recipes/<name>.yaml``)."""
+    folder = Path(__file__).parent
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in folder.glob("*.yaml"))
+        check_choice("recipe", name, available)
+    return path

@@ -1,0 +1,253 @@
+"""Run a recipe: evaluate the starting model, SFT on demonstrations, RL, evaluate again, report.
+
+Stages write into the recipe's output folder: ``metrics.jsonl`` (+ ``tensorboard/``), ``checkpoints/``
+(``sft`` after SFT, ``rl`` every few iterations), ``eval/<label>.jsonl`` trajectories, ``results.json``,
+``report.html`` + ``curves.png`` and ``final/`` (the trained model, loadable by ``agentenv eval --policy
+model:<dir>/final``). ``resume=True`` continues from the newest checkpoint; RL resumes exactly (same next update).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from agentenv.errors import ConfigError
+from agentenv.recipes.config import Recipe
+from agentenv.recipes.report import RunLog, write_report
+
+
+def _progress(console: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if console is None:
+        return nullcontext(None)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)  # fmt: skip
+
+
+def _say(console: Any, text: str) -> None:
+    if console is not None:
+        console.print(text)
+
+
+def load_policy_model(recipe: Recipe) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured)."""
+    from agentenv.chat_format import ChatFormat
+    from agentenv.models import load_model
+
+    m = recipe.model
+    model, tokenizer = load_model(m.name, num_threads=m.num_threads, dtype=m.dtype, device=m.device)
+    if m.lora is not None:
+        try:
+            import peft
+        except ImportError as e:
+            raise ConfigError("model.lora needs the peft package: pip install 'agentenv[train]'") from e
+        config = peft.LoraConfig(
+            r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout, target_modules=m.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )  # fmt: skip
+        model = peft.get_peft_model(model, config)
+    return model, tokenizer, ChatFormat(tokenizer, chat_template=m.chat_template)
+
+
+def evaluate(
+    recipe: Recipe, model: Any, tokenizer: Any, chat_format: Any, env_id: str, label: str, progress: Any = None
+) -> tuple[dict[str, Any], list[Any]]:
+    """Greedy (by default) episodes on the first ``eval.episodes`` test tasks of ``env_id``: summary, trajectories."""
+    import agentenv
+    from agentenv.policies.local import Sampling, TransformersPolicy
+    from agentenv.rollout import rollout, summarize
+
+    e = recipe.eval
+    kwargs = {**recipe.env.kwargs, "split": "test"} if env_id == recipe.env.id else {"split": "test"}
+    envs = [agentenv.make(env_id, **kwargs) for _ in range(min(e.num_envs, e.episodes))]
+    sampling = Sampling(e.max_new_tokens, e.temperature, seed=recipe.seed)
+    policy = TransformersPolicy(model, tokenizer, sampling, batch_size=len(envs))
+    task = progress.add_task(f"eval {label}", total=e.episodes) if progress is not None else None
+    model.eval()
+    try:
+        trajectories = rollout(
+            envs, policy, chat_format, range(e.episodes), env_id=env_id, policy_name=label,
+            max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096,
+            on_episode=(lambda _: progress.advance(task)) if task is not None else None,
+        )  # fmt: skip
+    finally:
+        for env in envs:
+            env.close()
+        if task is not None:
+            progress.remove_task(task)
+    return summarize(trajectories), trajectories
+
+
+def demonstrations(recipe: Recipe) -> list[list[dict]]:
+    """SFT chats: the recipe's JSONL file, or walkthrough episodes on training tasks (successful ones only)."""
+    import agentenv
+    from agentenv.policies import WalkthroughPolicy
+    from agentenv.rollout import play_episode
+
+    s = recipe.sft
+    assert s is not None
+    if s.data is not None:
+        chats = []
+        with open(s.data, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                record = json.loads(line)
+                if "messages" not in record:
+                    raise ConfigError(f"sft.data line {n}: no 'messages' field (write it with agentenv sft-data)")
+                chats.append(record["messages"])
+        return chats
+    env = agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"})
+    pool = recipe.rl.train_tasks if recipe.rl is not None else s.episodes
+    seeds = random.Random(recipe.seed).sample(range(max(pool, s.episodes)), s.episodes)
+    episodes = [play_episode(env, WalkthroughPolicy(), seed) for seed in seeds]
+    env.close()
+    return [e.messages() for e in episodes if e.success]
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
+    """Run every stage of ``recipe``; returns ``results.json``'s content (evaluations and timings)."""
+    import torch
+
+    import agentenv
+    from agentenv.policies.rl import RLTrainer, train_sft
+    from agentenv.rollout import write_jsonl
+
+    out = recipe.output_dir
+    checkpoints = out / "checkpoints"
+    if out.exists() and not resume and (out / "metrics.jsonl").exists():
+        raise ConfigError(f"output folder {str(out)!r} holds a run already: pass --resume, or another output.dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
+    results_path = out / "results.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
+    results.setdefault("evaluations", {})
+    results.setdefault("seconds", {})
+    log = RunLog(out, tensorboard=recipe.output.tensorboard)
+    started = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+
+    def save_results() -> None:
+        results["recipe"] = recipe.name
+        tmp = results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, default=str))
+        tmp.replace(results_path)
+
+    def run_eval(label: str, env_id: str, progress: Any) -> None:
+        t0 = time.perf_counter()
+        summary, trajectories = evaluate(recipe, model, tokenizer, chat_format, env_id, label, progress)
+        summary["env_id"] = env_id
+        results["evaluations"][label] = summary
+        results["seconds"][f"eval {label}"] = time.perf_counter() - t0
+        write_jsonl(trajectories, out / "eval" / f"{label.replace(' ', '_').replace('/', '_')}.jsonl")
+        log.log("eval", 0, {"label": label, **summary})
+        _say(console, f"  {label}: success {summary['success_rate']:.1%} "
+                      f"[{summary['success_ci_low']:.0%}, {summary['success_ci_high']:.0%}] on "
+                      f"{summary['episodes']} test tasks, mean turns {summary['mean_turns']:.1f}, "
+                      f"invalid {summary['invalid_rate']:.0%}")  # fmt: skip
+        save_results()
+
+    def eval_all(stage: str, progress: Any) -> None:
+        run_eval(stage, recipe.env.id, progress)
+        for harder in recipe.eval.harder:
+            run_eval(f"{stage} {harder.split('/')[-1]}", harder, progress)
+
+    t0 = time.perf_counter()
+    model, tokenizer, chat_format = load_policy_model(recipe)
+    results["seconds"]["load model"] = time.perf_counter() - t0
+    _say(console, f"[bold]{recipe.name}[/]: {recipe.model.name} on {recipe.env.id} -> {out}")
+    rl_checkpoint = checkpoints / "rl"
+    sft_checkpoint = checkpoints / "sft"
+    resumed_rl = resume and (rl_checkpoint / "trainer.json").exists()
+    resumed_sft = resume and (sft_checkpoint / "trainer.json").exists()
+
+    with _progress(console) as progress:
+        if recipe.eval.before and "before" not in results["evaluations"]:
+            eval_all("before", progress)
+
+        if recipe.sft is not None and not (resumed_sft or resumed_rl):
+            t0 = time.perf_counter()
+            chats = demonstrations(recipe)
+            _say(console, f"SFT on {len(chats)} demonstrations, {recipe.sft.epochs} epochs")
+            s = recipe.sft
+            steps = recipe.sft.epochs * -(-len(chats) // s.batch_size)
+            task = progress.add_task("SFT", total=steps) if progress is not None else None
+
+            def on_step(record: dict[str, float]) -> None:
+                log.log("sft", int(record["step"]), record)
+                if task is not None:
+                    progress.advance(task)
+
+            train_sft(model, chats, chat_format, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
+                      micro_batch_size=s.micro_batch_size, max_grad_norm=s.max_grad_norm, seed=recipe.seed,
+                      on_step=on_step)  # fmt: skip
+            if task is not None:
+                progress.remove_task(task)
+            results["seconds"]["sft"] = time.perf_counter() - t0
+            _save_model(model, tokenizer, sft_checkpoint, {"stage": "sft"})
+            if recipe.rl is not None and recipe.eval.after_sft:
+                eval_all("after SFT", progress)
+        elif resumed_sft and not resumed_rl:
+            _load_weights(model, sft_checkpoint)
+
+        if recipe.rl is not None:
+            c = recipe.rl
+            envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
+            trainer = RLTrainer(c, model, tokenizer, envs, chat_format, seed=recipe.seed, env_id=recipe.env.id)
+            if resumed_rl:
+                trainer.load(rl_checkpoint)
+                _say(console, f"resumed RL after iteration {trainer.iteration_done}")
+            t0 = time.perf_counter()
+            while trainer.iteration_done < c.iterations:
+                it = trainer.iteration_done + 1
+                task = progress.add_task(f"RL {c.algorithm} iteration {it}/{c.iterations}", total=c.episodes) \
+                    if progress is not None else None  # fmt: skip
+                advance = (lambda _, task=task: progress.advance(task)) if task is not None else None
+                metrics = trainer.iteration(on_episode=advance)
+                if task is not None:
+                    progress.remove_task(task)
+                log.log("rl", it, metrics)
+                _say(console, f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
+                              f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
+                every = recipe.output.checkpoint_every
+                if (every and it % every == 0) or it == c.iterations:
+                    trainer.save(rl_checkpoint)
+            results["seconds"]["rl"] = results["seconds"].get("rl", 0) + time.perf_counter() - t0
+            for env in envs:
+                env.close()
+
+        eval_all("after", progress)
+    if recipe.output.save_final:
+        _save_model(model, tokenizer, out / "final", {"stage": "final"})
+    results["seconds"]["total (this run)"] = time.perf_counter() - started
+    save_results()
+    log.close()
+    write_report(out, f"{recipe.name}: {recipe.env.id}", results["evaluations"], recipe.to_dict())
+    return results
+
+
+def _save_model(model: Any, tokenizer: Any, path: Path, meta: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    target = model.merge_and_unload() if hasattr(model, "merge_and_unload") and meta["stage"] == "final" else model
+    from agentenv.models import quiet_transformers
+
+    with quiet_transformers():
+        target.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    (tmp / "trainer.json").write_text(json.dumps(meta))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _load_weights(model: Any, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights: dict[str, Any] = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        weights.update(load_file(file))
+    model.load_state_dict(weights, strict=False)

@@ -1,0 +1,117 @@
+"""Recipes: validation with field names, overrides, and whole runs (tiny model) through `agentenv train`."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from agentenv.cli import app
+from agentenv.errors import ConfigError
+from agentenv.recipes.config import load_recipe, packaged_recipe, parse_overrides
+from agentenv.recipes.report import read_metrics
+
+TINY = {
+    "name": "tiny",
+    "env": {"id": "AgentEnv/KeyDoor-s2k0d1-v0", "kwargs": {"max_turns": 3, "reward": "dense"}},
+    "model": {"name": "tiny"},
+    "sft": {"episodes": 6, "epochs": 1, "batch_size": 3},
+    "rl": {
+        "algorithm": "grpo",
+        "iterations": 2,
+        "episodes": 4,
+        "group_size": 2,
+        "train_tasks": 16,
+        "max_new_tokens": 5,
+        "num_envs": 4,
+    },
+    "eval": {"episodes": 3, "max_new_tokens": 5, "num_envs": 3, "harder": ["AgentEnv/KeyDoor-s3k1d2-v0"]},
+}
+
+
+def test_packaged_demo_recipe_is_valid():
+    recipe = load_recipe(packaged_recipe("demo"))
+    assert recipe.sft is not None and recipe.rl is not None and recipe.rl.algorithm == "ppo"
+    assert recipe.env.id.startswith("AgentEnv/TextWorld")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rl.algoritm=ppo", "rl.algoritm: unknown field.*Did you mean 'algorithm'"),
+        ("rl.algorithm=ppoo", "rl.algorithm='ppoo' is not allowed.*Did you mean 'ppo'"),
+        ("rl.iterations=two", "rl.iterations='two' must be int"),
+        ("sft.lr=-1", "sft.lr=-1.0 is out of range"),
+        ("eval.harder=AgentEnv/X", "eval.harder='AgentEnv/X' must be a list"),
+        ("rl.episodes=5", "rl.episodes=5 must be a multiple of group_size=2"),
+        ("model.lora.r=0", "model.lora.r=0 is out of range"),
+        ("sft.data=/nonexistent.jsonl", "no such file"),
+        ("nonsense", "must look like section.field=value"),
+    ],
+)
+def test_bad_fields_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(TINY, [override])
+
+
+def test_overrides_parse_yaml_scalars_and_nest():
+    assert parse_overrides(["rl.lr=1e-5", "env.kwargs.reward=dense", "eval.before=false"]) == {
+        "rl": {"lr": 1e-5}, "env": {"kwargs": {"reward": "dense"}}, "eval": {"before": False}
+    }  # fmt: skip
+    recipe = load_recipe(TINY, ["rl.iterations=5", "env.kwargs.max_turns=2", "sft=null"])
+    assert recipe.rl.iterations == 5 and recipe.env.kwargs == {"max_turns": 2, "reward": "dense"}
+    assert recipe.sft is None
+    assert load_recipe(TINY, ["rl.lr=1e-5"]).rl.lr == 1e-5  # YAML 1.1 would read a string
+
+
+def test_yaml_floats_without_a_dot(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("rl: {lr: 3e-6, algorithm: rloo, group_size: 2, episodes: 4}\nsft: null\n")
+    assert load_recipe(path).rl.lr == 3e-6
+
+
+def test_a_recipe_needs_something_to_train():
+    with pytest.raises(ConfigError, match="'sft' section, an 'rl' section"):
+        load_recipe(TINY, ["sft=null", "rl=null"])
+
+
+def test_missing_or_malformed_recipe_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rl: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+@pytest.mark.slow
+def test_train_runs_every_stage_and_resume_continues(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump({**TINY, "output": {"dir": str(tmp_path / "run")}}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(recipe), "-s", "rl.iterations=1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    results = json.loads((out / "results.json").read_text())
+    labels = set(results["evaluations"])
+    assert labels == {"before", "before KeyDoor-s3k1d2-v0", "after SFT", "after SFT KeyDoor-s3k1d2-v0", "after",
+                      "after KeyDoor-s3k1d2-v0"}  # fmt: skip
+    assert all(s["episodes"] == 3 for s in results["evaluations"].values())
+    for name in ("report.html", "curves.png", "final/config.json", "checkpoints/rl/trainer.json", "eval/after.jsonl"):
+        assert (out / name).exists(), name
+    stages = [m["stage"] for m in read_metrics(out / "metrics.jsonl")]
+    assert stages.count("sft") == 2 and stages.count("rl") == 1  # 6 demos / batch 3, 1 epoch; one iteration
+
+    # the same folder again without --resume refuses to overwrite it
+    again = runner.invoke(app, ["train", str(recipe)])
+    assert again.exit_code != 0 and "--resume" in str(again.exception)
+
+    # resume with one more iteration: RL continues from its checkpoint, SFT and the first evaluation are not redone
+    result = runner.invoke(app, ["train", str(recipe), "--resume", "-s", "rl.iterations=2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "resumed RL after iteration 1" in result.output
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics if m["stage"] == "rl"] == [1, 2]
+    assert [m["stage"] for m in metrics].count("sft") == 2
+    assert json.loads((out / "checkpoints/rl/trainer.json").read_text())["iteration_done"] == 2

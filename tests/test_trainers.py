@@ -1,0 +1,240 @@
+"""Trainers on real trajectories of real envs with a real (tiny) transformer: masks, gradients, updates, resume."""
+
+import pytest
+import torch
+
+import agentenv
+from agentenv.chat_format import ChatFormat
+from agentenv.errors import ConfigError
+from agentenv.models import tiny_model
+from agentenv.policies import Sampling, TransformersPolicy, WalkthroughPolicy
+from agentenv.policies.loss import agent_forward, policy_loss
+from agentenv.policies.rl import ALGORITHMS, RLConfig, RLTrainer, collate, train_sft
+from agentenv.rollout import play_episode, rollout
+
+ENV = "AgentEnv/KeyDoor-s2k0d1-v0"
+
+
+def make_envs(n=4, **kwargs):
+    return [agentenv.make(ENV, max_turns=3, reward="dense", **kwargs) for _ in range(n)]
+
+
+@pytest.fixture
+def tiny():
+    return tiny_model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def played():
+    """Real sampled trajectories of the tiny model on Key-Door (dense rewards), with their token layout."""
+    model, tokenizer = tiny_model(seed=0)
+    policy = TransformersPolicy(model, tokenizer, Sampling(max_new_tokens=6, temperature=1.0, seed=3))
+    trajectories = rollout(make_envs(), policy, ChatFormat(tokenizer), [0, 1, 2, 3])
+    return model, tokenizer, trajectories
+
+
+def test_collate_places_agent_tokens_and_rewards_at_turn_ends(played):
+    _, tokenizer, trajectories = played
+    batch = collate(trajectories, tokenizer.pad_token_id)
+    for row, t in enumerate(trajectories):
+        agent = [i for i, m in enumerate(t.loss_mask) if m]
+        k = len(agent)
+        assert batch.mask[row].sum() == k
+        assert batch.targets[row, :k].tolist() == [t.token_ids[i] for i in agent]
+        assert batch.positions[row, :k].tolist() == [i - 1 for i in agent]
+        ends = {agent.index(p) for p in t.reward_positions}
+        for j in range(k):
+            paired = zip(t.turns, t.reward_positions, strict=True)
+            expected = sum(turn.reward for turn, p in paired if agent.index(p) == j)
+            assert batch.rewards[row, j].item() == pytest.approx(expected if j in ends else 0.0)
+        assert batch.returns[row].item() == pytest.approx(t.episode_return)
+
+
+def test_agent_forward_reads_the_logits_that_predicted_each_agent_token(played):
+    model, tokenizer, trajectories = played
+    batch = collate(trajectories, tokenizer.pad_token_id)
+    ours = agent_forward(model, batch)["logprobs"]
+    with torch.no_grad():
+        full = torch.log_softmax(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, -1)
+    for row, t in enumerate(trajectories):
+        agent = [i for i, m in enumerate(t.loss_mask) if m]
+        expected = [full[row, i - 1, t.token_ids[i]].item() for i in agent]
+        assert ours[row, : len(agent)].tolist() == pytest.approx(expected, abs=1e-4)
+        # and they are the log-probs the sampler recorded (temperature 1): the ratio starts at 1
+        assert ours[row, : len(agent)].tolist() == pytest.approx([t.logprobs[i] for i in agent], abs=1e-3)
+
+
+def test_env_and_prompt_tokens_get_zero_gradient(played):
+    model, tokenizer, trajectories = played
+    batch = collate(trajectories, tokenizer.pad_token_id)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    logits = out.logits
+    logits.retain_grad()
+    logprobs = torch.log_softmax(logits, -1)
+    picked = logprobs.gather(1, batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    token_logprobs = picked.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
+    loss, _ = policy_loss(token_logprobs, token_logprobs.detach(), torch.ones_like(batch.mask), batch.mask, 1.0)
+    loss.backward()
+    per_position = logits.grad.abs().sum(-1)  # (rows, seq)
+    for row, t in enumerate(trajectories):
+        predicts_agent = {i - 1 for i, m in enumerate(t.loss_mask) if m}
+        for pos in range(per_position.shape[1]):
+            if pos in predicts_agent:
+                assert per_position[row, pos] > 0, (row, pos)
+            else:
+                assert per_position[row, pos] == 0, (row, pos)
+
+
+class LookOrBabble:
+    """Even rows of each batch say "look" (a valid turn), odd rows babble (an invalid turn, penalised): episodes of
+    one task differ in return, so every estimator has a signal. Tokens are the canonical ids + end of turn."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts, sampling=None):
+        from agentenv.policies import Generation
+
+        out = []
+        for row, _ in enumerate(prompts):
+            text = "look" if row % 2 == 0 else "xyzzy plugh"
+            ids = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id]
+            out.append(Generation(ids, [0.0] * len(ids), "stop", text))
+        return out
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_an_iteration_updates_the_policy_from_rewards(tiny, algorithm):
+    model, tokenizer = tiny
+    config = RLConfig(algorithm=algorithm, episodes=8, group_size=2, max_new_tokens=6, num_envs=4, lr=1e-3)
+    envs = make_envs(invalid_action_penalty=0.5)
+    trainer = RLTrainer(config, model, tokenizer, envs, ChatFormat(tokenizer), seed=1, env_id=ENV)
+    trainer.policy = LookOrBabble(tokenizer)
+    look = ChatFormat(tokenizer).encode("look")[0]
+    babble = ChatFormat(tokenizer).encode("xyzzy plugh")[0]
+    batch = collate(trainer.collect(0), tokenizer.pad_token_id)
+    with torch.no_grad():
+        first = agent_forward(model, batch)["logprobs"][:, 0]
+    before_look = first[batch.targets[:, 0] == look].mean()
+    before_babble = first[batch.targets[:, 0] == babble].mean()
+
+    metrics = trainer.iteration()
+    assert metrics["episodes"] == 8 and metrics["agent_tokens"] > 0 and metrics["skipped_episodes"] == 0
+    assert metrics["mean_return"] < 0 and metrics["invalid_rate"] == pytest.approx(0.5)
+    with torch.no_grad():
+        first = agent_forward(model, batch)["logprobs"][:, 0]
+    # the rewarded turn became more likely, the penalised one less likely
+    assert first[batch.targets[:, 0] == look].mean() > before_look
+    assert first[batch.targets[:, 0] == babble].mean() < before_babble
+    if algorithm == "ppo":
+        assert metrics["vf_loss"] > 0 and trainer.value_head.linear.weight.abs().sum() > 0
+
+
+def test_groups_share_a_task_seed(tiny):
+    model, tokenizer = tiny
+    config = RLConfig(algorithm="grpo", episodes=8, group_size=4, train_tasks=100)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(), ChatFormat(tokenizer), seed=0)
+    seeds = trainer.task_seeds(0)
+    assert len(seeds) == 8 and len(set(seeds[:4])) == 1 and len(set(seeds[4:])) == 1 and seeds[0] != seeds[4]
+    assert trainer.task_seeds(0) == seeds and trainer.task_seeds(1) != seeds
+
+
+def test_kl_to_the_reference_starts_at_zero_and_is_reported(tiny):
+    model, tokenizer = tiny
+    config = RLConfig(algorithm="grpo", episodes=4, group_size=2, max_new_tokens=6, num_envs=4, kl_coef=0.1,
+                      kl_in="loss")  # fmt: skip
+    envs = make_envs(invalid_action_penalty=0.5)
+    trainer = RLTrainer(config, model, tokenizer, envs, ChatFormat(tokenizer), seed=0)
+    trainer.policy = LookOrBabble(tokenizer)
+    metrics = trainer.iteration()
+    assert metrics["kl_ref"] == pytest.approx(0.0, abs=1e-5)  # first rollout: policy == reference
+    assert metrics["kl_loss"] == pytest.approx(0.0, abs=1e-5)
+    metrics = trainer.iteration()  # the first update moved the policy away from the reference
+    assert metrics["kl_ref"] != 0.0 and metrics["kl_loss"] > 0
+
+
+def test_resume_from_a_checkpoint_makes_the_same_next_update(tmp_path):
+    config = RLConfig(algorithm="ppo", episodes=4, group_size=1, max_new_tokens=5, num_envs=2, lr=1e-3)
+
+    def trainer():
+        model, tokenizer = tiny_model(seed=0)
+        return RLTrainer(config, model, tokenizer, make_envs(2), ChatFormat(tokenizer), seed=7)
+
+    straight = trainer()
+    straight.iteration()
+    straight.save(tmp_path / "ckpt")
+    straight.iteration()
+
+    resumed = trainer()  # a fresh process's view: new model, new optimiser
+    resumed.load(tmp_path / "ckpt")
+    assert resumed.iteration_done == 1
+    resumed.iteration()
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(straight.value_head.linear.weight, resumed.value_head.linear.weight)
+
+
+def test_checkpoint_is_a_loadable_model_folder(tmp_path, tiny):
+    model, tokenizer = tiny
+    config = RLConfig(algorithm="reinforce_pp", episodes=2, group_size=1, num_envs=2, max_new_tokens=4)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(2), ChatFormat(tokenizer))
+    trainer.save(tmp_path / "c")
+    loaded, _ = agentenv.models.load_model(str(tmp_path / "c"))
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_sft_lowers_the_loss_of_the_demonstrations(tiny):
+    model, tokenizer = tiny
+    env = agentenv.make(ENV)
+    chats = [play_episode(env, WalkthroughPolicy(), s).messages() for s in range(4)]
+    history = train_sft(model, chats, ChatFormat(tokenizer), epochs=8, batch_size=4, lr=3e-3)
+    assert history[-1]["sft_loss"] < 0.7 * history[0]["sft_loss"]
+
+
+def test_sft_needs_an_assistant_turn(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ConfigError, match="assistant"):
+        ChatFormat(tokenizer).encode_chat([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
+
+
+def test_encode_chat_matches_what_a_rollout_would_have_built(tiny):
+    _, tokenizer = tiny
+    chat_format = ChatFormat(tokenizer)
+
+    class Replay:  # generates the canonical ids of fixed texts, as a model that wrote them would
+        def __init__(self, texts):
+            self.texts = iter(texts)
+
+        def generate(self, prompts, sampling=None):
+            from agentenv.policies import Generation
+
+            out = []
+            for _ in prompts:
+                ids = [*chat_format.encode(next(self.texts)), tokenizer.eos_token_id]
+                out.append(Generation(ids, [0.0] * len(ids), "stop", tokenizer.decode(ids, skip_special_tokens=True)))
+            return out
+
+    env = make_envs(1)[0]
+    episode = play_episode(env, WalkthroughPolicy(), 0)
+    trajectory = rollout([env], Replay([t.action for t in episode.turns]), chat_format, [0])[0]
+    ids, mask, spans = chat_format.encode_chat(trajectory.messages())
+    assert ids == trajectory.token_ids[: len(ids)]
+    assert mask == trajectory.loss_mask[: len(ids)]
+    assert spans == trajectory.turn_spans
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"algorithm": "ppoo"}, "Did you mean 'ppo'"),
+        ({"episodes": 10, "group_size": 4}, "multiple of group_size"),
+        ({"algorithm": "grpo", "group_size": 1}, "groups of at least 2"),
+        ({"temperature": 0}, "cannot explore"),
+        ({"kl_in": "both"}, "kl_in"),
+        ({"lr": -1.0}, "lr=-1.0"),
+    ],
+)
+def test_rl_config_errors_name_the_field(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        RLConfig(**kwargs)
