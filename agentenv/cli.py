@@ -1,4 +1,4 @@
-"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, new, demo, judge-audit."""
+"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, grid, new, demo, judge-audit."""
 
 from __future__ import annotations
 
@@ -537,6 +537,33 @@ def train(
     loaded = load_recipe(_recipe_source(recipe), overrides)
     results = run_recipe(loaded, resume=resume, console=console)
     _print_evaluations(loaded.name, results)
+
+
+@app.command()
+def grid(
+    grid_file: Annotated[str, typer.Argument(help="A grid YAML file, or the name of a packaged grid (e.g. budget)")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a grid field (repeatable): -s budget=256 -s recipe.rl.lr=1e-5"),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: the grid's)")] = None,
+) -> None:
+    """Split one training budget between SFT demonstrations and RL episodes at several SFT fractions; run each cell
+    (finished cells are skipped), then write grid.json, grid.md and grid.png and print the table."""
+    from agentenv.recipes.grid import grid_table, load_grid, run_grid
+
+    overrides = list(set_ or []) + ([f"output={output}"] if output is not None else [])
+    loaded = load_grid(_recipe_source(grid_file), overrides)
+    summary = run_grid(loaded, console=console)
+    header, rows = grid_table(summary)
+    table = Table(title=f"{loaded.name}: budget {loaded.budget:g} RL episodes, 1 SFT demo = {loaded.sft_cost:g}")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    out = loaded.output_dir
+    console.print(f"table: {out / 'grid.md'}  plot: {out / 'grid.png'}  data: {out / 'grid.json'}")
 
 
 def _print_evaluations(name: str, results: dict[str, Any]) -> None:

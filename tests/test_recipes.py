@@ -1,6 +1,7 @@
 """Recipes: validation with field names, overrides, and whole runs (tiny model) through `agentenv train`."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -26,6 +27,19 @@ TINY = {
     },
     "eval": {"episodes": 3, "max_new_tokens": 5, "num_envs": 3, "harder": ["AgentEnv/KeyDoor-s3k1d2-v0"]},
 }
+
+
+@pytest.mark.parametrize("path", sorted(Path(packaged_recipe("demo")).parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_packaged_recipe_validates(path):
+    import yaml
+
+    import agentenv
+
+    if "fractions" in yaml.safe_load(path.read_text()):
+        pytest.skip("a budget grid, not a recipe (tests/test_grid.py validates it)")
+    recipe = load_recipe(path)
+    for env_id in [recipe.env.id, *recipe.eval.harder]:
+        agentenv.registry.resolve_id(env_id)  # registered ids only
 
 
 def test_packaged_demo_recipe_is_valid():
