@@ -567,13 +567,15 @@ def grid(
 
 
 def _print_evaluations(name: str, results: dict[str, Any]) -> None:
-    table = Table(title=f"{name}: held-out test tasks")
-    for column in ("evaluation", "env", "episodes", "success (95% CI)", "mean return", "mean turns", "invalid"):
-        table.add_column(column, justify="left" if column in ("evaluation", "env") else "right")
-    for label, s in results["evaluations"].items():
-        table.add_row(label, s.get("env_id", "").split("/")[-1], str(s["episodes"]),
-                      f"{s['success_rate']:.1%} [{s['success_ci_low']:.0%}, {s['success_ci_high']:.0%}]",
-                      _fmt(s["mean_return"]), _fmt(s["mean_turns"]), f"{s['invalid_rate']:.0%}")  # fmt: skip
+    evaluations = results["evaluations"]
+    envs = sorted({s.get("env_id", "") for s in evaluations.values()})
+    table = Table(title=f"{name}: held-out test tasks of {', '.join(e.split('/')[-1] for e in envs)}")
+    for column in ("evaluation", "episodes", "success", "95% CI", "return", "turns", "invalid"):
+        table.add_column(column, justify="left" if column == "evaluation" else "right")
+    for label, s in evaluations.items():
+        table.add_row(label, str(s["episodes"]), f"{s['success_rate']:.1%}",
+                      f"{s['success_ci_low']:.0%}-{s['success_ci_high']:.0%}", f"{s['mean_return']:.2f}",
+                      f"{s['mean_turns']:.1f}", f"{s['invalid_rate']:.0%}")  # fmt: skip
     console.print(table)
     seconds = results.get("seconds", {})
     console.print("[dim]" + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + "[/]")

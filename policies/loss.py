@@ -47,11 +47,12 @@ def agent_forward(
 ) -> dict[str, torch.Tensor]:
     """Log-probs of the agent tokens under ``logits / temperature`` (+ entropy, + values from ``value_head``).
 
-    The language-model head runs on the agent positions only: cheaper, and nothing else is in the graph.
+    The language-model head runs on the agent positions only: cheaper, and nothing else is in the graph. Rows are
+    right-padded, so under the causal mask no real token attends to padding and no attention mask is passed: the
+    outputs at real positions are the same, and the backward pass takes the fast causal kernel (a padding mask
+    makes it several times slower on CPU).
     """
-    out = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True, logits_to_keep=1
-    )
+    out = model(input_ids=batch.input_ids, output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1]  # (rows, seq, hidden), after the final norm
     index = batch.positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
     selected = hidden.gather(1, index)  # (rows, agent, hidden)

@@ -20,7 +20,8 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,11 @@ def collate(trajectories: Sequence[Any], pad_id: int) -> AgentBatch:
     return AgentBatch(input_ids, attention, positions, targets, mask, rewards, logprobs, returns, groups)
 
 
-def micro_batches(indices: Sequence[int], size: int) -> list[list[int]]:
-    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+def micro_batches(indices: Sequence[int], size: int, lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """Split ``indices`` into groups of ``size``; rows of similar ``lengths`` go together, so less padding is
+    computed (the accumulated gradient of a mini-batch does not depend on how it is split)."""
+    order = sorted(indices, key=lambda i: int(lengths[i])) if lengths is not None else list(indices)
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 class RLTrainer:
@@ -212,7 +216,7 @@ class RLTrainer:
         c = self.config
         out = {"old_logprobs": torch.zeros_like(batch.mask), "old_values": torch.zeros_like(batch.mask)}
         out["ref_logprobs"] = torch.zeros_like(batch.mask)
-        for rows in micro_batches(range(len(batch)), c.micro_batch_size):
+        for rows in micro_batches(range(len(batch)), c.micro_batch_size, batch.attention_mask.sum(1)):
             part = batch.rows(rows)
             k = part.mask.shape[1]
             f = agent_forward(self.model, self._to_device(part), temperature=c.temperature, value_head=self.value_head)
@@ -257,7 +261,7 @@ class RLTrainer:
                 denom = float(batch.mask[members].sum().clamp(min=1))
                 self.optimizer.zero_grad(set_to_none=True)
                 stats: dict[str, float] = {}
-                for rows in micro_batches(members, c.micro_batch_size):
+                for rows in micro_batches(members, c.micro_batch_size, batch.attention_mask.sum(1)):
                     part = batch.rows(rows)
                     k = part.mask.shape[1]
                     f = agent_forward(
@@ -335,45 +339,25 @@ class RLTrainer:
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """A checkpoint folder: the model (loadable with ``load_model(path)``), value head, optimiser, counters.
-
-        Written to a temporary folder and renamed, so a kill during saving never leaves a half checkpoint.
-        """
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        from agentenv.models import quiet_transformers
-
-        with quiet_transformers():
-            self.model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-        state = {"optimizer": self.optimizer.state_dict()}
-        if self.value_head is not None:
-            state["value_head"] = self.value_head.state_dict()
-        if self.reference is not None:
-            state["reference"] = self.reference.state_dict()
-        torch.save(state, tmp / "trainer_state.pt")
-        meta = {"iteration_done": self.iteration_done, "seed": self.seed, "config": asdict(self.config)}
-        (tmp / "trainer.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-        return path
+        """A checkpoint folder: the model (a model folder ``load_model`` reads; LoRA: the adapter), value head,
+        optimiser, counters. Written beside and renamed, so a kill while saving never leaves half a checkpoint."""
+        with atomic_folder(path) as tmp:
+            write_model(self.model, self.tokenizer, tmp)
+            state = {"optimizer": self.optimizer.state_dict()}
+            if self.value_head is not None:
+                state["value_head"] = self.value_head.state_dict()
+            if self.reference is not None:
+                state["reference"] = self.reference.state_dict()
+            torch.save(state, tmp / "trainer_state.pt")
+            meta = {"iteration_done": self.iteration_done, "seed": self.seed, "config": asdict(self.config)}
+            (tmp / "trainer.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1))
+        return Path(path)
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save` into this trainer; returns its ``trainer.json``."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         meta = json.loads((path / "trainer.json").read_text())
-        weights: dict[str, torch.Tensor] = {}
-        for file in sorted(path.glob("*.safetensors")):
-            weights.update(load_file(file))
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        tied = {k for k in missing if "lm_head" in k or "embed" in k}
-        if set(missing) - tied or unexpected:
-            raise ConfigError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+        load_weights(self.model, path)
         state = torch.load(path / "trainer_state.pt", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.value_head is not None:
@@ -385,6 +369,58 @@ class RLTrainer:
         if clear is not None:
             clear()
         return meta
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Write a folder's files into ``<path>.tmp``, then swap it in for ``path`` (only if the block succeeds)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def is_lora(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def write_model(model: Any, tokenizer: Any, folder: Path, *, merge_lora: bool = False) -> None:
+    """``save_pretrained`` of model and tokenizer. A LoRA model writes its adapter, or with ``merge_lora`` the
+    merged full model (which consumes the adapter: use it last)."""
+    from agentenv.models import quiet_transformers
+
+    with quiet_transformers():
+        (model.merge_and_unload() if merge_lora and is_lora(model) else model).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+
+def load_weights(model: Any, folder: str | Path) -> None:
+    """Load the weights that :func:`write_model` wrote into ``model`` in place; a mismatch is an error."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if is_lora(model):
+        from peft import set_peft_model_state_dict
+
+        adapter = folder / "adapter_model.safetensors"
+        if not adapter.is_file():
+            raise ConfigError(f"{folder} holds no LoRA adapter (adapter_model.safetensors) for this LoRA model")
+        result = set_peft_model_state_dict(model, load_file(adapter))
+        if result.unexpected_keys:
+            raise ConfigError(f"adapter in {folder} does not match the model: unexpected {result.unexpected_keys}")
+        return
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(file))
+    if not weights:
+        raise ConfigError(f"{folder} holds no *.safetensors weights")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {k for k in missing if "lm_head" in k or "embed" in k}
+    if set(missing) - tied or unexpected:
+        raise ConfigError(f"weights in {folder} do not match the model: missing {missing}, unexpected {unexpected}")
 
 
 def train_sft(
@@ -432,7 +468,7 @@ def train_sft(
             denom = float(batch.mask[members].sum().clamp(min=1))
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
-            for rows_ in micro_batches(members, micro_batch_size):
+            for rows_ in micro_batches(members, micro_batch_size, batch.attention_mask.sum(1)):
                 part = batch.rows(rows_)
                 part = AgentBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(part).items()})
                 loss = sft_loss(agent_forward(model, part)["logprobs"], part.mask, denom)

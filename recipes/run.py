@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -114,7 +113,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
     import torch
 
     import agentenv
-    from agentenv.policies.rl import RLTrainer, train_sft
+    from agentenv.policies.rl import RLTrainer, load_weights, train_sft
     from agentenv.rollout import write_jsonl
 
     out = recipe.output_dir
@@ -192,7 +191,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
             if recipe.rl is not None and recipe.eval.after_sft:
                 eval_all("after SFT", progress)
         elif resumed_sft and not resumed_rl:
-            _load_weights(model, sft_checkpoint)
+            load_weights(model, sft_checkpoint)
 
         if recipe.rl is not None:
             c = recipe.rl
@@ -231,23 +230,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
 
 
 def _save_model(model: Any, tokenizer: Any, path: Path, meta: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    target = model.merge_and_unload() if hasattr(model, "merge_and_unload") and meta["stage"] == "final" else model
-    from agentenv.models import quiet_transformers
+    from agentenv.policies.rl import atomic_folder, write_model
 
-    with quiet_transformers():
-        target.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    (tmp / "trainer.json").write_text(json.dumps(meta))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
-def _load_weights(model: Any, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    weights: dict[str, Any] = {}
-    for file in sorted(Path(path).glob("*.safetensors")):
-        weights.update(load_file(file))
-    model.load_state_dict(weights, strict=False)
+    with atomic_folder(path) as tmp:
+        write_model(model, tokenizer, tmp, merge_lora=meta["stage"] == "final")
+        (tmp / "trainer.json").write_text(json.dumps(meta))

@@ -238,3 +238,45 @@ def test_encode_chat_matches_what_a_rollout_would_have_built(tiny):
 def test_rl_config_errors_name_the_field(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         RLConfig(**kwargs)
+
+
+def lora_tiny():
+    import peft
+
+    model, tokenizer = tiny_model(seed=0)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, config), tokenizer
+
+
+def test_lora_trains_only_the_adapter_and_its_checkpoint_resumes(tmp_path):
+    model, tokenizer = lora_tiny()
+    config = RLConfig(algorithm="rloo", episodes=4, group_size=2, max_new_tokens=5, num_envs=2, lr=1e-2)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(2, invalid_action_penalty=0.5), ChatFormat(tokenizer))
+    trainer.policy = LookOrBabble(tokenizer)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert adapter and all("lora_" in n for n in adapter)
+    trainer.iteration()
+    assert all(torch.equal(frozen[n], p) for n, p in model.named_parameters() if n in frozen)
+    assert any(not torch.equal(adapter[n], p) for n, p in model.named_parameters() if n in adapter)
+    trainer.save(tmp_path / "lora")
+    assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+
+    other, _ = lora_tiny()
+    resumed = RLTrainer(config, other, tokenizer, make_envs(2, invalid_action_penalty=0.5), ChatFormat(tokenizer))
+    resumed.load(tmp_path / "lora")
+    for (name, a), b in zip(model.named_parameters(), other.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_loading_mismatched_weights_is_an_error(tmp_path, tiny):
+    from agentenv.policies.rl import load_weights, write_model
+
+    model, tokenizer = tiny
+    bigger, _ = tiny_model(seed=0, num_layers=3)
+    write_model(bigger, tokenizer, tmp_path)
+    with pytest.raises(ConfigError, match="do not match"):
+        load_weights(model, tmp_path)
+    lora, _ = lora_tiny()
+    with pytest.raises(ConfigError, match="no LoRA adapter"):
+        load_weights(lora, tmp_path)
