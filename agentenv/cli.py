@@ -535,8 +535,12 @@ def train(
 
     overrides = list(set_ or []) + ([f"output.dir={output}"] if output is not None else [])
     loaded = load_recipe(_recipe_source(recipe), overrides)
-    results = run_recipe(loaded, resume=resume, console=console)
-    _print_evaluations(loaded.name, results)
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun only rank 0 reports
+    results = run_recipe(loaded, resume=resume, console=console if main_process else None)
+    if main_process:
+        _print_evaluations(loaded.name, results)
 
 
 @app.command()

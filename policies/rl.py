@@ -11,17 +11,23 @@ One iteration, top to bottom (:meth:`RLTrainer.iteration`):
 
 Everything random in an iteration is seeded from ``(seed, iteration)``, so a run resumed from a checkpoint makes
 the same next update as the run that was never stopped.
+
+With an ``accelerate.Accelerator`` (``accelerate launch --num_processes N``), each process plays its own share of the
+iteration's task groups and the processes train one model (DDP, or FSDP from accelerate's config): loss
+denominators, advantage normalisation and metrics are global, so N processes make the update one process makes
+on the whole batch.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +114,25 @@ class ValueHead(torch.nn.Module):
         return self.linear(hidden.to(self.linear.weight.dtype))
 
 
+class PolicyWithValue(torch.nn.Module):
+    """The policy and its optional value head as one module whose forward is :func:`agent_forward`: what a DDP or
+    FSDP wrapper wraps, so the whole agent forward (the language-model head at agent positions too) runs inside it."""
+
+    def __init__(self, model: Any, value_head: ValueHead | None = None):
+        super().__init__()
+        self.model, self.value_head = model, value_head
+        self._no_split_modules = getattr(model, "_no_split_modules", None)  # FSDP's auto-wrap reads it
+
+    def forward(self, batch: AgentBatch, temperature: float = 1.0, entropy: bool = False) -> dict[str, torch.Tensor]:
+        return agent_forward(self.model, batch, temperature=temperature, value_head=self.value_head, entropy=entropy)
+
+    def tie_weights(self) -> None:
+        """Tie the model's tied weights again (accelerate's FSDP2 preparation unties them moving the model)."""
+        tie = getattr(self.model, "tie_weights", None)
+        if tie is not None:
+            tie()
+
+
 def collate(trajectories: Sequence[Any], pad_id: int) -> AgentBatch:
     """Right-padded rows and per-row agent tokens from :class:`~agentenv.rollout.Trajectory` records.
 
@@ -147,6 +172,16 @@ def collate(trajectories: Sequence[Any], pad_id: int) -> AgentBatch:
     return AgentBatch(input_ids, attention, positions, targets, mask, rewards, logprobs, returns, groups)
 
 
+def padding_batch(rows: int, pad_id: int) -> AgentBatch:
+    """``rows`` rows of two pad tokens and no agent token (mask 0): ``rows=0`` is an empty batch, ``rows=1`` the
+    micro-batch a process without data runs so that every process makes the same collective calls."""
+    ids = torch.full((rows, 2), pad_id, dtype=torch.long)
+    zeros = torch.zeros((rows, 1))
+    return AgentBatch(ids, torch.ones_like(ids), torch.zeros((rows, 1), dtype=torch.long),
+                      torch.full((rows, 1), pad_id, dtype=torch.long), zeros, zeros.clone(), zeros.clone(),
+                      torch.zeros(rows), [None] * rows)  # fmt: skip
+
+
 def micro_batches(indices: Sequence[int], size: int, lengths: torch.Tensor | None = None) -> list[list[int]]:
     """Split ``indices`` into groups of ``size``; rows of similar ``lengths`` go together, so less padding is
     computed (the accumulated gradient of a mini-batch does not depend on how it is split)."""
@@ -159,6 +194,16 @@ class RLTrainer:
 
     ``envs`` are ready gym envs on the train split (e.g. ``agentenv.make(id)`` x ``num_envs``); ``chat_format``
     encodes their messages for ``tokenizer``. ``model`` is trained in place and also generates the rollouts.
+
+    ``accelerator`` (an ``accelerate.Accelerator`` with ``gradient_accumulation_steps=1``; None: this process alone)
+    makes the trainer one of ``accelerator.num_processes`` data-parallel processes: each plays a contiguous share
+    of the iteration's task groups (``episodes / group_size`` must divide by the number of processes), the policy
+    and value head (:class:`PolicyWithValue`) and the optimiser go through ``accelerator.prepare``, and every
+    process must call :meth:`iteration`, :meth:`save` and :meth:`load` together. ``model`` stays the unwrapped
+    model that generates; :meth:`save` writes from the main process only. Under FSDP (version 2, from accelerate's
+    config) the weights are sharded between forwards and whole on every process while it generates
+    (:meth:`full_parameters`); LoRA is not supported there, and one Accelerator prepares one trainer (call
+    ``accelerator.free_memory()`` before the next: accelerate's FSDP clipping looks the model up).
     """
 
     def __init__(
@@ -172,8 +217,30 @@ class RLTrainer:
         seed: int = 0,
         env_id: str = "",
         parse: Callable[[str], Any] | None = None,
+        accelerator: Any = None,
     ):
         self.config, self.model, self.tokenizer = config, model, tokenizer
+        self.accelerator = accelerator
+        self.num_processes = accelerator.num_processes if accelerator is not None else 1
+        self.process_index = accelerator.process_index if accelerator is not None else 0
+        self.fsdp = accelerator is not None and accelerator.distributed_type == "FSDP"  # else DDP, or one process
+        if accelerator is not None:
+            steps = accelerator.gradient_accumulation_steps
+            if steps != 1:
+                raise ConfigError(
+                    f"RLTrainer accumulates micro-batches itself: create the Accelerator with "
+                    f"gradient_accumulation_steps=1, not {steps}"
+                )
+            if self.fsdp and not accelerator.is_fsdp2:
+                raise ConfigError("RLTrainer supports FSDP2 only: set fsdp_version: 2 in the accelerate config")
+            if self.fsdp and is_lora(model):
+                raise ConfigError("LoRA under FSDP is not supported yet: train LoRA models without FSDP (DDP)")
+            groups = config.episodes // config.group_size
+            if groups % self.num_processes:
+                raise ConfigError(
+                    f"episodes={config.episodes}: its {groups} task groups (of group_size={config.group_size}) must "
+                    f"split evenly over {self.num_processes} processes"
+                )
         self.envs, self.chat_format, self.seed, self.env_id, self.parse = envs, chat_format, seed, env_id, parse
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.policy = TransformersPolicy(model, tokenizer, batch_size=max(len(envs), 1))
@@ -186,7 +253,22 @@ class RLTrainer:
         self.reference = None
         if config.kl_coef > 0:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.module = PolicyWithValue(model, self.value_head)
         self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.train_module: Any = self.module  # what the loss is computed through (a DDP/FSDP wrapper, if any)
+        if self.fsdp:  # accelerate's bf16 policy casts every output to bf16: the log-probs and values stay fp32
+            plugin = accelerator.state.fsdp_plugin
+            policy = plugin.mixed_precision_policy
+            if dataclasses.is_dataclass(policy) and getattr(policy, "output_dtype", None) is not None:
+                plugin.mixed_precision_policy = dataclasses.replace(policy, output_dtype=None)
+        if accelerator is not None:
+            self.train_module, self.optimizer = accelerator.prepare(self.module, self.optimizer)
+            if self.reference is not None:
+                self.reference.to(accelerator.device)
+            if self.fsdp:  # FSDP2 sets itself up in the root's first forward, which must come first
+                with torch.no_grad():
+                    self.train_module(self._to_device(padding_batch(1, self.pad_id)))
+                self._reshard()
         self.iteration_done = 0  # completed iterations
 
     # ---- one iteration ----------------------------------------------------------------------------------
@@ -198,17 +280,25 @@ class RLTrainer:
             tasks.append(rng.randrange(c.train_tasks))
         return [s for s in tasks for _ in range(c.group_size)]
 
+    def local_task_seeds(self, iteration: int) -> list[int]:
+        """This process's contiguous share of :meth:`task_seeds` (whole groups; all of them without accelerator)."""
+        seeds = self.task_seeds(iteration)
+        share = len(seeds) // self.num_processes
+        return seeds[self.process_index * share : (self.process_index + 1) * share]
+
     def collect(self, iteration: int, on_episode: Any = None) -> list[Any]:
         from agentenv.rollout import rollout
 
         c = self.config
-        sampling = Sampling(c.max_new_tokens, c.temperature, c.top_p, seed=self.seed * 1_000_003 + iteration)
+        seed = self.seed * 1_000_003 + iteration + (self.process_index << 32)  # processes draw differently
+        sampling = Sampling(c.max_new_tokens, c.temperature, c.top_p, seed=seed)
         self.model.eval()
-        return rollout(
-            self.envs, self.policy, self.chat_format, self.task_seeds(iteration), sampling=sampling,
-            max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=on_episode,
-            parse=self.parse,
-        )  # fmt: skip
+        with self.full_parameters():
+            return rollout(
+                self.envs, self.policy, self.chat_format, self.local_task_seeds(iteration), sampling=sampling,
+                max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=on_episode,
+                parse=self.parse,
+            )  # fmt: skip
 
     @torch.no_grad()
     def score(self, batch: AgentBatch) -> dict[str, torch.Tensor]:
@@ -216,10 +306,13 @@ class RLTrainer:
         c = self.config
         out = {"old_logprobs": torch.zeros_like(batch.mask), "old_values": torch.zeros_like(batch.mask)}
         out["ref_logprobs"] = torch.zeros_like(batch.mask)
-        for rows in micro_batches(range(len(batch)), c.micro_batch_size, batch.attention_mask.sum(1)):
+        for rows in self._same_count(micro_batches(range(len(batch)), c.micro_batch_size, batch.attention_mask.sum(1))):
+            if rows is None:  # this process has fewer micro-batches than another: a forward for the collectives
+                self.train_module(self._to_device(padding_batch(1, self.pad_id)), temperature=c.temperature)
+                continue
             part = batch.rows(rows)
             k = part.mask.shape[1]
-            f = agent_forward(self.model, self._to_device(part), temperature=c.temperature, value_head=self.value_head)
+            f = self.train_module(self._to_device(part), temperature=c.temperature)
             out["old_logprobs"][rows, :k] = f["logprobs"].cpu()
             if "values" in f:
                 out["old_values"][rows, :k] = f["values"].cpu()
@@ -238,10 +331,12 @@ class RLTrainer:
         if c.algorithm == "ppo":
             a, ret = adv.gae(rewards, scored["old_values"], mask, c.gamma, c.lam)
             if c.whiten_advantages:
-                a = adv.whiten(a, mask)
+                a = self._whiten(a, mask, 1e-8)
             return {"advantages": a, "returns": ret, "kl": kl}
         if c.algorithm == "reinforce_pp":
-            return {"advantages": adv.reinforce_pp(rewards, mask, c.gamma), "kl": kl}
+            if self.num_processes == 1:
+                return {"advantages": adv.reinforce_pp(rewards, mask, c.gamma), "kl": kl}
+            return {"advantages": self._whiten(adv.returns_to_go(rewards, mask, c.gamma), mask, 1e-6), "kl": kl}
         estimator = adv.grpo(returns, batch.group_ids, scale=c.scale_rewards) if c.algorithm == "grpo" else None
         per_episode = estimator if estimator is not None else adv.rloo(returns, batch.group_ids)
         return {"advantages": per_episode.unsqueeze(1) * mask, "kl": kl}
@@ -258,45 +353,55 @@ class RLTrainer:
             order = torch.randperm(len(batch), generator=generator).tolist()
             for mb in range(c.minibatches):
                 members = order[mb :: c.minibatches]
-                denom = float(batch.mask[members].sum().clamp(min=1))
+                denom = float(self._sum(batch.mask[members].sum()).clamp(min=1))  # all processes' agent tokens
                 self.optimizer.zero_grad(set_to_none=True)
                 stats: dict[str, float] = {}
-                for rows in micro_batches(members, c.micro_batch_size, batch.attention_mask.sum(1)):
-                    part = batch.rows(rows)
+                groups = self._same_count(micro_batches(members, c.micro_batch_size, batch.attention_mask.sum(1)))
+                for i, rows in enumerate(groups):
+                    part = batch.rows(rows) if rows is not None else padding_batch(1, self.pad_id)
                     k = part.mask.shape[1]
-                    f = agent_forward(
-                        self.model, self._to_device(part), temperature=c.temperature, value_head=self.value_head,
-                        entropy=True,
-                    )  # fmt: skip
-                    dev = f["logprobs"].device
-                    mask = part.mask.to(dev)
+                    with self._no_sync(last=i == len(groups) - 1):
+                        f = self.train_module(self._to_device(part), temperature=c.temperature, entropy=True)
+                        dev = f["logprobs"].device
+                        mask = part.mask.to(dev)
 
-                    def take(name: str, rows: list[int] = rows, k: int = k, dev: Any = dev) -> torch.Tensor:
-                        source = scored if name in scored else targets
-                        return source[name][rows, :k].to(dev)
+                        def take(name: str, rows: Any = rows, k: int = k, dev: Any = dev) -> torch.Tensor:
+                            if rows is None:
+                                return torch.zeros((1, k), device=dev)
+                            source = scored if name in scored else targets
+                            return source[name][rows, :k].to(dev)
 
-                    loss, pg = policy_loss(
-                        f["logprobs"], take("old_logprobs"), take("advantages"), mask, denom, c.clip, c.clip_high
-                    )
-                    parts = {"pg_loss": loss.item()}
-                    if self.value_head is not None:
-                        vl = value_loss(f["values"], take("old_values"), take("returns"), mask, denom, c.vf_clip)
-                        loss = loss + c.vf_coef * vl
-                        parts["vf_loss"] = vl.item()
-                    entropy = (f["entropy"] * mask).sum() / denom
-                    if c.ent_coef:
-                        loss = loss - c.ent_coef * entropy
-                    if self.reference is not None and c.kl_in == "loss":
-                        kl = (kl_penalty(f["logprobs"], take("ref_logprobs")) * mask).sum() / denom
-                        loss = loss + c.kl_coef * kl
-                        parts["kl_loss"] = kl.item()
-                    loss.backward()
+                        loss, pg = policy_loss(
+                            f["logprobs"], take("old_logprobs"), take("advantages"), mask, denom, c.clip, c.clip_high
+                        )
+                        parts = {"pg_loss": loss.item()}
+                        if self.value_head is not None:
+                            vl = value_loss(f["values"], take("old_values"), take("returns"), mask, denom, c.vf_clip)
+                            loss = loss + c.vf_coef * vl
+                            parts["vf_loss"] = vl.item()
+                        entropy = (f["entropy"] * mask).sum() / denom
+                        if c.ent_coef:
+                            loss = loss - c.ent_coef * entropy
+                        if self.reference is not None and c.kl_in == "loss":
+                            kl = (kl_penalty(f["logprobs"], take("ref_logprobs")) * mask).sum() / denom
+                            loss = loss + c.kl_coef * kl
+                            parts["kl_loss"] = kl.item()
+                        if self.accelerator is None:
+                            loss.backward()
+                        else:  # the wrapper averages gradients over processes; the loss is this one's share of a sum
+                            self.accelerator.backward(loss * self.num_processes)
                     share = float(part.mask.sum()) / denom
                     parts.update(entropy=entropy.item(), **{k_: v * share for k_, v in pg.items()})
                     for name, value in parts.items():
                         stats[name] = stats.get(name, 0.0) + value
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+                if self.accelerator is None:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+                else:
+                    grad_norm = self.accelerator.clip_grad_norm_(self.train_module.parameters(), c.max_grad_norm)
                 self.optimizer.step()
+                names = sorted(stats)  # shares of mini-batch sums: their sum over processes is the global value
+                summed = self._sum(torch.tensor([stats[n] for n in names], dtype=torch.float64)).tolist()
+                stats = dict(zip(names, summed, strict=True))
                 stats["grad_norm"] = float(grad_norm)
                 for name, value in stats.items():
                     totals[name] = totals.get(name, 0.0) + value
@@ -308,27 +413,96 @@ class RLTrainer:
         return {name: value / steps for name, value in totals.items()}
 
     def iteration(self, on_episode: Any = None) -> dict[str, Any]:
-        """Run the next iteration (collect, score, estimate, update); returns its metrics."""
+        """Run the next iteration (collect, score, estimate, update); returns its metrics (of all processes)."""
         from agentenv.rollout import summarize
 
         it = self.iteration_done
         started = time.perf_counter()
         trajectories = self.collect(it, on_episode)
         rollout_seconds = time.perf_counter() - started
+        everyone = trajectories
+        if self.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            everyone = gather_object(trajectories)
         usable = [t for t in trajectories if not t.error and t.turn_spans]
-        metrics: dict[str, Any] = {"iteration": it + 1, **summarize(trajectories)}
-        if usable:
-            batch = collate(usable, self.pad_id)
+        usable_anywhere = sum(1 for t in everyone if not t.error and t.turn_spans)
+        metrics: dict[str, Any] = {"iteration": it + 1, **summarize(everyone)}
+        if usable_anywhere:
+            batch = collate(usable, self.pad_id) if usable else padding_batch(0, self.pad_id)
             scored = self.score(batch)
             targets = self.advantages(batch, scored)
             metrics.update(self.update(batch, scored, targets, it))
-            metrics["kl_ref"] = float((targets["kl"].sum() / batch.mask.sum().clamp(min=1)).item())
-            metrics["agent_tokens"] = int(batch.mask.sum())
-        metrics["skipped_episodes"] = len(trajectories) - len(usable)
+            kl, tokens = self._sum(torch.stack([targets["kl"].sum(), batch.mask.sum()]))
+            metrics["kl_ref"] = float((kl / tokens.clamp(min=1)).item())
+            metrics["agent_tokens"] = int(tokens)
+        metrics["skipped_episodes"] = len(everyone) - usable_anywhere
         metrics["rollout_seconds"] = rollout_seconds
         metrics["seconds"] = time.perf_counter() - started
         self.iteration_done += 1
         return metrics
+
+    # ---- data parallelism ------------------------------------------------------------------------------
+    def _sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the processes (``values`` itself in one process), on the CPU."""
+        if self.num_processes == 1:
+            return values
+        return self.accelerator.reduce(values.to(self.accelerator.device), "sum").cpu()
+
+    def _same_count(self, groups: list[list[int]]) -> list[list[int] | None]:
+        """``groups`` padded with None to the longest list of any process: forwards (and DDP/FSDP's collectives in
+        them) must match across processes, and a process may have fewer micro-batches, or none."""
+        if self.num_processes == 1:
+            return list(groups)
+        most = int(self.accelerator.gather(torch.tensor([len(groups)], device=self.accelerator.device)).max())
+        return [*groups, *[None] * (most - len(groups))]
+
+    def _no_sync(self, last: bool) -> Any:
+        """Gradients are all-reduced on the last micro-batch of a mini-batch only."""
+        if self.accelerator is None or last:
+            return nullcontext()
+        return self.accelerator.no_sync(self.train_module)
+
+    def _whiten(self, values: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
+        """:func:`~agentenv.policies.advantages.whiten` with the mean and std of every process's masked entries."""
+        if self.num_processes == 1:
+            return adv.whiten(values, mask, eps)
+        m = mask.to(values.dtype)
+        n, total = self._sum(torch.stack([m.sum(), (values * m).sum()]))
+        n = n.clamp(min=1)
+        mean = total / n
+        std = (self._sum(((values - mean) ** 2 * m).sum()) / n).sqrt()
+        return (values - mean) / (std + eps) * m
+
+    @contextmanager
+    def full_parameters(self) -> Iterator[None]:
+        """Whole parameters in :attr:`model` while the block runs (FSDP2 shards them between forwards), so that it
+        can generate without collectives: every process enters and leaves together; a no-op without FSDP."""
+        if not self.fsdp:
+            yield
+            return
+        units = self._fsdp_units()
+        for unit in units:
+            unit.unshard()
+        inner = [unit for unit in units if unit is not self.train_module]  # the root's forward is not called
+        for unit in inner:
+            unit.set_reshard_after_forward(False, recurse=False)
+        try:
+            yield
+        finally:
+            for unit in inner:
+                unit.set_reshard_after_forward(self.accelerator.state.fsdp_plugin.reshard_after_forward, recurse=False)
+            self._reshard()
+
+    def _fsdp_units(self) -> list[Any]:
+        from torch.distributed.fsdp import FSDPModule
+
+        return [m for m in self.train_module.modules() if isinstance(m, FSDPModule)]
+
+    def _reshard(self) -> None:
+        """Sharded parameters everywhere (the root keeps its own after a forward), as state dicts expect."""
+        for unit in self._fsdp_units():
+            unit.reshard()
 
     def _to_device(self, batch: AgentBatch) -> AgentBatch:
         device = next(self.model.parameters()).device
@@ -338,30 +512,88 @@ class RLTrainer:
         return AgentBatch(**moved)
 
     # ---- checkpoints ------------------------------------------------------------------------------------
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole weights of :attr:`model` (what ``save_pretrained`` writes). Under FSDP they are gathered:
+        every process calls it, the main process gets them and the others an empty dict."""
+        if not self.fsdp:
+            return self.model.state_dict()
+        weights = self._gathered_state_dict()
+        return {k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith("model.")}
+
+    def _gathered_state_dict(self) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        self._reshard()
+        return get_model_state_dict(self.train_module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """A checkpoint folder: the model (a model folder ``load_model`` reads; LoRA: the adapter), value head,
-        optimiser, counters. Written beside and renamed, so a kill while saving never leaves half a checkpoint."""
+        optimiser, counters. Written beside and renamed, so a kill while saving never leaves half a checkpoint.
+        With an accelerator, every process calls it and the main process writes (under FSDP, the gathered whole
+        state; its optimiser state is keyed by parameter name and resumes under FSDP only)."""
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            weights = self._gathered_state_dict()
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # the main process gets it all
+            optimizer = get_optimizer_state_dict(self.train_module, self.optimizer.optimizer, options=options)
+        if self.accelerator is not None and not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return Path(path)
         with atomic_folder(path) as tmp:
-            write_model(self.model, self.tokenizer, tmp)
-            state = {"optimizer": self.optimizer.state_dict()}
-            if self.value_head is not None:
-                state["value_head"] = self.value_head.state_dict()
+            state: dict[str, Any] = {}
+            if self.fsdp:
+                part = {name: {k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith(name + ".")}
+                        for name in ("model", "value_head")}  # fmt: skip
+                write_model(self.model, self.tokenizer, tmp, state_dict=part["model"])
+                state["optimizer"], state["optimizer_keys"] = optimizer, "names"
+                if self.value_head is not None:
+                    state["value_head"] = part["value_head"]
+            else:
+                write_model(self.model, self.tokenizer, tmp)
+                state["optimizer"] = self.optimizer.state_dict()
+                if self.value_head is not None:
+                    state["value_head"] = self.value_head.state_dict()
             if self.reference is not None:
                 state["reference"] = self.reference.state_dict()
             torch.save(state, tmp / "trainer_state.pt")
             meta = {"iteration_done": self.iteration_done, "seed": self.seed, "config": asdict(self.config)}
             (tmp / "trainer.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1))
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
         return Path(path)
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save` into this trainer; returns its ``trainer.json``."""
         path = Path(path)
         meta = json.loads((path / "trainer.json").read_text())
-        load_weights(self.model, path)
         state = torch.load(path / "trainer_state.pt", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.value_head is not None:
-            self.value_head.load_state_dict(state["value_head"])
+        fsdp = self.fsdp
+        if (state.get("optimizer_keys") == "names") != fsdp:
+            raise ConfigError(f"{path} was written {'without' if fsdp else 'with'} FSDP: its optimiser state resumes "
+                              f"{'without' if fsdp else 'under'} FSDP only")  # fmt: skip
+        if fsdp:
+            from safetensors.torch import load_file
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            files = sorted(path.glob("*.safetensors"))
+            weights = {f"model.{k}": v for file in files for k, v in load_file(file).items()}
+            weights.update({f"value_head.{k}": v for k, v in state.get("value_head", {}).items()})
+            self._reshard()
+            options = StateDictOptions(full_state_dict=True, strict=False)
+            missing, unexpected = set_model_state_dict(self.train_module, weights, options=options)
+            if [k for k in missing if "lm_head" not in k and "embed" not in k] or unexpected:
+                raise ConfigError(f"weights in {path} do not match: missing {missing}, unexpected {unexpected}")
+            set_optimizer_state_dict(self.train_module, self.optimizer.optimizer, state["optimizer"], options=options)
+        else:
+            load_weights(self.model, path)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.value_head is not None:
+                self.value_head.load_state_dict(state["value_head"])
         if self.reference is not None and "reference" in state:
             self.reference.load_state_dict(state["reference"])
         self.iteration_done = int(meta["iteration_done"])
@@ -387,13 +619,16 @@ def is_lora(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def write_model(model: Any, tokenizer: Any, folder: Path, *, merge_lora: bool = False) -> None:
-    """``save_pretrained`` of model and tokenizer. A LoRA model writes its adapter, or with ``merge_lora`` the
-    merged full model (which consumes the adapter: use it last)."""
+def write_model(
+    model: Any, tokenizer: Any, folder: Path, *, merge_lora: bool = False, state_dict: dict[str, Any] | None = None
+) -> None:
+    """``save_pretrained`` of model and tokenizer (of ``state_dict``'s weights, if given). A LoRA model writes its
+    adapter, or with ``merge_lora`` the merged full model (which consumes the adapter: use it last)."""
     from agentenv.models import quiet_transformers
 
     with quiet_transformers():
-        (model.merge_and_unload() if merge_lora and is_lora(model) else model).save_pretrained(folder)
+        kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+        (model.merge_and_unload() if merge_lora and is_lora(model) else model).save_pretrained(folder, **kwargs)
         tokenizer.save_pretrained(folder)
 
 

@@ -4,11 +4,17 @@ Stages write into the recipe's output folder: ``metrics.jsonl`` (+ ``tensorboard
 (``sft`` after SFT, ``rl`` every few iterations), ``eval/<label>.jsonl`` trajectories, ``results.json``,
 ``report.html`` + ``curves.png`` and ``final/`` (the trained model, loadable by ``agentenv eval --policy
 model:<dir>/final``). ``resume=True`` continues from the newest checkpoint; RL resumes exactly (same next update).
+
+Launched as several processes (``accelerate launch --num_processes N``, or ``torchrun``), RL is data-parallel
+through an ``accelerate.Accelerator`` (:class:`~agentenv.policies.rl.RLTrainer`), evaluations play a share of the
+test tasks on each process, and only the main process writes; SFT runs whole on every process (DDP starts RL
+from the main process's weights).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -34,13 +40,31 @@ def _say(console: Any, text: str) -> None:
         console.print(text)
 
 
-def load_policy_model(recipe: Recipe) -> tuple[Any, Any, Any]:
-    """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured)."""
+def launched_accelerator(recipe: Recipe) -> Any:
+    """An ``accelerate.Accelerator`` when this is one of several launched processes (``WORLD_SIZE`` > 1) or
+    ``accelerate launch`` was asked for FSDP, else None.
+
+    It runs on the CPU (gloo) when there is no GPU or ``model.device`` is ``cpu``. The environment is read rather
+    than ``accelerate.PartialState()``, which, made first without ``cpu=True``, counts 1 process on a CPU-only host.
+    """
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not fsdp:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    device = recipe.model.device
+    return Accelerator(cpu=not torch.cuda.is_available() or (device is not None and device.startswith("cpu")))
+
+
+def load_policy_model(recipe: Recipe, device: str | None = None) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured), on
+    ``device`` if given, else ``model.device``."""
     from agentenv.chat_format import ChatFormat
     from agentenv.models import load_model
 
     m = recipe.model
-    model, tokenizer = load_model(m.name, num_threads=m.num_threads, dtype=m.dtype, device=m.device)
+    model, tokenizer = load_model(m.name, num_threads=m.num_threads, dtype=m.dtype, device=device or m.device)
     if m.lora is not None:
         try:
             import peft
@@ -55,23 +79,38 @@ def load_policy_model(recipe: Recipe) -> tuple[Any, Any, Any]:
 
 
 def evaluate(
-    recipe: Recipe, model: Any, tokenizer: Any, chat_format: Any, env_id: str, label: str, progress: Any = None
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    chat_format: Any,
+    env_id: str,
+    label: str,
+    progress: Any = None,
+    accelerator: Any = None,
 ) -> tuple[dict[str, Any], list[Any]]:
-    """Greedy (by default) episodes on the first ``eval.episodes`` test tasks of ``env_id``: summary, trajectories."""
+    """Greedy (by default) episodes on the first ``eval.episodes`` test tasks of ``env_id``: summary, trajectories.
+
+    With an ``accelerator`` every process plays a contiguous share of the tasks and returns all of them, in order.
+    """
     import agentenv
     from agentenv.policies.local import Sampling, TransformersPolicy
     from agentenv.rollout import rollout, summarize
 
     e = recipe.eval
+    seeds = range(e.episodes)
+    processes = accelerator.num_processes if accelerator is not None else 1
+    if processes > 1:
+        rank = accelerator.process_index
+        seeds = seeds[rank * e.episodes // processes : (rank + 1) * e.episodes // processes]
     kwargs = {**recipe.env.kwargs, "split": "test"} if env_id == recipe.env.id else {"split": "test"}
-    envs = [agentenv.make(env_id, **kwargs) for _ in range(min(e.num_envs, e.episodes))]
+    envs = [agentenv.make(env_id, **kwargs) for _ in range(max(1, min(e.num_envs, len(seeds))))]
     sampling = Sampling(e.max_new_tokens, e.temperature, seed=recipe.seed)
     policy = TransformersPolicy(model, tokenizer, sampling, batch_size=len(envs))
-    task = progress.add_task(f"eval {label}", total=e.episodes) if progress is not None else None
+    task = progress.add_task(f"eval {label}", total=len(seeds)) if progress is not None else None
     model.eval()
     try:
         trajectories = rollout(
-            envs, policy, chat_format, range(e.episodes), env_id=env_id, policy_name=label,
+            envs, policy, chat_format, seeds, env_id=env_id, policy_name=label,
             max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096,
             on_episode=(lambda _: progress.advance(task)) if task is not None else None,
         )  # fmt: skip
@@ -80,6 +119,10 @@ def evaluate(
             env.close()
         if task is not None:
             progress.remove_task(task)
+    if processes > 1:
+        from accelerate.utils import gather_object
+
+        trajectories = gather_object(trajectories)
     return summarize(trajectories), trajectories
 
 
@@ -118,19 +161,28 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
 
     out = recipe.output_dir
     checkpoints = out / "checkpoints"
+    accelerator = launched_accelerator(recipe)
+    main = accelerator is None or accelerator.is_main_process
+    if not main:
+        console = None
     if out.exists() and not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"output folder {str(out)!r} holds a run already: pass --resume, or another output.dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
     results_path = out / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # every process has looked at the folder before the main one writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
     results.setdefault("evaluations", {})
     results.setdefault("seconds", {})
-    log = RunLog(out, tensorboard=recipe.output.tensorboard)
+    log: Any = RunLog(out, tensorboard=recipe.output.tensorboard) if main else _NoLog()
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
 
     def save_results() -> None:
+        if not main:
+            return
         results["recipe"] = recipe.name
         tmp = results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1, default=str))
@@ -138,11 +190,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
 
     def run_eval(label: str, env_id: str, progress: Any) -> None:
         t0 = time.perf_counter()
-        summary, trajectories = evaluate(recipe, model, tokenizer, chat_format, env_id, label, progress)
+        summary, trajectories = evaluate(recipe, model, tokenizer, chat_format, env_id, label, progress, accelerator)
         summary["env_id"] = env_id
         results["evaluations"][label] = summary
         results["seconds"][f"eval {label}"] = time.perf_counter() - t0
-        write_jsonl(trajectories, out / "eval" / f"{label.replace(' ', '_').replace('/', '_')}.jsonl")
+        if main:
+            write_jsonl(trajectories, out / "eval" / f"{label.replace(' ', '_').replace('/', '_')}.jsonl")
         log.log("eval", 0, {"label": label, **summary})
         _say(console, f"  {label}: success {summary['success_rate']:.1%} "
                       f"[{summary['success_ci_low']:.0%}, {summary['success_ci_high']:.0%}] on "
@@ -156,14 +209,17 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
             run_eval(f"{stage} {harder.split('/')[-1]}", harder, progress)
 
     t0 = time.perf_counter()
-    model, tokenizer, chat_format = load_policy_model(recipe)
+    model, tokenizer, chat_format = load_policy_model(recipe, str(accelerator.device) if accelerator else None)
     results["seconds"]["load model"] = time.perf_counter() - t0
     _say(console, f"[bold]{recipe.name}[/]: {recipe.model.name} on {recipe.env.id} -> {out}")
     rl_checkpoint = checkpoints / "rl"
     sft_checkpoint = checkpoints / "sft"
     resumed_rl = resume and (rl_checkpoint / "trainer.json").exists()
     resumed_sft = resume and (sft_checkpoint / "trainer.json").exists()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # before the main process writes a checkpoint the others would see
 
+    trainer = None
     with _progress(console) as progress:
         if recipe.eval.before and "before" not in results["evaluations"]:
             eval_all("before", progress)
@@ -187,7 +243,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
             if task is not None:
                 progress.remove_task(task)
             results["seconds"]["sft"] = time.perf_counter() - t0
-            _save_model(model, tokenizer, sft_checkpoint, {"stage": "sft"})
+            if main:
+                _save_model(model, tokenizer, sft_checkpoint, {"stage": "sft"})
             if recipe.rl is not None and recipe.eval.after_sft:
                 eval_all("after SFT", progress)
         elif resumed_sft and not resumed_rl:
@@ -196,14 +253,16 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
         if recipe.rl is not None:
             c = recipe.rl
             envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
-            trainer = RLTrainer(c, model, tokenizer, envs, chat_format, seed=recipe.seed, env_id=recipe.env.id)
+            trainer = RLTrainer(c, model, tokenizer, envs, chat_format, seed=recipe.seed, env_id=recipe.env.id,
+                                accelerator=accelerator)  # fmt: skip
             if resumed_rl:
                 trainer.load(rl_checkpoint)
                 _say(console, f"resumed RL after iteration {trainer.iteration_done}")
             t0 = time.perf_counter()
             while trainer.iteration_done < c.iterations:
                 it = trainer.iteration_done + 1
-                task = progress.add_task(f"RL {c.algorithm} iteration {it}/{c.iterations}", total=c.episodes) \
+                share = c.episodes // (accelerator.num_processes if accelerator is not None else 1)
+                task = progress.add_task(f"RL {c.algorithm} iteration {it}/{c.iterations}", total=share) \
                     if progress is not None else None  # fmt: skip
                 advance = (lambda _, task=task: progress.advance(task)) if task is not None else None
                 metrics = trainer.iteration(on_episode=advance)
@@ -219,19 +278,35 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
             for env in envs:
                 env.close()
 
-        eval_all("after", progress)
+        with trainer.full_parameters() if trainer is not None else nullcontext():  # FSDP: whole weights to generate
+            eval_all("after", progress)
     if recipe.output.save_final:
-        _save_model(model, tokenizer, out / "final", {"stage": "final"})
+        weights = trainer.model_state_dict() if trainer is not None and trainer.fsdp else None  # gathered
+        if main:
+            _save_model(model, tokenizer, out / "final", {"stage": "final"}, weights)
     results["seconds"]["total (this run)"] = time.perf_counter() - started
     save_results()
     log.close()
-    write_report(out, f"{recipe.name}: {recipe.env.id}", results["evaluations"], recipe.to_dict())
+    if main:
+        write_report(out, f"{recipe.name}: {recipe.env.id}", results["evaluations"], recipe.to_dict())
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return results
 
 
-def _save_model(model: Any, tokenizer: Any, path: Path, meta: dict[str, Any]) -> None:
+class _NoLog:
+    """What a process other than the main one logs to: nothing."""
+
+    def log(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _save_model(model: Any, tokenizer: Any, path: Path, meta: dict[str, Any], state_dict: Any = None) -> None:
     from agentenv.policies.rl import atomic_folder, write_model
 
     with atomic_folder(path) as tmp:
-        write_model(model, tokenizer, tmp, merge_lora=meta["stage"] == "final")
+        write_model(model, tokenizer, tmp, merge_lora=meta["stage"] == "final", state_dict=state_dict)
         (tmp / "trainer.json").write_text(json.dumps(meta))
