@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agentenv.errors import ConfigError, check_range
-from agentenv.recipes.config import Recipe, build, load_recipe, merge, packaged_recipe, parse_overrides, read_yaml
+from agentenv.recipes.config import (
+    Recipe,
+    build,
+    load_recipe,
+    merge,
+    packaged_recipe,
+    parse_overrides,
+    read_mapping,
+    read_yaml,
+)
 
 
 @dataclass
@@ -128,16 +135,8 @@ def load_grid(source: str | Path | dict[str, Any], overrides: list[str] | None =
     if isinstance(source, dict):
         data = dict(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"grid {str(path)!r} not found")
-        try:
-            data = read_yaml(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"grid {str(path)!r} is not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"grid {str(path)!r} must be a mapping, got {type(data).__name__}")
-        folder = path.parent
+        data = read_mapping(source, "grid")
+        folder = Path(source).parent
     overrides = list(overrides or [])
     for pair in [p for p in overrides if p.startswith("recipe=")]:  # a new base, before overrides reach into it
         overrides.remove(pair)
@@ -152,15 +151,7 @@ def load_grid(source: str | Path | dict[str, Any], overrides: list[str] | None =
 
 def _read_recipe(name: str, folder: Path) -> dict[str, Any]:
     path = next((p for p in (folder / name, Path(name)) if p.is_file()), None)
-    if path is None:
-        path = packaged_recipe(name)
-    try:
-        data = read_yaml(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {str(path)!r} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
-    return data
+    return read_mapping(path if path is not None else packaged_recipe(name), "recipe")
 
 
 def _labels(recipe: Recipe) -> dict[str, str]:
