@@ -31,6 +31,12 @@ class AgentBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: Any) -> AgentBatch:
+        """The same batch on ``device`` (itself when already there)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        return AgentBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(self).items()})
+
     def rows(self, index: Any) -> AgentBatch:
         index = torch.as_tensor(index, dtype=torch.long)
         width = int(self.attention_mask[index].sum(1).max())  # right padding: drop columns no row uses

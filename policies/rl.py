@@ -505,11 +505,7 @@ class RLTrainer:
             unit.reshard()
 
     def _to_device(self, batch: AgentBatch) -> AgentBatch:
-        device = next(self.model.parameters()).device
-        if batch.input_ids.device == device:
-            return batch
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(batch).items()}
-        return AgentBatch(**moved)
+        return batch.to(next(self.model.parameters()).device)
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def model_state_dict(self) -> dict[str, torch.Tensor]:
@@ -704,8 +700,7 @@ def train_sft(
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for rows_ in micro_batches(members, micro_batch_size, batch.attention_mask.sum(1)):
-                part = batch.rows(rows_)
-                part = AgentBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(part).items()})
+                part = batch.rows(rows_).to(device)
                 loss = sft_loss(agent_forward(model, part)["logprobs"], part.mask, denom)
                 loss.backward()
                 total += loss.item()
