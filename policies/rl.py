@@ -325,6 +325,8 @@ class RLTrainer:
         c, mask = self.config, batch.mask
         rewards = batch.rewards.clone()
         kl = (scored["old_logprobs"] - scored["ref_logprobs"]) * mask  # k1 estimate on the sampled tokens
+        if self.reference is None:
+            kl = torch.zeros_like(kl)  # no reference model: there is no KL to report or pay
         if self.reference is not None and c.kl_in == "reward":
             rewards = rewards - c.kl_coef * kl
         returns = batch.returns - (c.kl_coef * kl.sum(1) if self.reference is not None and c.kl_in == "reward" else 0)
