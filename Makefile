@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 # CPU wheel first, so nothing later pulls a CUDA build of torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint install install-dev clean corpus-pydocs swe-tasks
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,20 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The real-documentation search corpus (AgentEnv/Search-PyDocs-v0): Debian's python3.11-doc, then a cached build.
+corpus-pydocs: $(VENV)/.installed-dev
+	@if [ ! -d /usr/share/doc/python3.11/html/_sources ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y python3.11-doc; \
+	  else echo "install the python3.11-doc package (Debian/Ubuntu), or set AGENTENV_PYDOCS_SOURCES to a folder of"; \
+	       echo "CPython reST sources, then run: make corpus-pydocs"; exit 1; fi; fi
+	$(PY) -c "from agentenv.envs.search.pydocs import load_pydocs; p = load_pydocs(); \
+	print(len(p.corpus), 'passages,', len(p.questions), 'questions')"
+
+# Rebuild the SWE task set (the shipped one is envs/swe/data/tasks.jsonl); sdists come from PyPI, pinned by hash.
+swe-tasks: $(VENV)/.installed-dev
+	$(VENV)/bin/agentenv swe build-tasks --per-library 24 --seed 0 --workers 2 --out envs/swe/data/tasks.jsonl
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

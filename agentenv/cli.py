@@ -30,6 +30,54 @@ KwOption = Annotated[
 ]
 
 
+search_app = typer.Typer(
+    help="Search envs: build retrieval indexes ahead of training, serve one over HTTP.", no_args_is_help=True
+)
+CorpusOption = Annotated[str, typer.Option(help="'world' (the envs' default world), 'pydocs', or a corpus JSONL")]
+KindOption = Annotated[str, typer.Option(help="bm25 | dense | hybrid")]
+
+
+@search_app.command("index")
+def search_index(
+    corpus: CorpusOption = "world",
+    kind: KindOption = "bm25",
+    cache_dir: Annotated[Path | None, typer.Option(help="index cache (default $AGENTENV_CACHE/search)")] = None,
+) -> None:
+    """Build the cached index of a corpus (dense embeddings take minutes per 10k passages on a CPU)."""
+    from agentenv.envs.search.env import load_corpus
+    from agentenv.envs.search.retrieval import build_index
+
+    console.print_json(data=build_index(load_corpus(corpus), kind, cache_dir=cache_dir))
+
+
+@search_app.command("serve")
+def search_serve(
+    corpus: CorpusOption = "world",
+    kind: KindOption = "bm25",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    cache_dir: Annotated[Path | None, typer.Option(help="index cache (default $AGENTENV_CACHE/search)")] = None,
+) -> None:
+    """Serve a retrieval index over HTTP (GET /health, /info, /document/ID; POST /search), for
+    `retriever=http://HOST:PORT` in the search envs."""
+    from agentenv.envs.search.env import load_corpus
+    from agentenv.envs.search.server import serve
+
+    options = {"cache_dir": cache_dir} if cache_dir else {}
+    serve(load_corpus(corpus), kind=kind, host=host, port=port, **options)
+
+
+def _add_family_apps() -> None:
+    """Sub-commands of env families: ``agentenv swe ...`` (its module imports only typer) and ``agentenv search``."""
+    from agentenv.envs.swe.cli import app as swe_app
+
+    app.add_typer(swe_app, name="swe")
+    app.add_typer(search_app, name="search")
+
+
+_add_family_apps()
+
+
 def main() -> None:
     from agentenv.errors import ConfigError, EnvContractError, UnknownEnvError
 
@@ -321,8 +369,7 @@ def evaluate(
                     played.append(play_episode(envs[0], make_policy(policy, seed=i), seed=i, env_id=env_id))
                     progress.advance(task)
             else:
-                from agentenv.chat_format import ChatFormat
-                from agentenv.policies import Sampling, TransformersPolicy
+                from agentenv.policies import Sampling, TransformersPolicy, tool_chat_format
 
                 progress.update(task, description=f"loading {policy}")
                 runner = TransformersPolicy.from_pretrained(
@@ -330,8 +377,9 @@ def evaluate(
                 )
                 runner.batch_size = batch_size
                 progress.update(task, description=f"{policy} on {split} tasks of {env_id}")
+                chat_format = tool_chat_format(runner.tokenizer, envs[0].unwrapped.tools)
                 played = rollout(
-                    envs, runner, ChatFormat(runner.tokenizer), range(episodes), env_id=env_id, policy_name=policy,
+                    envs, runner, chat_format, range(episodes), env_id=env_id, policy_name=policy,
                     max_context_tokens=max_context_tokens, on_episode=lambda _: progress.advance(task),
                 )  # fmt: skip
     finally:

@@ -33,6 +33,7 @@ class Turn:
     reward: float
     invalid_action: bool
     reward_parts: dict[str, float] = field(default_factory=dict)
+    tool_calls: list[str] = field(default_factory=list)  # tools the env ran for this turn: its answer is a tool message
 
 
 @dataclass
@@ -54,14 +55,18 @@ class Episode:
         return sum(t.reward for t in self.turns)
 
     def messages(self) -> list[dict[str, str]]:
-        """The episode as a chat: system = instructions, user = env messages, assistant = agent turns."""
+        """The episode as a chat: system = instructions, assistant = agent turns, and the env's messages as ``tool``
+        messages where it answered tool calls, else ``user`` messages (the layout the rollout engine trains on)."""
         chat = [
             {"role": "system", "content": self.instructions},
             {"role": "user", "content": self.first_observation},
         ]
         for turn in self.turns:
             chat.append({"role": "assistant", "content": turn.action})
-            chat.append({"role": "user", "content": turn.observation})
+            if turn.tool_calls:
+                chat.append({"role": "tool", "content": turn.observation, "name": ", ".join(turn.tool_calls)})
+            else:
+                chat.append({"role": "user", "content": turn.observation})
         return chat[:-1] if self.turns else chat  # the last env message answers no agent turn to learn
 
     def to_json(self) -> dict[str, Any]:
@@ -95,6 +100,7 @@ def play_episode(env: gym.Env, policy: Any, seed: int, env_id: str = "") -> Epis
                 float(reward),
                 bool(info.get("invalid_action")),
                 info.get("reward_parts", {}),
+                tool_names(action, info),
             )
         )
         if terminated or truncated:
@@ -295,15 +301,14 @@ def rollout(
                 continue
             episode.turns.append(
                 Turn(generation.text, observation, float(reward), bool(info.get("invalid_action")),
-                     info.get("reward_parts", {}))
+                     info.get("reward_parts", {}), tool_names(action, info))
             )  # fmt: skip
             if terminated or truncated:
                 episode.success = bool(info.get("success"))
                 episode.terminated, episode.truncated = bool(terminated), bool(truncated)
                 finish(slot)
                 continue
-            called = isinstance(action, (ToolCall, list))  # the env answered tool calls
-            message = format_tool_result(observation, action) if called else {"role": "user", "content": observation}
+            message = env_message(observation, action, info)
             delta = chat_format.delta(message, ended=chat_format.ended(generation.token_ids))
             episode.token_ids += delta
             episode.loss_mask += [0] * len(delta)
@@ -321,6 +326,27 @@ def rollout(
         if threads is not None:
             threads.shutdown(wait=True, cancel_futures=True)
     return [done[i] for i in sorted(done)]
+
+
+def tool_names(action: Any, info: dict[str, Any]) -> list[str]:
+    """The tools the env ran for a turn: the parsed calls' names, or those a :class:`~agentenv.tool_env.ToolEnv`
+    read from the turn's text (``info["tool_calls"]``); ``[]`` for text envs and for text turns the env rejected.
+    Parsed calls are answered as tool messages even when the env rejected them: the model did call a tool."""
+    if isinstance(action, (ToolCall, list)):
+        return [c.name for c in ([action] if isinstance(action, ToolCall) else action) if isinstance(c, ToolCall)]
+    if info.get("invalid_action"):
+        return []
+    return [str(n) for n in info.get("tool_calls") or []]
+
+
+def env_message(observation: str, action: Any, info: dict[str, Any]) -> dict[str, str]:
+    """The chat message carrying the env's answer: a ``tool`` message when it ran tool calls, else ``user``."""
+    names = tool_names(action, info)
+    if isinstance(action, (ToolCall, list)) and names:
+        return format_tool_result(observation, action)
+    if names:
+        return {"role": "tool", "content": observation, "name": ", ".join(names)}
+    return {"role": "user", "content": observation}
 
 
 def summarize(episodes: Iterable[Episode]) -> dict[str, float]:

@@ -8,7 +8,7 @@ for hosted models, eval only). Scripted policies (random, walkthrough) play text
 from agentenv.policies.local import Generation, Sampling, TransformersPolicy
 from agentenv.policies.openai_compat import OpenAIPolicy
 from agentenv.policies.scripted import POLICIES, RandomPolicy, ScriptedPolicy, WalkthroughPolicy, make_policy
-from agentenv.policies.tools import QWEN25_TOOL_TEMPLATE, parse_turn
+from agentenv.policies.tools import QWEN25_TOOL_TEMPLATE, parse_turn, tool_chat_format
 
 __all__ = [
     "POLICIES",
@@ -22,4 +22,5 @@ __all__ = [
     "WalkthroughPolicy",
     "make_policy",
     "parse_turn",
+    "tool_chat_format",
 ]

@@ -77,6 +77,33 @@ QWEN25_TOOL_TEMPLATE = r"""
 """
 
 
+def tool_chat_format(tokenizer: Any, tools: Any, *, chat_template: str | None = None) -> Any:
+    """A :class:`~agentenv.chat_format.ChatFormat` that shows ``tools`` to the model: the given or the tokenizer's
+    template when it renders tools, else :data:`QWEN25_TOOL_TEMPLATE` for ChatML tokenizers; without tools, plain.
+
+    Raises :class:`ConfigError` when no template can show the tools (pass a tool-calling ``chat_template``).
+    """
+    from agentenv.chat_format import ChatFormat
+
+    tools = list(tools or [])
+    if not tools:
+        return ChatFormat(tokenizer, chat_template=chat_template)
+    own = ChatFormat(tokenizer, chat_template=chat_template, tools=tools)
+    names = list(tool_schemas(tools) or {})
+    shown = own.render(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], add_generation_prompt=True
+    )
+    if names and all(name in shown for name in names):
+        return own
+    vocab = tokenizer.get_vocab()
+    if chat_template is None and "<|im_start|>" in vocab and "<|im_end|>" in vocab:
+        return ChatFormat(tokenizer, chat_template=QWEN25_TOOL_TEMPLATE, tools=tools)
+    raise ConfigError(
+        "the chat template does not show the env's tools to the model and the tokenizer has no ChatML tokens for "
+        "the built-in tool template; pass a tool-calling chat_template"
+    )
+
+
 def parse_turn(text: str, *, style: str = "auto", tools: Any = None) -> str | ToolCall | list[ToolCall] | InvalidAction:
     """What an env should step on for a generated turn: the tool call(s) it makes, or the text itself.
 
@@ -209,4 +236,5 @@ __all__ = [
     "invalid_call_feedback",
     "parse_turn",
     "tool_call_example",
+    "tool_chat_format",
 ]

@@ -59,9 +59,10 @@ def launched_accelerator(recipe: Recipe) -> Any:
 
 def load_policy_model(recipe: Recipe, device: str | None = None) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured), on
-    ``device`` if given, else ``model.device``."""
-    from agentenv.chat_format import ChatFormat
+    ``device`` if given, else ``model.device``. The chat format shows the env's tools, if it has any."""
+    import agentenv
     from agentenv.models import load_model
+    from agentenv.policies.tools import tool_chat_format
 
     m = recipe.model
     model, tokenizer = load_model(m.name, num_threads=m.num_threads, dtype=m.dtype, device=device or m.device)
@@ -75,7 +76,10 @@ def load_policy_model(recipe: Recipe, device: str | None = None) -> tuple[Any, A
             task_type="CAUSAL_LM",
         )  # fmt: skip
         model = peft.get_peft_model(model, config)
-    return model, tokenizer, ChatFormat(tokenizer, chat_template=m.chat_template)
+    probe = agentenv.make(recipe.env.id, **recipe.env.kwargs)
+    tools = list(probe.unwrapped.tools)
+    probe.close()
+    return model, tokenizer, tool_chat_format(tokenizer, tools, chat_template=m.chat_template)
 
 
 def evaluate(

@@ -195,3 +195,27 @@ def test_eval_command_runs_a_local_model_and_writes_trajectories_and_html(tiny, 
     lines = (tmp_path / "t.jsonl").read_text().splitlines()
     assert len(lines) == 3 and '"loss_mask"' in lines[0]
     assert (tmp_path / "t.html").read_text().count("<details>") == 3
+
+
+def test_tool_env_turns_come_back_as_tool_messages_token_exactly(tiny):
+    from agentenv.policies import tool_chat_format
+
+    _, tokenizer = tiny
+    env = agentenv.make("AgentEnv/Search-World-h1-v0", max_turns=3)
+    fmt = tool_chat_format(tokenizer, env.unwrapped.tools)
+    assert "search" in fmt.render([{"role": "system", "content": "S"}], add_generation_prompt=True)
+    texts = ['<tool_call>{"name": "search", "arguments": {"query": "mayor"}}</tool_call>', "no call here", "done?"]
+    [trajectory] = rollout([env], ScriptedTokens(tokenizer, texts), fmt, [0])
+    assert [t.invalid_action for t in trajectory.turns] == [False, True, True]
+    chat = [
+        {"role": "system", "content": trajectory.instructions},
+        {"role": "user", "content": trajectory.first_observation},
+        {"role": "assistant", "content": texts[0]},
+        {"role": "tool", "content": trajectory.turns[0].observation, "name": "search"},
+        {"role": "assistant", "content": texts[1]},
+        {"role": "user", "content": trajectory.turns[1].observation},
+        {"role": "assistant", "content": texts[2]},
+    ]
+    rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
+    assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
+    assert "<tool_response>" in tokenizer.decode(trajectory.token_ids)

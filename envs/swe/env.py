@@ -1,0 +1,366 @@
+"""The SWE env: fix an injected bug in a real Python library, with sandboxed tools; rewards from its tests.
+
+Each task (:class:`~agentenv.envs.swe.tasks.SWETask`) is a library's pristine source plus a bug patch. At reset the
+env copies the pristine tree into a fresh sandbox workdir (bubblewrap by default: no network, read-only system,
+resource limits, wall timeouts) and applies the bug patch. The agent reads the problem statement and works with
+``bash``, ``view``, ``create``, ``str_replace``, ``insert``, ``run_tests`` and ``submit``. At submit the test files
+are restored from the pristine tree (an agent cannot pass by editing the tests) and the task's ``FAIL_TO_PASS`` +
+``PASS_TO_PASS`` tests run; :class:`agentenv.rewards.TestPassRatio` scores them.
+
+Rewards: ``ratio`` (default; fraction of the listed tests passing at submit — SWE-Gym found it trains better than
+binary; note that submitting the untouched tree already scores ``len(PASS_TO_PASS) / len(tests)``),
+``binary``/``sparse`` (1 only if all pass: SWE-bench's "resolved"), ``f2p`` (the fraction of ``FAIL_TO_PASS`` fixed,
+0 if any ``PASS_TO_PASS`` test breaks: no credit for the untouched tree), ``dense`` (each ``run_tests`` also grades
+the listed tests and pays the change in pass ratio; submit pays the rest, so an episode's return equals its final
+ratio — potential-based shaping).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentenv.core import SPLIT_BASE, SPLITS
+from agentenv.errors import ConfigError, check_choice, check_range
+from agentenv.rewards import TestPassRatio
+from agentenv.rewards.base import Sample
+from agentenv.tool_env import ToolEnv, ToolError, ToolResult, clip_output, function_tool
+
+DIFFICULTIES = ("easy", "medium", "hard")
+
+INSTRUCTIONS = (
+    "You are a software engineer fixing a bug in a Python repository. The repository is your working directory. "
+    "Read the problem statement, find the cause in the source (not in the tests), fix it with the file tools or "
+    "bash, check your fix with run_tests, then call submit. Do not edit the tests: they are restored before "
+    "grading."
+)
+
+TOOLS = (
+    function_tool(
+        "bash",
+        "Run a shell command in the repository (no network). Returns the exit code and output.",
+        {"command": {"type": "string"}},
+        ("command",),
+    ),
+    function_tool(
+        "view",
+        "Show a file with line numbers (optionally lines start..end), or list a directory.",
+        {"path": {"type": "string"}, "start": {"type": "integer"}, "end": {"type": "integer"}},
+        ("path",),
+    ),
+    function_tool(
+        "create",
+        "Create a new file with the given text.",
+        {"path": {"type": "string"}, "text": {"type": "string"}},
+        ("path", "text"),
+    ),
+    function_tool(
+        "str_replace",
+        "Replace the one occurrence of old in a file by new.",
+        {"path": {"type": "string"}, "old": {"type": "string"}, "new": {"type": "string"}},
+        ("path", "old", "new"),
+    ),
+    function_tool(
+        "insert",
+        "Insert text after line `line` of a file (0 inserts at the top).",
+        {"path": {"type": "string"}, "line": {"type": "integer"}, "text": {"type": "string"}},
+        ("path", "line", "text"),
+    ),
+    function_tool(
+        "run_tests",
+        "Run tests (pytest node ids or files; default: the whole test suite) and summarise the results.",
+        {"tests": {"type": "array", "items": {"type": "string"}}},
+    ),
+    function_tool("submit", "Submit your fix for grading. Ends the episode.", {}),
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _task_set(path: str) -> tuple[Any, ...]:
+    from agentenv.envs.swe.tasks import load_tasks
+
+    return tuple(load_tasks(path))
+
+
+def default_tasks_path() -> Path:
+    return Path(__file__).with_name("data") / "tasks.jsonl"
+
+
+def split_of(instance_id: str) -> str:
+    """A fixed 80/10/10 train/validation/test split by a hash of the instance id."""
+    bucket = int(hashlib.sha256(instance_id.encode()).hexdigest()[:8], 16) % 10
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+
+class SWEEnv(ToolEnv):
+    """Repository bug fixing in a sandbox (see the module docstring)."""
+
+    family = "swe"
+    reward_modes = ("ratio", "binary", "sparse", "dense", "f2p")
+    tools = TOOLS
+    instructions = INSTRUCTIONS
+
+    def __init__(
+        self,
+        *,
+        tasks: str = "default",
+        libraries: Sequence[str] | None = None,
+        difficulty: str | None = None,
+        sandbox: str = "bubblewrap",
+        command_timeout: float = 30.0,
+        test_timeout: float = 120.0,
+        memory_mb: int = 4096,
+        reward: str = "ratio",
+        max_turns: int = 30,
+        max_tool_output: int = 6000,
+        **kwargs: Any,
+    ):
+        super().__init__(reward=reward, max_turns=max_turns, max_tool_output=max_tool_output, **kwargs)
+        if difficulty is not None:
+            check_choice("difficulty", difficulty, DIFFICULTIES)
+        check_choice("sandbox", sandbox, ("bubblewrap", "docker", "local"))
+        check_range("command_timeout", command_timeout, 1.0, 3600.0)
+        check_range("test_timeout", test_timeout, 1.0, 3600.0)
+        check_range("memory_mb", memory_mb, 64, integer=True)
+        path = default_tasks_path() if tasks == "default" else Path(tasks)
+        if not path.is_file():
+            raise ConfigError(f"tasks={tasks!r}: no task file at {path}")
+        all_tasks = _task_set(str(path))
+        wanted = set(libraries) if libraries is not None else None
+        if wanted is not None:
+            known = sorted({t.repo for t in all_tasks})
+            for name in wanted:
+                check_choice("libraries", name, known)
+        self.by_split: dict[str, list[Any]] = {s: [] for s in SPLITS}
+        for task in all_tasks:
+            if (wanted is None or task.repo in wanted) and (difficulty is None or task.difficulty == difficulty):
+                self.by_split[split_of(task.instance_id)].append(task)
+        for pool in self.by_split.values():  # a fixed shuffle, so consecutive seeds mix libraries
+            pool.sort(key=lambda t: hashlib.sha256(t.instance_id.encode()).hexdigest())
+        if not any(self.by_split.values()):
+            raise ConfigError(f"no task in {path} has libraries={libraries!r} and difficulty={difficulty!r}")
+        self.tasks_name = "default" if tasks == "default" else path.stem
+        self.libraries, self.difficulty, self.sandbox_backend = wanted, difficulty, sandbox
+        self.command_timeout, self.test_timeout, self.memory_mb = float(command_timeout), float(test_timeout), memory_mb
+        self.task: Any = None
+        self.box: Any = None
+        self._grader = TestPassRatio("binary" if reward in ("binary", "sparse") else "ratio")
+
+    @property
+    def task_tag(self) -> str:
+        parts = ["swe", self.tasks_name]
+        if self.libraries:
+            parts.append("+".join(sorted(self.libraries)))
+        if self.difficulty:
+            parts.append(self.difficulty)
+        return "-".join(parts)
+
+    def task_for(self, task_seed: int) -> Any:
+        split = next(s for s in reversed(SPLITS) if task_seed >= SPLIT_BASE[s])
+        pool = self.by_split[split] or [t for tasks in self.by_split.values() for t in tasks]
+        return pool[(task_seed - SPLIT_BASE[split]) % len(pool)]
+
+    # ---- the episode -------------------------------------------------------------------------------------
+    def _reset(self, task_seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        from agentenv.envs.swe.sources import fetch_source
+        from agentenv.sandbox import Limits, open_sandbox
+
+        self._close_box()
+        self.task = self.task_for(task_seed)
+        self.pristine = fetch_source(self.task.repo)
+        limits = Limits(wall_seconds=self.command_timeout, memory_mb=self.memory_mb)
+        self.box = open_sandbox(self.pristine, backend=self.sandbox_backend, limits=limits)
+        self._apply(self.task.bug_patch)
+        self.listed = [*self.task.FAIL_TO_PASS, *self.task.PASS_TO_PASS]
+        self.ratio = len(self.task.PASS_TO_PASS) / max(1, len(self.listed))  # validated: P2P pass, F2P fail
+        observation = (
+            f"Repository: {self.task.repo} {self.task.version}\n\nProblem statement:\n{self.task.problem_statement}"
+        )
+        info = {"instance_id": self.task.instance_id, "difficulty": self.task.difficulty, "repo": self.task.repo}
+        return observation, info
+
+    def _apply(self, patch: str) -> None:
+        name = ".agentenv.patch"
+        self.box.write_file(name, patch)
+        result = self.box.run(f"patch -p1 -s --no-backup-if-mismatch -i {name}; s=$?; rm -f {name}; exit $s")
+        if result.exit_code != 0:
+            raise RuntimeError(f"{self.task.instance_id}: the patch does not apply: {result.output[-500:]}")
+
+    # ---- tools ------------------------------------------------------------------------------------------
+    def tool_bash(self, command: str) -> str:
+        result = self.box.run(command, timeout=self.command_timeout)
+        return f"exit code: {result.exit_code}\n{result.output}"
+
+    def tool_view(self, path: str, start: int = 0, end: int = 0) -> str:
+        target = self._path(path)
+        if not self._exists(target):
+            raise ToolError(f"{path}: no such file or directory")
+        listing = self.box.run(f"test -d {shlex.quote(target)}")
+        if listing.exit_code == 0:
+            hidden = "-not -path '*/.*' -not -path '*__pycache__*'"
+            found = self.box.run(f"find {shlex.quote(target)} -maxdepth 2 {hidden} | sort | head -400")
+            return found.output
+        lines = self._read(target).splitlines()
+        first = max(1, int(start) or 1)
+        last = min(len(lines), int(end) or len(lines))
+        if first > max(1, len(lines)):
+            raise ToolError(f"{path} has {len(lines)} lines")
+        return "\n".join(f"{n:6d}\t{lines[n - 1]}" for n in range(first, last + 1)) or "(empty file)"
+
+    def tool_create(self, path: str, text: str) -> str:
+        target = self._path(path)
+        if self._exists(target):
+            raise ToolError(f"{path} already exists; use str_replace or insert to change it")
+        self._write(target, text)
+        return f"Created {path} ({len(text.splitlines())} lines)."
+
+    def tool_str_replace(self, path: str, old: str, new: str) -> str:
+        target = self._path(path)
+        text = self._read(target)
+        count = text.count(old) if old else 0
+        if count != 1:
+            where = "does not occur" if not count else f"occurs {count} times; include more context to make it unique"
+            raise ToolError(f"old text {where} in {path}")
+        at = text.index(old)
+        updated = text[:at] + new + text[at + len(old) :]
+        self._write(target, updated)
+        first = text.count("\n", 0, at) + 1
+        shown = updated.splitlines()[max(0, first - 3) : first + new.count("\n") + 2]
+        snippet = "\n".join(f"{n:6d}\t{line}" for n, line in enumerate(shown, max(1, first - 2)))
+        return f"Edited {path}. Lines around the change:\n{snippet}"
+
+    def tool_insert(self, path: str, line: int, text: str) -> str:
+        target = self._path(path)
+        lines = self._read(target).splitlines(keepends=True)
+        line = int(line)
+        if not 0 <= line <= len(lines):
+            raise ToolError(f"line must be in 0..{len(lines)} for {path}")
+        if lines and not lines[-1].endswith("\n") and line == len(lines):
+            lines[-1] += "\n"
+        self._write(target, "".join([*lines[:line], text if text.endswith("\n") else text + "\n", *lines[line:]]))
+        return f"Inserted {len(text.splitlines())} line(s) after line {line} of {path}."
+
+    def tool_run_tests(self, tests: list[str] | None = None) -> ToolResult:
+        selected = [str(t) for t in tests or []]
+        if self.reward_mode != "dense":
+            outcome = self._pytest(selected, summary=True)
+            return ToolResult(outcome["summary"])
+        outcome = self._pytest(sorted(set(selected) | set(self.listed)) if selected else [], summary=True)
+        graded = self._grade(outcome["statuses"])
+        progress, self.ratio = graded - self.ratio, graded
+        shown = outcome["summary"] if not selected else self._summary_of(outcome, selected)
+        return ToolResult(shown, reward_parts={"progress": progress})
+
+    def tool_submit(self) -> ToolResult:
+        self._restore_tests()
+        outcome = self._pytest(self.listed, summary=False)
+        score = self._grader(Sample(response="", metadata=self._metadata(outcome["statuses"])))
+        ratio = score.parts.get("ratio", 0.0)
+        passed = score.details.get("passed", 0)
+        total = score.details.get("total", len(self.listed))
+        if self.reward_mode == "dense":
+            parts = {"tests": ratio - self.ratio + self._initial_ratio()}
+        elif self.reward_mode == "f2p":  # FAIL_TO_PASS fixed, and nothing that passed broken
+            unbroken = score.parts.get("pass_to_pass", 1.0) == 1.0
+            parts = {"tests": score.parts.get("fail_to_pass", 0.0) if unbroken else 0.0}
+        else:
+            parts = {"tests": score.value}
+        info = {"tests_passed": passed, "tests_total": total, "test_ratio": ratio, "resolved": passed == total}
+        return ToolResult(f"Submitted. {passed}/{total} of the task's tests pass.", reward_parts=parts,
+                          terminated=True, success=passed == total, info=info)  # fmt: skip
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    def _initial_ratio(self) -> float:
+        return len(self.task.PASS_TO_PASS) / max(1, len(self.listed))
+
+    def _metadata(self, statuses: dict[str, str]) -> dict[str, Any]:
+        return {"tests": statuses, "FAIL_TO_PASS": self.task.FAIL_TO_PASS, "PASS_TO_PASS": self.task.PASS_TO_PASS}
+
+    def _grade(self, statuses: dict[str, str]) -> float:
+        return TestPassRatio("ratio")(Sample(response="", metadata=self._metadata(statuses))).value
+
+    def _pytest(self, tests: Sequence[str], *, summary: bool) -> dict[str, Any]:
+        from agentenv.envs.swe.sources import parse_test_report, test_invocation
+
+        command = test_invocation(self.task, tests)
+        result = self.box.run(command, timeout=self.test_timeout)
+        statuses = parse_test_report(result.stdout)
+        if result.timed_out:
+            text = f"The test run was stopped at the {self.test_timeout:g} s limit.\n{result.output}"
+        else:
+            text = result.output
+        return {"statuses": statuses, "summary": clip_output(text, self.max_tool_output), "result": result}
+
+    def _summary_of(self, outcome: dict[str, Any], selected: list[str]) -> str:
+        shown = {t: s for t, s in outcome["statuses"].items() if any(t == x or t.startswith(x) for x in selected)}
+        counts: dict[str, int] = {}
+        for status in shown.values():
+            counts[status] = counts.get(status, 0) + 1
+        line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tests ran"
+        failing = [t for t, s in shown.items() if s not in ("passed", "xfail", "skipped")]
+        return line + ("\nFailing:\n" + "\n".join(failing[:50]) if failing else "")
+
+    def _restore_tests(self) -> None:
+        """Put the pristine test files back, so edits to the tests cannot change the grade."""
+        for relative in _test_files(self.pristine, self.task):
+            self.box.write_file(relative, (self.pristine / relative).read_text(encoding="utf-8"))
+
+    def _path(self, path: str) -> str:
+        path = path.strip()
+        root = getattr(self.box, "root", "/workspace")
+        if path.startswith(root + "/") or path == root:
+            path = path[len(root) :].lstrip("/") or "."
+        return path or "."
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return self.box.exists(path)
+        except ValueError as e:  # SandboxError: a path that leaves the repository
+            raise ToolError(str(e)) from None
+
+    def _read(self, path: str) -> str:
+        try:
+            return self.box.read_file(path)
+        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
+            raise ToolError(f"{path}: {type(e).__name__}: {e}") from None
+        except ValueError as e:  # paths that leave the repository
+            raise ToolError(str(e)) from None
+
+    def _write(self, path: str, text: str) -> None:
+        try:
+            self.box.write_file(path, text)
+        except (IsADirectoryError, NotADirectoryError, ValueError) as e:
+            raise ToolError(f"{path}: {e}") from None
+
+    def _close_box(self) -> None:
+        if self.box is not None:
+            self.box.close()
+            self.box = None
+
+    def close(self) -> None:
+        self._close_box()
+        super().close()
+
+    def walkthrough(self) -> list[str] | None:
+        """The gold fix: apply the task's gold patch with bash, then submit."""
+        if self.task is None:
+            return None
+        import json
+
+        command = "patch -p1 -s <<'AGENTENV_EOF'\n" + self.task.patch.rstrip("\n") + "\nAGENTENV_EOF"
+        calls = [("bash", {"command": command}), ("submit", {})]
+        return [f"<tool_call>{json.dumps({'name': n, 'arguments': a})}</tool_call>" for n, a in calls]
+
+
+def _test_files(root: Path, task: Any) -> list[str]:
+    """The pristine tree's test files (``test_*.py``, ``*_test.py``, ``conftest.py``), relative to ``root``."""
+    found = []
+    for path in root.rglob("*.py"):
+        name = path.name
+        if name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py":
+            found.append(str(path.relative_to(root)))
+    return sorted(found)
