@@ -711,6 +711,16 @@ def _interpreter_mounts() -> tuple[str, ...]:
     return tuple(options)
 
 
+@lru_cache(maxsize=4)
+def _interpreter_paths_under(folder: str) -> tuple[str, ...]:
+    """The outermost of this interpreter's folders (prefix, base prefix, executable's folder) under ``folder``,
+    which a mount on ``folder`` would otherwise hide from the commands."""
+    needed = {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, Path(sys.executable).parent)}
+    needed |= {p.resolve() for p in needed}
+    inside = {p for p in needed if _under(p, folder) and p != Path(folder)}
+    return tuple(sorted(str(p) for p in inside if not any(q != p and q in p.parents for q in inside)))
+
+
 def _host_root_options() -> list[str]:
     """The host's top-level folders, read-only, on bwrap's own root (so that ``root`` can be a new folder)."""
     options: list[str] = []
@@ -765,6 +775,11 @@ class BubblewrapSandbox(_ProcessSandbox):
         shm = str(self.limits.memory_mb * 2**20)  # POSIX semaphores and shared memory (multiprocessing)
         options += ["--perms", "1777", "--size", shm, "--tmpfs", "/dev/shm"]
         options += ["--bind", str(self.tmp), "/tmp"]
+        for path in _interpreter_paths_under("/tmp"):  # e.g. a virtual environment in a clone under /tmp
+            for folder in reversed(Path(path).parents):  # bwrap would make the folders in between private
+                if _under(folder, "/tmp") and folder != Path("/tmp"):
+                    options += ["--perms", "0755", "--dir", str(folder)]
+            options += ["--ro-bind", path, path]
         resolv = os.path.realpath("/etc/resolv.conf")
         if self.network and resolv.startswith("/run/"):
             options += ["--ro-bind-try", resolv, resolv]

@@ -26,7 +26,14 @@ from agentenv.rewards.judges import (
     ProcessJudge,
     PromptTemplate,
 )
-from agentenv.rewards.nuggets import EmbeddingMatcher, JudgeMatcher, LexicalMatcher, NuggetRubric, extract_nuggets
+from agentenv.rewards.nuggets import (
+    EmbeddingMatcher,
+    JudgeMatcher,
+    LexicalMatcher,
+    LLMNuggetExtractor,
+    NuggetRubric,
+    extract_nuggets,
+)
 from agentenv.rewards.rules import (
     ExactMatch,
     FormatCheck,
@@ -60,6 +67,7 @@ __all__ = [
     "GroupJudge",
     "JudgeMatcher",
     "JudgeMonitor",
+    "LLMNuggetExtractor",
     "LengthPenalty",
     "LexicalMatcher",
     "LocalLM",

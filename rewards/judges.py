@@ -1,7 +1,8 @@
 """Generative judges: rewards read from a language model's probability of answering "Yes".
 
 * :class:`PointwiseJudge` — P("Yes") that a response is correct (RewardDance-style generative reward), optionally
-  with principles and k sampled critiques whose verdicts are averaged or voted (DeepSeek-GRM).
+  with principles (given, or written by the judge per question) and k sampled critiques whose verdicts are averaged
+  or voted (DeepSeek-GRM).
 * :class:`PairwiseJudge` — P(A better than B), scored in both orders and averaged to cancel position bias.
 * :class:`GroupJudge` — RULER-style: each response judged with the whole group of responses to its prompt in context.
 * :class:`ProcessJudge` — P("Yes") that each assistant step of a conversation is correct and useful (GenPRM-style).
@@ -62,7 +63,7 @@ class PromptTemplate:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> PromptTemplate:
-        """A bundled template by name (``pointwise``, ``pairwise``, ``group``, ``process``, ``critique``) or a file."""
+        """A bundled template by name (see :func:`available_templates`) or a YAML file."""
         path = Path(name_or_path)
         if isinstance(name_or_path, Path) or path.suffix in (".yaml", ".yml") or path.is_file():
             if not path.is_file():
@@ -602,8 +603,17 @@ class PointwiseJudge(Judge):
         principles: Sequence[str] = (), threshold: float | None = None, critiques: int = 0,
         critique_template: str | Path | PromptTemplate = "critique", aggregate: str = "mean",
         max_new_tokens: int = 40, temperature: float = 0.7, seed: int = 0, max_prompt_tokens: int | None = None,
+        generate_principles: int = 0, principles_template: str | Path | PromptTemplate = "principles",
     ):  # fmt: skip
         super().__init__(backend, template=template, principles=principles, max_prompt_tokens=max_prompt_tokens)
+        check_range("generate_principles", generate_principles, 0, 20, integer=True)
+        self.generate_principles = generate_principles
+        self.principles_template = as_template(principles_template)
+        if generate_principles:
+            self.principles_template.check(
+                "principle generation", frozenset({"prompt"}), frozenset({"prompt", "reference", "count"})
+            )
+        self._generated: dict[tuple[str, str], tuple[str, ...]] = {}
         if threshold is not None:
             check_range("threshold", threshold, 0, 1)
         check_range("critiques", critiques, 0, integer=True)
@@ -618,13 +628,33 @@ class PointwiseJudge(Judge):
 
     def extra_repr(self) -> str:
         extra = f", critiques={self.critiques}, aggregate={self.aggregate!r}" if self.critiques else ""
+        extra += f", generate_principles={self.generate_principles}" if self.generate_principles else ""
         return super().extra_repr() + (f", threshold={self.threshold:g}" if self.threshold is not None else "") + extra
 
     def _fields(self, sample: Sample) -> dict[str, str]:
-        return {"prompt": sample.prompt, "response": sample.response, "reference": sample.reference or ""}
+        principles = (*self.principles, *self._generated.get((sample.prompt, sample.reference or ""), ()))
+        return {"prompt": sample.prompt, "response": sample.response, "reference": sample.reference or "",
+                "principles": "\n".join(f"- {p}" for p in principles)}  # fmt: skip
 
     def _render(self, template: PromptTemplate) -> Callable[[dict[str, str]], Chat]:
-        return lambda f: template.render(principles=self.principles_text(), **f)
+        return lambda f: template.render(**f)
+
+    def principles_for(self, samples: Sequence[Sample]) -> list[tuple[str, ...]]:
+        """The principles the judge wrote for each sample's question (DeepSeek-GRM): generated once per distinct
+        (prompt, reference), greedily, at most ``generate_principles`` each; given ``principles`` come first."""
+        keys = [(s.prompt, s.reference or "") for s in samples]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._generated))
+        if todo and self.generate_principles:
+            from agentenv.rewards.nuggets import bullet_lines
+
+            chats = [
+                self.principles_template.render(prompt=p, reference=r, count=str(self.generate_principles))
+                for p, r in todo
+            ]
+            outputs = self.backend.generate(chats, n=1, max_new_tokens=24 * self.generate_principles, temperature=0.0)
+            for key, texts in zip(todo, outputs, strict=True):
+                self._generated[key] = tuple(bullet_lines(texts[0] if texts else "", limit=self.generate_principles))
+        return [(*self.principles, *self._generated.get(k, ())) for k in keys]
 
     def _value(self, p_yes: float) -> float:
         return p_yes if self.threshold is None else float(p_yes >= self.threshold)
@@ -632,6 +662,8 @@ class PointwiseJudge(Judge):
     def score_batch(self, samples: Sequence[Sample]) -> list[Score]:
         out: list[Score | None] = [_empty(s) for s in samples]
         todo = [i for i, s in enumerate(out) if s is None]
+        if self.generate_principles:
+            self.principles_for([samples[i] for i in todo])
         if self.critiques:
             scored = self._with_critiques([samples[i] for i in todo])
         else:

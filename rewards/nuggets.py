@@ -68,6 +68,71 @@ def extract_nuggets(reference: str) -> list[str]:
     return list(dict.fromkeys(n for n in nuggets if content_tokens(n)))
 
 
+_BULLET = re.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)]|\(?[a-z][.)])\s+")
+
+
+def bullet_lines(text: str, *, min_words: int = 2, limit: int | None = None) -> list[str]:
+    """The items of a model's bulleted or numbered list, one per line: markers stripped, items with fewer than
+    ``min_words`` words dropped, duplicates (case-insensitive) removed, at most ``limit``. Lines without a marker
+    count too: small models often forget them."""
+    items: dict[str, str] = {}
+    for line in text.splitlines():
+        item = _BULLET.sub("", line).strip().strip('"').rstrip(";").strip()
+        if len(item.split()) >= min_words and has_content(item):
+            items.setdefault(item.lower().rstrip("."), item)
+    found = list(items.values())
+    return found[:limit] if limit else found
+
+
+class LLMNuggetExtractor:
+    """Nuggets of a reference extracted by a language model (Search-Gen-V): the ``nuggets`` prompt asks for one
+    fact per line; the lines are the nuggets. A reference the model returns nothing usable for falls back to
+    :func:`extract_nuggets`, so a rubric always has nuggets. Extractions are memoised by reference text.
+
+    ``backend``: anything :func:`agentenv.rewards.judges.as_backend` takes (default: the offline small model).
+    Use it as ``NuggetRubric(extractor=LLMNuggetExtractor())``.
+    """
+
+    def __init__(
+        self, backend: Any = None, *, template: Any = "nuggets", max_nuggets: int = 8, max_new_tokens: int = 160,
+        cache_size: int = 4096,
+    ):  # fmt: skip
+        from agentenv.rewards.judges import as_backend, as_template
+
+        check_range("max_nuggets", max_nuggets, 1, integer=True)
+        check_range("max_new_tokens", max_new_tokens, 8, integer=True)
+        self.backend = as_backend(backend)
+        self.template = as_template(template)
+        self.template.check("nugget extraction", frozenset({"reference"}), frozenset({"reference", "prompt"}))
+        self.max_nuggets, self.max_new_tokens, self.cache_size = max_nuggets, max_new_tokens, cache_size
+        self._memo: dict[tuple[str, str], list[str]] = {}
+        self.fallbacks = 0  # references the model gave nothing usable for
+
+    def __call__(self, reference: str, prompt: str = "") -> list[str]:
+        return self.extract([reference], [prompt])[0]
+
+    def extract(self, references: Sequence[str], prompts: Sequence[str] | None = None) -> list[list[str]]:
+        """Nuggets of each reference, with one batched generation call for those not memoised."""
+        prompts = list(prompts) if prompts is not None else [""] * len(references)
+        keys = [(r, p) for r, p in zip(references, prompts, strict=True)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if todo:
+            chats = [self.template.render(reference=r, prompt=p) for r, p in todo]
+            outputs = self.backend.generate(chats, n=1, max_new_tokens=self.max_new_tokens, temperature=0.0)
+            for (reference, prompt), texts in zip(todo, outputs, strict=True):
+                nuggets = bullet_lines(texts[0] if texts else "", limit=self.max_nuggets)
+                if not nuggets:
+                    self.fallbacks += 1
+                    nuggets = extract_nuggets(reference)[: self.max_nuggets]
+                if len(self._memo) >= self.cache_size:
+                    self._memo.pop(next(iter(self._memo)))
+                self._memo[(reference, prompt)] = nuggets
+        return [list(self._memo[k]) for k in keys]
+
+    def __repr__(self) -> str:
+        return f"LLMNuggetExtractor({self.backend!r}, template={self.template.name!r}, max_nuggets={self.max_nuggets})"
+
+
 # ---- matchers -----------------------------------------------------------------------------------------------
 
 
@@ -331,6 +396,16 @@ class NuggetRubric(Reward):
 
     def score_batch(self, samples: Sequence[Sample]) -> list[Score]:
         cache: dict[str, list[str]] = {}  # one extraction per distinct reference (a GRPO group shares one)
+        batched = getattr(self.extractor, "extract", None)
+        if callable(batched) and self.nuggets is None:  # one model call for every reference that needs extraction
+            wanted = list(
+                dict.fromkeys(
+                    s.reference for s in samples
+                    if "nuggets" not in s.metadata and isinstance(s.reference, str) and s.reference.strip()
+                )
+            )  # fmt: skip
+            for reference, found in zip(wanted, batched(wanted) if wanted else [], strict=True):
+                cache[reference] = [n.strip() for n in found if isinstance(n, str) and n.strip()]
         plans: list[list[str] | str] = []
         pairs: list[tuple[str, str]] = []
         for sample in samples:

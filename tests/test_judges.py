@@ -50,7 +50,7 @@ EASY = [
 
 
 def test_every_bundled_template_loads_and_fits_its_judge():
-    assert available_templates() == ["critique", "group", "pairwise", "pointwise", "process"]
+    assert available_templates() == ["critique", "group", "nuggets", "pairwise", "pointwise", "principles", "process"]
     for name in available_templates():
         assert PromptTemplate.load(name).user
 

@@ -148,3 +148,35 @@ def test_editable_install_maps_folders():
         (agentenv.policies, "policies"),
     ):
         assert Path(module.__file__).resolve().is_relative_to(REPO_ROOT / folder), module.__file__
+
+
+@pytest.mark.slow
+def test_gpu_and_train_extras_co_resolve(tmp_path):
+    """vLLM pins torch and transformers exactly; the train extra must admit its pins (pip resolves from the index,
+    reading package metadata only: nothing is installed)."""
+    import json
+
+    report = tmp_path / "report.json"
+    result = _run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q", "--report",
+                   report, f"{REPO_ROOT}[train,gpu]"])  # fmt: skip
+    if result.returncode != 0 and ("Could not fetch" in result.stderr or "NewConnectionError" in result.stderr):
+        pytest.skip(f"the package index is unreachable: {result.stderr[-300:]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    versions = {
+        i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]
+    }
+    assert versions["vllm"].startswith("0.33.")
+    assert versions["torch"] == "2.14.0"
+    assert versions["transformers"].startswith("5.") and int(versions["transformers"].split(".")[1]) < 21
+
+
+def test_vllm_runner_names_the_extra_when_vllm_is_missing():
+    from agentenv.policies.vllm import VLLMPolicy
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"agentenv\[gpu\]"):
+            VLLMPolicy("some/model")
+    else:
+        pytest.skip("vllm is installed here")

@@ -1,9 +1,11 @@
 """The sandbox against a real bubblewrap: each escape attempt fails and the sandbox keeps working afterwards."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -429,3 +431,25 @@ def test_docker_backend_runs_commands(project):
         assert sandbox.read_file("/workspace/notes/a.txt") == "hello"
         with pytest.raises(SandboxError):
             sandbox.read_file("../etc/passwd")
+
+
+@needs_bwrap
+def test_an_interpreter_under_tmp_stays_visible():
+    """The sandbox has its own /tmp: a virtual environment under the host's /tmp (a CI clone) must stay usable."""
+    from tests.test_packaging import _child_venv
+
+    folder = Path(tempfile.mkdtemp(prefix="agentenv-test-clone-", dir="/tmp"))  # world-readable, like a CI clone
+    folder.chmod(0o755)
+    venv = folder / "venv"
+    python = _child_venv(venv, parent_editables=True)
+    script = (
+        "from agentenv.sandbox import open_sandbox\n"
+        "with open_sandbox(None) as box:\n"
+        "    print(box.run(\"python -c 'import sys; print(sys.prefix)'\").output.strip())\n"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(venv)
