@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -61,9 +62,11 @@ def unsandboxed_counts(task) -> tuple[int, int]:
     """Passing / total of the task's listed tests on the buggy tree, pytest run directly (no sandbox)."""
     with tempfile.TemporaryDirectory(prefix="agentenv-bench-swe-") as folder:
         tree = prepare_task_tree(task, Path(folder) / "tree")
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         out = subprocess.run(
-            ["bash", "-c", test_invocation(task, task.tests)], cwd=tree, capture_output=True, text=True, timeout=300
-        )
+            ["bash", "-c", test_invocation(task, task.tests)], cwd=tree, env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
     statuses = parse_test_report(out.stdout)
     return sum(statuses.get(t) in ("passed", "xfail") for t in task.tests), len(task.tests)
 
@@ -108,8 +111,8 @@ def main() -> None:
             failures.append(f"{task.instance_id}: empty submission scored {binary} (binary)")
         if abs(ratio - passed / total) > 1e-9 or info.get("tests_passed") != passed:
             failures.append(f"{task.instance_id}: ratio {ratio} but pytest counts {passed}/{total}")
-        print(f"\r{n}/{len(tasks)} tasks, {len(failures)} failures", end="", flush=True)
-    print()
+        if n % 10 == 0 or n == len(tasks):
+            print(f"{n}/{len(tasks)} tasks, {len(failures)} failures", flush=True)
     for backend in envs:
         for mode_env in envs[backend].values():
             mode_env.close()
