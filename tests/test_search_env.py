@@ -186,3 +186,31 @@ def test_sft_records_keep_the_tool_message_layout():
     roles = [m["role"] for m in episode.messages()]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
     assert episode.messages()[3]["name"] == "search"
+
+
+def test_short_answers_can_be_scored_by_token_f1():
+    em = agentenv.make("AgentEnv/Search-World-h1-v0", answer_types=["entity"])
+    f1 = agentenv.make("AgentEnv/Search-World-h1-v0", answer_types=["entity"], short_answer="f1")
+    for seed in range(50):  # an answer of several words whose first word alone is not an accepted alias
+        em.reset(seed=seed)
+        f1.reset(seed=seed)
+        question = em.unwrapped.question
+        first = question.answer.split()[0]
+        if len(question.answer.split()) >= 2 and first.lower() not in {a.lower() for a in question.aliases}:
+            break
+    answer = question.answer
+    assert em.unwrapped.score_answer(first).value == 0.0
+    assert 0.0 < f1.unwrapped.score_answer(first).value < 1.0
+    assert f1.unwrapped.score_answer(answer).value == 1.0
+
+
+@pytest.mark.slow
+def test_open_answers_can_be_matched_by_embeddings_or_the_judge():
+    for matcher in ("embedding", "judge"):
+        env = agentenv.make("AgentEnv/Search-World-h1-v0", answer_types=["open"], nugget_matcher=matcher)
+        env.reset(seed=2)
+        full = env.unwrapped.score_answer(env.unwrapped.question.oracle_answer())
+        assert 0.0 <= full.value <= 1.0 and "verifier.recall" in full.parts, matcher
+        if matcher == "embedding":
+            assert full.value == 1.0
+            assert env.unwrapped.score_answer("Bananas are yellow and grow in bunches.").value < full.value

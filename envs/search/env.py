@@ -20,7 +20,16 @@ from typing import Any
 
 from agentenv.core import SPLIT_BASE, SPLIT_SIZE, SPLITS
 from agentenv.errors import ConfigError, check_choice, check_range
-from agentenv.rewards import DegenerateAnswer, ExactMatch, NuggetRubric, ReferenceEcho, Reward, Sample, Sequential
+from agentenv.rewards import (
+    DegenerateAnswer,
+    ExactMatch,
+    NuggetRubric,
+    ReferenceEcho,
+    Reward,
+    Sample,
+    Sequential,
+    TokenF1,
+)
 from agentenv.rewards.base import Score
 from agentenv.rewards.rules import normalize_answer
 from agentenv.tool_env import ToolEnv, ToolError, ToolResult, function_tool
@@ -75,15 +84,49 @@ class ListF1(Reward):
         return Score(2 * precision * recall / (precision + recall), {"precision": precision, "recall": recall})
 
 
-def answer_rubric(answer_type: str, *, matcher: Any = None) -> Reward:
-    """The rubric an answer of ``answer_type`` is scored with: guards first, then the type's verifier."""
+NUGGET_MATCHERS = ("lexical", "embedding", "judge")
+SHORT_ANSWER_SCORES = ("em", "f1")
+
+
+def judge_supports(nugget: str, response: str) -> float:
+    """P("Yes") of the default local judge that ``response`` states ``nugget`` (a generative nugget matcher)."""
+    judge = _default_judge()
+    prompt = f"Does this answer state the following fact? Fact: {nugget}"
+    return judge(Sample(response=response, prompt=prompt, reference=nugget)).value
+
+
+@functools.lru_cache(maxsize=1)
+def _default_judge() -> Any:
+    from agentenv.rewards import PointwiseJudge
+
+    return PointwiseJudge()
+
+
+def nugget_matcher(name: str) -> Any:
+    """The matcher of open answers' nuggets: ``lexical`` (default), ``embedding`` (offline MiniLM) or ``judge``
+    (the default generative judge's P("Yes") per nugget)."""
+    check_choice("nugget_matcher", name, NUGGET_MATCHERS)
+    from agentenv.rewards import EmbeddingMatcher, JudgeMatcher, LexicalMatcher
+
+    if name == "embedding":
+        return EmbeddingMatcher()
+    if name == "judge":
+        return JudgeMatcher(judge_supports, name="default judge")
+    return LexicalMatcher()
+
+
+def answer_rubric(answer_type: str, *, matcher: Any = None, short_answer: str = "em") -> Reward:
+    """The rubric an answer of ``answer_type`` is scored with: guards first, then the type's verifier — exact match
+    (``short_answer="em"``) or token F1 (``"f1"``) for entities, numbers and dates, item F1 for lists, nugget
+    coverage for open answers."""
     check_choice("answer_type", answer_type, ANSWER_TYPES)
+    check_choice("short_answer", short_answer, SHORT_ANSWER_SCORES)
     if answer_type == "open":
         verifier: Reward = NuggetRubric(matcher)
     elif answer_type == "list":
         verifier = ListF1()
     else:
-        verifier = ExactMatch()
+        verifier = ExactMatch() if short_answer == "em" else TokenF1()
     return Sequential({"non_degenerate": DegenerateAnswer(), "no_echo": ReferenceEcho(), "verifier": verifier})
 
 
@@ -160,6 +203,8 @@ class SearchEnv(ToolEnv):
         max_searches: int | None = None,
         retrieval_bonus: float = 0.2,
         success_threshold: float = 0.6,
+        short_answer: str = "em",
+        nugget_matcher: str = "lexical",
         max_turns: int | None = None,
         **kwargs: Any,
     ):
@@ -181,6 +226,9 @@ class SearchEnv(ToolEnv):
             check_range("max_searches", max_searches, 1, integer=True)
         check_range("retrieval_bonus", retrieval_bonus, 0.0, 1.0)
         check_range("success_threshold", success_threshold, 0.0, 1.0)
+        check_choice("short_answer", short_answer, SHORT_ANSWER_SCORES)
+        check_choice("nugget_matcher", nugget_matcher, NUGGET_MATCHERS)
+        self.short_answer, self.nugget_matcher = short_answer, nugget_matcher
         if not (retriever in ("bm25", "dense", "hybrid") or retriever.startswith(("http://", "https://"))):
             raise ConfigError(f"retriever={retriever!r} is not allowed; choose bm25, dense, hybrid or a server URL")
         self.corpus_name, self.hops, self.answer_types = corpus, hops, types
@@ -276,7 +324,9 @@ class SearchEnv(ToolEnv):
         q = self.question
         rubric = self._rubrics.get(q.answer_type)
         if rubric is None:
-            rubric = self._rubrics[q.answer_type] = answer_rubric(q.answer_type)
+            matcher = nugget_matcher(self.nugget_matcher) if q.answer_type == "open" else None
+            rubric = answer_rubric(q.answer_type, matcher=matcher, short_answer=self.short_answer)
+            self._rubrics[q.answer_type] = rubric
         items = [i.strip() for i in q.answer.split(",")] if q.answer_type == "list" else []
         metadata = {"references": [q.answer, *q.aliases], "nuggets": list(q.nuggets), "items": items}
         return rubric(Sample(response=text, prompt=q.text, reference=q.answer or None, metadata=metadata))
