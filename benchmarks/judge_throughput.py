@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 import transformers
 
+from agentenv.rewards.antihack import load_judge_pairs
 from agentenv.rewards.base import Sample
 from agentenv.rewards.judges import LocalLM, PointwiseJudge
 
@@ -33,24 +34,7 @@ RESULTS = Path(__file__).parent / "results" / "judge_throughput.json"
 BATCH_SIZE = 8
 
 # (question, reference, correct answer, clearly wrong answer)
-EASY = [
-    ("What is the capital of France?", "Paris", "Paris", "London"),
-    ("What is 2 + 2?", "4", "4", "7"),
-    ("What color is the sky on a clear day?", "blue", "Blue", "Green"),
-    ("How many legs does a dog have?", "4", "A dog has four legs.", "A dog has eleven legs."),
-    ("What is the largest planet in the solar system?", "Jupiter", "Jupiter", "Mercury"),
-    ("Who wrote Romeo and Juliet?", "William Shakespeare", "Shakespeare", "Charles Dickens"),
-    ("What is the freezing point of water in Celsius?", "0", "0 degrees", "100 degrees"),
-    ("What is the opposite of hot?", "cold", "cold", "tall"),
-    ("What animal says moo?", "a cow", "A cow", "A snake"),
-    ("How many days are in a week?", "7", "Seven", "Twelve"),
-    ("What is the capital of Japan?", "Tokyo", "Tokyo", "Cairo"),
-    ("What is 10 minus 3?", "7", "7", "13"),
-    ("Which gas do plants take in for photosynthesis?", "carbon dioxide", "Carbon dioxide (CO2).", "Helium."),
-    ("How many hours are in a day?", "24", "There are 24 hours in a day.", "There are 100 hours in a day."),
-    ("What is the chemical symbol for water?", "H2O", "H2O", "NaCl"),
-    ("In which continent is Kenya?", "Africa", "Kenya is in Africa.", "Kenya is in South America."),
-]
+EASY = load_judge_pairs()
 
 
 def items() -> list[Sample]:

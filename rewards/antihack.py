@@ -83,6 +83,13 @@ def load_questions() -> list[Question]:
     ]
 
 
+def load_judge_pairs() -> list[tuple[str, str, str, str]]:
+    """Easy ``(question, reference, correct answer, clearly wrong answer)`` pairs: a judge that is worth using
+    scores the correct answer higher on aggregate (``rewards/data/judge_pairs.yaml``)."""
+    raw = yaml.safe_load(PROBES_PATH.with_name("judge_pairs.yaml").read_text(encoding="utf-8"))
+    return [(str(p["question"]), str(p["reference"]), str(p["correct"]), str(p["wrong"])) for p in raw]
+
+
 # ---- audit cases --------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from agentenv import ConfigError
 from agentenv.models import tiny_model
+from agentenv.rewards.antihack import load_judge_pairs
 from agentenv.rewards.base import Sample, WeightedSum
 from agentenv.rewards.judges import (
     GroupJudge,
@@ -34,16 +35,7 @@ CONVERSATION = (
 )
 
 # Easy questions with a correct and a clearly wrong answer.
-EASY = [
-    (FRANCE, "Paris", "Paris", "London"),
-    ("What is 2 + 2?", "4", "4", "7"),
-    ("What color is the sky on a clear day?", "blue", "Blue", "Green"),
-    ("How many legs does a dog have?", "4", "A dog has four legs.", "A dog has eleven legs."),
-    ("What is the largest planet in the solar system?", "Jupiter", "Jupiter", "Mercury"),
-    ("Who wrote Romeo and Juliet?", "William Shakespeare", "Shakespeare", "Charles Dickens"),
-    ("What is the freezing point of water in Celsius?", "0", "0 degrees", "100 degrees"),
-    ("What is the opposite of hot?", "cold", "cold", "tall"),
-]
+EASY = load_judge_pairs()[:8]
 
 
 # ---- templates ------------------------------------------------------------------------------------------------
