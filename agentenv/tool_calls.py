@@ -158,6 +158,12 @@ def format_tool_result(result: str, call: ToolCall | Sequence[ToolCall]) -> dict
     return {"role": "tool", "content": result, "name": ", ".join(c.name for c in calls)}
 
 
+def tool_call_text(name: str, arguments: Mapping[str, Any] | None = None) -> str:
+    """A call written as an agent writes it: one ``<tool_call>`` JSON block (what a tool env reads from a turn)."""
+    call = {"name": name, "arguments": dict(arguments or {})}
+    return f"<tool_call>{json.dumps(call, ensure_ascii=False)}</tool_call>"
+
+
 def tool_call_example(tools: Any, *, style: str = "hermes") -> str:
     """A call of the first tool with placeholder values for its required arguments, written as the agent should
     write it: a ``<tool_call>`` block (``style="hermes"``) or ``name(key=value)`` (``style="text"``)."""
@@ -168,8 +174,7 @@ def tool_call_example(tools: Any, *, style: str = "hermes") -> str:
     arguments = {key: _example_value(properties.get(key)) for key in required}
     if style == "text":
         return f"{name}({', '.join(f'{k}={json.dumps(v, ensure_ascii=False)}' for k, v in arguments.items())})"
-    call = {"name": name, "arguments": arguments}
-    return f"<tool_call>{json.dumps(call, ensure_ascii=False)}</tool_call>"
+    return tool_call_text(name, arguments)
 
 
 def _example_value(schema: Any) -> Any:
@@ -200,5 +205,6 @@ __all__ = [
     "parse_tool_calls",
     "tool_call_blocks",
     "tool_call_example",
+    "tool_call_text",
     "tool_schemas",
 ]

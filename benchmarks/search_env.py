@@ -37,13 +37,15 @@ from agentenv.envs.search.env import load_corpus
 from agentenv.envs.search.pydocs import load_pydocs
 from agentenv.envs.search.retrieval import BM25Retriever, make_retriever
 from agentenv.envs.search.world import build_world, world_config
+from agentenv.policies.scripted import WalkthroughPolicy
 from agentenv.rollout import play_episode
+from agentenv.tool_calls import tool_call_text
 
 RESULTS = Path(__file__).parent / "results" / "search_env.json"
 
 
 def call(name: str, **arguments) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+    return tool_call_text(name, arguments)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -150,16 +152,6 @@ def step_latency(rows: list[dict], steps: int) -> None:
         server.wait(timeout=30)
 
 
-class Oracle:
-    name = "oracle"
-
-    def start(self, env, observation, info):
-        self.plan = list(env.walkthrough())
-
-    def act(self, observation, info):
-        return self.plan.pop(0)
-
-
 class RandomTools:
     """Random searches (corpus words) and opens (random ids), answering a random title at a random turn."""
 
@@ -186,7 +178,7 @@ class RandomTools:
 def separation(rows: list[dict], episodes: int) -> None:
     for name in PRESETS:
         env = agentenv.make(f"AgentEnv/{name}", split="test")
-        oracle = [play_episode(env, Oracle(), s).episode_return for s in range(episodes)]
+        oracle = [play_episode(env, WalkthroughPolicy(), s).episode_return for s in range(episodes)]
         rand = [play_episode(env, RandomTools(s), s).episode_return for s in range(episodes)]
         env.close()
         rows.append({"what": "oracle vs random", "env": name, "episodes": episodes,

@@ -32,12 +32,13 @@ os.environ.setdefault("AGENTENV_CACHE", str(Path.home() / ".cache" / "agentenv")
 import agentenv
 from agentenv.envs.swe.sources import parse_test_report, prepare_task_tree, test_invocation
 from agentenv.envs.swe.tasks import DEFAULT_TASKS, load_tasks
+from agentenv.tool_calls import tool_call_text
 
 RESULTS = Path(__file__).parent / "results" / "swe_env.json"
 
 
 def call(name: str, **arguments) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+    return tool_call_text(name, arguments)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 import agentenv
@@ -11,9 +9,11 @@ from agentenv.core import task_seeds
 from agentenv.envs.search import PRESETS
 from agentenv.envs.search.pydocs import find_source_dir
 from agentenv.errors import ConfigError
+from agentenv.policies.scripted import WalkthroughPolicy
 from agentenv.rollout import play_episode
 from agentenv.spaces import ToolCall
 from agentenv.testing import check_env
+from agentenv.tool_calls import tool_call_text
 
 IDS = [f"AgentEnv/{name}" for name in PRESETS]
 
@@ -32,17 +32,7 @@ def _skip_missing(env_id: str) -> None:
 
 
 def call(name: str, **arguments) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
-
-
-class Oracle:
-    name = "oracle"
-
-    def start(self, env, observation, info):
-        self.plan = list(env.walkthrough())
-
-    def act(self, observation, info):
-        return self.plan.pop(0)
+    return tool_call_text(name, arguments)
 
 
 class MasterKey:
@@ -63,7 +53,7 @@ def test_oracle_solves_and_master_keys_score_zero(env_id):
     _skip_missing(env_id)
     env = agentenv.make(env_id, split="test")
     seeds = range(20)
-    oracle = [play_episode(env, Oracle(), s) for s in seeds]
+    oracle = [play_episode(env, WalkthroughPolicy(), s) for s in seeds]
     returns = [sum(t.reward for t in ep.turns) for ep in oracle]
     assert sum(returns) / len(returns) >= 0.95, returns
     assert all(ep.success for ep in oracle)
@@ -182,7 +172,7 @@ def test_bad_configuration_names_the_field():
 
 def test_sft_records_keep_the_tool_message_layout():
     env = agentenv.make("AgentEnv/Search-World-h1-v0", answer_types=["entity"])
-    episode = play_episode(env, Oracle(), 0)
+    episode = play_episode(env, WalkthroughPolicy(), 0)
     roles = [m["role"] for m in episode.messages()]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
     assert episode.messages()[3]["name"] == "search"

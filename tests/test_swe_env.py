@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from agentenv.errors import ConfigError
 from agentenv.sandbox import available_backends
 from agentenv.spaces import ToolCall
 from agentenv.testing import check_env
+from agentenv.tool_calls import tool_call_text
 
 pytestmark = pytest.mark.skipif(
     available_backends().get("bubblewrap") is not None,
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def call(name: str, **arguments) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+    return tool_call_text(name, arguments)
 
 
 def make(**kwargs):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from agentenv.rewards import (
 )
 from agentenv.rewards.base import Score
 from agentenv.rewards.rules import normalize_answer
+from agentenv.tool_calls import tool_call_text
 from agentenv.tool_env import ToolEnv, ToolError, ToolResult, function_tool
 
 CORPORA = ("world", "pydocs")
@@ -348,11 +348,7 @@ class SearchEnv(ToolEnv):
             return None
         plan = []
         for query, doc_id in self.question.oracle_steps():
-            plan.append(_call("search", {"query": query}))
-            plan.append(_call("open", {"doc_id": doc_id}))
-        plan.append(_call("answer", {"text": self.question.oracle_answer()}))
+            plan.append(tool_call_text("search", {"query": query}))
+            plan.append(tool_call_text("open", {"doc_id": doc_id}))
+        plan.append(tool_call_text("answer", {"text": self.question.oracle_answer()}))
         return plan
-
-
-def _call(name: str, arguments: dict[str, Any]) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"

@@ -28,6 +28,7 @@ from agentenv.core import SPLIT_BASE, SPLITS
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.rewards import TestPassRatio
 from agentenv.rewards.base import Sample
+from agentenv.tool_calls import tool_call_text
 from agentenv.tool_env import ToolEnv, ToolError, ToolResult, clip_output, function_tool
 
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -349,11 +350,8 @@ class SWEEnv(ToolEnv):
         """The gold fix: apply the task's gold patch with bash, then submit."""
         if self.task is None:
             return None
-        import json
-
         command = "patch -p1 -s <<'AGENTENV_EOF'\n" + self.task.patch.rstrip("\n") + "\nAGENTENV_EOF"
-        calls = [("bash", {"command": command}), ("submit", {})]
-        return [f"<tool_call>{json.dumps({'name': n, 'arguments': a})}</tool_call>" for n, a in calls]
+        return [tool_call_text("bash", {"command": command}), tool_call_text("submit")]
 
 
 def _test_files(root: Path, task: Any) -> list[str]:
