@@ -7,7 +7,7 @@ cache on (each turn only prefills what the previous turn did not); the same two 
 Reports episodes/min and generated tokens/s and their ratio (goal: >= 3x at batch 8, cache on).
 
 Usage: python benchmarks/rollout_throughput.py [--episodes 8] [--batch 8] [--threads 1]
-(writes benchmarks/results/rollout_throughput.json)
+(writes benchmarks/results/rollout_throughput.json with 1 thread, rollout_throughput_threadsN.json with N)
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def main() -> None:
               f"{row['reused_prompt_fraction'] + row['shared_prompt_fraction']:.0%} of prompt tokens not prefilled), "
               f"decode {row['decode_s']:.1f} s ({row['decode_steps']} steps)")  # fmt: skip
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = RESULTS if args.threads == 1 else RESULTS.with_name(f"{RESULTS.stem}_threads{args.threads}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": "rollout_throughput",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
@@ -130,8 +131,8 @@ def main() -> None:
         "batched_cache_over_one_at_a_time_no_cache": ratio_vs_old,
         "cached_trajectories_equal_uncached": same,
     }  # fmt: skip
-    RESULTS.write_text(json.dumps(record, indent=1))
-    print(f"\nwrote {RESULTS}")
+    results.write_text(json.dumps(record, indent=1))
+    print(f"\nwrote {results}")
 
 
 if __name__ == "__main__":
