@@ -35,6 +35,7 @@ key                 when        meaning
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
 import math
@@ -70,6 +71,20 @@ def task_seeds(split: str, count: int, start: int = 0) -> list[int]:
     """The task seeds of tasks ``start .. start+count-1`` of a split (what ``reset(seed=i)`` plays)."""
     check_choice("split", split, SPLITS)
     return [SPLIT_BASE[split] + i for i in range(start, start + count)]
+
+
+def split_of(task_seed: int) -> str:
+    """The split whose seed range holds ``task_seed`` (``"train"`` for a seed outside every range)."""
+    for split, base in SPLIT_BASE.items():
+        if base <= task_seed < base + SPLIT_SIZE:
+            return split
+    return "train"
+
+
+def hash_split(key: str) -> str:
+    """A fixed 80/10/10 train/validation/test split of a finite task set, by a hash of each task's id."""
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
 
 def parse_action(action: Any, *, max_length: int, accepts_tools: bool) -> Action | InvalidAction:

@@ -11,13 +11,12 @@ document shows up in the agent's search results or is opened.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agentenv.core import SPLIT_BASE, SPLIT_SIZE, SPLITS
+from agentenv.core import SPLIT_BASE, SPLIT_SIZE, SPLITS, hash_split, split_of
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.rewards import (
     DegenerateAnswer,
@@ -144,14 +143,8 @@ def _pydocs() -> tuple[Any, dict[str, list[Any]]]:
     corpus = build_pydocs_corpus()
     by_split: dict[str, list[Any]] = {s: [] for s in SPLITS}
     for question in pydocs_questions(corpus):
-        by_split[_split_of(question.id)].append(question)
+        by_split[hash_split(question.id)].append(question)
     return corpus, by_split
-
-
-def _split_of(question_id: str) -> str:
-    """A fixed 80/10/10 train/validation/test split by a hash of the question id."""
-    bucket = int(hashlib.sha256(question_id.encode()).hexdigest()[:8], 16) % 10
-    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
 
 @functools.lru_cache(maxsize=8)
@@ -265,7 +258,7 @@ class SearchEnv(ToolEnv):
     def _question(self, task_seed: int) -> Any:
         if self._world_obj is not None:
             return self._world_obj.question(task_seed, hops=self.hops, answer_types=self.answer_types)
-        split = next(s for s in reversed(SPLITS) if task_seed >= SPLIT_BASE[s])
+        split = split_of(task_seed)
         pool = self._questions[split]
         if not pool:
             raise ConfigError(f"the pydocs corpus has no {split} questions")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agentenv.core import SPLIT_BASE, SPLITS
+from agentenv.core import SPLIT_BASE, SPLITS, hash_split, split_of
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.rewards import TestPassRatio
 from agentenv.rewards.base import Sample
@@ -91,12 +91,6 @@ def default_tasks_path() -> Path:
     return Path(__file__).with_name("data") / "tasks.jsonl"
 
 
-def split_of(instance_id: str) -> str:
-    """A fixed 80/10/10 train/validation/test split by a hash of the instance id."""
-    bucket = int(hashlib.sha256(instance_id.encode()).hexdigest()[:8], 16) % 10
-    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
-
-
 class SWEEnv(ToolEnv):
     """Repository bug fixing in a sandbox (see the module docstring)."""
 
@@ -139,7 +133,7 @@ class SWEEnv(ToolEnv):
         self.by_split: dict[str, list[Any]] = {s: [] for s in SPLITS}
         for task in all_tasks:
             if (wanted is None or task.repo in wanted) and (difficulty is None or task.difficulty == difficulty):
-                self.by_split[split_of(task.instance_id)].append(task)
+                self.by_split[hash_split(task.instance_id)].append(task)
         for pool in self.by_split.values():  # a fixed shuffle, so consecutive seeds mix libraries
             pool.sort(key=lambda t: hashlib.sha256(t.instance_id.encode()).hexdigest())
         if not any(self.by_split.values()):
@@ -150,6 +144,7 @@ class SWEEnv(ToolEnv):
         self.task: Any = None
         self.box: Any = None
         self._grader = TestPassRatio("binary" if reward in ("binary", "sparse") else "ratio")
+        self._ratio = TestPassRatio("ratio")
 
     @property
     def task_tag(self) -> str:
@@ -161,7 +156,7 @@ class SWEEnv(ToolEnv):
         return "-".join(parts)
 
     def task_for(self, task_seed: int) -> Any:
-        split = next(s for s in reversed(SPLITS) if task_seed >= SPLIT_BASE[s])
+        split = split_of(task_seed)
         pool = self.by_split[split] or [t for tasks in self.by_split.values() for t in tasks]
         return pool[(task_seed - SPLIT_BASE[split]) % len(pool)]
 
@@ -177,7 +172,7 @@ class SWEEnv(ToolEnv):
         self.box = open_sandbox(self.pristine, backend=self.sandbox_backend, limits=limits)
         self._apply(self.task.bug_patch)
         self.listed = [*self.task.FAIL_TO_PASS, *self.task.PASS_TO_PASS]
-        self.ratio = len(self.task.PASS_TO_PASS) / max(1, len(self.listed))  # validated: P2P pass, F2P fail
+        self.ratio = self._initial_ratio()
         observation = (
             f"Repository: {self.task.repo} {self.task.version}\n\nProblem statement:\n{self.task.problem_statement}"
         )
@@ -276,13 +271,14 @@ class SWEEnv(ToolEnv):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def _initial_ratio(self) -> float:
+        """The pass ratio of the buggy tree: validated tasks fail every FAIL_TO_PASS and pass every PASS_TO_PASS."""
         return len(self.task.PASS_TO_PASS) / max(1, len(self.listed))
 
     def _metadata(self, statuses: dict[str, str]) -> dict[str, Any]:
         return {"tests": statuses, "FAIL_TO_PASS": self.task.FAIL_TO_PASS, "PASS_TO_PASS": self.task.PASS_TO_PASS}
 
     def _grade(self, statuses: dict[str, str]) -> float:
-        return TestPassRatio("ratio")(Sample(response="", metadata=self._metadata(statuses))).value
+        return self._ratio(Sample(response="", metadata=self._metadata(statuses))).value
 
     def _pytest(self, tests: Sequence[str], *, summary: bool) -> dict[str, Any]:
         from agentenv.envs.swe.sources import parse_test_report, test_invocation

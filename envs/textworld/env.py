@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from agentenv.core import SPLIT_BASE, SPLIT_SIZE, TextEnv
+from agentenv.core import TextEnv, split_of
 from agentenv.envs.textworld.games import Game, GameSpec, build, quiet_engine, require_textworld
 from agentenv.errors import check_choice, check_range
 from agentenv.rewards import REWARD_MODES, ProgressReward
@@ -257,14 +257,6 @@ class TextWorldCookingEnv(TextWorldGameEnv):
             "recipe": self.recipe, "take": self.take, "go": self.go, "open": self.open, "cook": self.cook,
             "cut": self.cut, "drop": self.drop, "split": split_of(task_seed),
         }  # fmt: skip
-
-
-def split_of(task_seed: int) -> str:
-    """The split whose seed range holds ``task_seed`` (so a replayed task id keeps its split's content)."""
-    for split, base in SPLIT_BASE.items():
-        if base <= task_seed < base + SPLIT_SIZE:
-            return split
-    return "train"
 
 
 def normalize_command(text: str) -> str:
