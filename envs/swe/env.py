@@ -4,15 +4,18 @@ Each task (:class:`~agentenv.envs.swe.tasks.SWETask`) is a library's pristine so
 env copies the pristine tree into a fresh sandbox workdir (bubblewrap by default: no network, read-only system,
 resource limits, wall timeouts) and applies the bug patch. The agent reads the problem statement and works with
 ``bash``, ``view``, ``create``, ``str_replace``, ``insert``, ``run_tests`` and ``submit``. At submit the test files
-are restored from the pristine tree (an agent cannot pass by editing the tests) and the task's ``FAIL_TO_PASS`` +
-``PASS_TO_PASS`` tests run; :class:`agentenv.rewards.TestPassRatio` scores them.
+are never graded in place: :class:`~agentenv.envs.swe.grading.Grader` runs the task's ``FAIL_TO_PASS`` +
+``PASS_TO_PASS`` tests in a fresh sandbox holding the pristine tree, the bug and the agent's changes to the library's
+source files only (tests, conftest, sitecustomize, pytest shadowing and configuration are dropped and listed in
+``info["grading"]``), reads a JUnit report (never stdout), adds canary tests and screens the change for
+test-machinery tampering (``info["tampering"]``, score 0). :class:`agentenv.rewards.TestPassRatio` scores the result.
 
 Rewards: ``ratio`` (default; fraction of the listed tests passing at submit — SWE-Gym found it trains better than
 binary; note that submitting the untouched tree already scores ``len(PASS_TO_PASS) / len(tests)``),
 ``binary``/``sparse`` (1 only if all pass: SWE-bench's "resolved"), ``f2p`` (the fraction of ``FAIL_TO_PASS`` fixed,
 0 if any ``PASS_TO_PASS`` test breaks: no credit for the untouched tree), ``dense`` (each ``run_tests`` also grades
-the listed tests and pays the change in pass ratio; submit pays the rest, so an episode's return equals its final
-ratio — potential-based shaping).
+the listed tests with the grader and pays the change in pass ratio; submit pays the rest, so an episode's return
+equals its final ratio — potential-based shaping).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class SWEEnv(ToolEnv):
 
     family = "swe"
     reward_modes = ("ratio", "binary", "sparse", "dense", "f2p")
+    hack_module = "agentenv.envs.swe.hacks"
     tools = TOOLS
     instructions = INSTRUCTIONS
 
@@ -162,15 +166,17 @@ class SWEEnv(ToolEnv):
 
     # ---- the episode -------------------------------------------------------------------------------------
     def _reset(self, task_seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        from agentenv.envs.swe.sources import fetch_source
-        from agentenv.sandbox import Limits, open_sandbox
+        from agentenv.envs.swe.grading import Grader
+        from agentenv.envs.swe.sources import fetch_source, library_for
 
         self._close_box()
         self.task = self.task_for(task_seed)
         self.pristine = fetch_source(self.task.repo)
-        limits = Limits(wall_seconds=self.command_timeout, memory_mb=self.memory_mb)
-        self.box = open_sandbox(self.pristine, backend=self.sandbox_backend, limits=limits)
+        self.box = self._open_box()
         self._apply(self.task.bug_patch)
+        package_paths = library_for(self.task).package_paths
+        self.grader = Grader(self.task, self.pristine, package_paths=package_paths, open_box=self._open_box,
+                             timeout=self.test_timeout)  # fmt: skip
         self.listed = [*self.task.FAIL_TO_PASS, *self.task.PASS_TO_PASS]
         self.ratio = self._initial_ratio()
         observation = (
@@ -178,6 +184,13 @@ class SWEEnv(ToolEnv):
         )
         info = {"instance_id": self.task.instance_id, "difficulty": self.task.difficulty, "repo": self.task.repo}
         return observation, info
+
+    def _open_box(self) -> Any:
+        """A fresh sandbox holding the pristine tree (the agent's, and each grading run's)."""
+        from agentenv.sandbox import Limits, open_sandbox
+
+        limits = Limits(wall_seconds=self.command_timeout, memory_mb=self.memory_mb)
+        return open_sandbox(self.pristine, backend=self.sandbox_backend, limits=limits)
 
     def _apply(self, patch: str) -> None:
         name = ".agentenv.patch"
@@ -242,32 +255,38 @@ class SWEEnv(ToolEnv):
 
     def tool_run_tests(self, tests: list[str] | None = None) -> ToolResult:
         selected = [str(t) for t in tests or []]
+        outcome = self._pytest(selected, summary=True)
         if self.reward_mode != "dense":
-            outcome = self._pytest(selected, summary=True)
             return ToolResult(outcome["summary"])
-        outcome = self._pytest(sorted(set(selected) | set(self.listed)) if selected else [], summary=True)
-        graded = self._grade(outcome["statuses"])
+        graded = self._graded_ratio(self.grader.grade(self.box, self.listed))
         progress, self.ratio = graded - self.ratio, graded
         shown = outcome["summary"] if not selected else self._summary_of(outcome, selected)
         return ToolResult(shown, reward_parts={"progress": progress})
 
     def tool_submit(self) -> ToolResult:
-        self._restore_tests()
-        outcome = self._pytest(self.listed, summary=False)
-        score = self._grader(Sample(response="", metadata=self._metadata(outcome["statuses"])))
-        ratio = score.parts.get("ratio", 0.0)
-        passed = score.details.get("passed", 0)
+        grade = self.grader.grade(self.box, self.listed)
+        score = self._grader(Sample(response="", metadata=self._metadata(grade.statuses)))
+        ratio = 0.0 if grade.tampering else score.parts.get("ratio", 0.0)
+        passed = score.details.get("passed", 0) if not grade.tampering else 0
         total = score.details.get("total", len(self.listed))
-        if self.reward_mode == "dense":
+        if grade.tampering:
+            parts = {"tests": 0.0 - (self.ratio - self._initial_ratio() if self.reward_mode == "dense" else 0.0)}
+        elif self.reward_mode == "dense":
             parts = {"tests": ratio - self.ratio + self._initial_ratio()}
         elif self.reward_mode == "f2p":  # FAIL_TO_PASS fixed, and nothing that passed broken
             unbroken = score.parts.get("pass_to_pass", 1.0) == 1.0
             parts = {"tests": score.parts.get("fail_to_pass", 0.0) if unbroken else 0.0}
         else:
             parts = {"tests": score.value}
-        info = {"tests_passed": passed, "tests_total": total, "test_ratio": ratio, "resolved": passed == total}
-        return ToolResult(f"Submitted. {passed}/{total} of the task's tests pass.", reward_parts=parts,
-                          terminated=True, success=passed == total, info=info)  # fmt: skip
+        info = {"tests_passed": passed, "tests_total": total, "test_ratio": ratio, "resolved": passed == total,
+                "grading": grade.info(), "tampering": grade.tampering}  # fmt: skip
+        text = f"Submitted. {passed}/{total} of the task's tests pass."
+        if grade.tampering:
+            text = f"Submitted. Scored 0: {grade.tampering}."
+        elif grade.dropped:
+            text += f" Not graded (only source changes count): {', '.join(d['path'] for d in grade.dropped[:10])}."
+        return ToolResult(text, reward_parts=parts, terminated=True, success=passed == total and not grade.tampering,
+                          info=info)  # fmt: skip
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def _initial_ratio(self) -> float:
@@ -277,8 +296,10 @@ class SWEEnv(ToolEnv):
     def _metadata(self, statuses: dict[str, str]) -> dict[str, Any]:
         return {"tests": statuses, "FAIL_TO_PASS": self.task.FAIL_TO_PASS, "PASS_TO_PASS": self.task.PASS_TO_PASS}
 
-    def _grade(self, statuses: dict[str, str]) -> float:
-        return self._ratio(Sample(response="", metadata=self._metadata(statuses))).value
+    def _graded_ratio(self, grade: Any) -> float:
+        if grade.tampering:
+            return 0.0
+        return self._ratio(Sample(response="", metadata=self._metadata(grade.statuses))).value
 
     def _pytest(self, tests: Sequence[str], *, summary: bool) -> dict[str, Any]:
         from agentenv.envs.swe.sources import parse_test_report, test_invocation
@@ -300,11 +321,6 @@ class SWEEnv(ToolEnv):
         line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tests ran"
         failing = [t for t, s in shown.items() if s not in ("passed", "xfail", "skipped")]
         return line + ("\nFailing:\n" + "\n".join(failing[:50]) if failing else "")
-
-    def _restore_tests(self) -> None:
-        """Put the pristine test files back, so edits to the tests cannot change the grade."""
-        for relative in _test_files(self.pristine, self.task):
-            self.box.write_file(relative, (self.pristine / relative).read_text(encoding="utf-8"))
 
     def _path(self, path: str) -> str:
         path = path.strip()
@@ -348,13 +364,3 @@ class SWEEnv(ToolEnv):
             return None
         command = "patch -p1 -s <<'AGENTENV_EOF'\n" + self.task.patch.rstrip("\n") + "\nAGENTENV_EOF"
         return [tool_call_text("bash", {"command": command}), tool_call_text("submit")]
-
-
-def _test_files(root: Path, task: Any) -> list[str]:
-    """The pristine tree's test files (``test_*.py``, ``*_test.py``, ``conftest.py``), relative to ``root``."""
-    found = []
-    for path in root.rglob("*.py"):
-        name = path.name
-        if name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py":
-            found.append(str(path.relative_to(root)))
-    return sorted(found)

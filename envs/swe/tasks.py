@@ -315,12 +315,9 @@ def parse_patch(diff: str) -> list[_FilePatch]:
     return files
 
 
-def apply_patch(tree: str | os.PathLike, diff: str) -> list[str]:
-    """Apply a unified diff to the files under ``tree``; returns the paths it touched (relative).
-
-    Each hunk must match its context exactly; it is looked for at its stated line first, then at the nearest
-    line where it matches. Nothing is written unless every file's hunks apply.
-    """
+def patched_texts(tree: str | os.PathLike, diff: str) -> dict[str, str | None]:
+    """What a unified diff makes of the files under ``tree``, without writing: relative path -> new text
+    (``None`` for a deleted file). Each hunk must match its context exactly (see :func:`apply_patch`)."""
     tree = Path(tree)
     results: dict[str, str | None] = {}
     for file_patch in parse_patch(diff):
@@ -338,6 +335,17 @@ def apply_patch(tree: str | os.PathLike, diff: str) -> list[str]:
             before = source.read_bytes().decode("utf-8")
         after = _apply_hunks(before, file_patch.hunks, target)
         results[target] = None if file_patch.new is None else after
+    return results
+
+
+def apply_patch(tree: str | os.PathLike, diff: str) -> list[str]:
+    """Apply a unified diff to the files under ``tree``; returns the paths it touched (relative).
+
+    Each hunk must match its context exactly; it is looked for at its stated line first, then at the nearest
+    line where it matches. Nothing is written unless every file's hunks apply.
+    """
+    tree = Path(tree)
+    results = patched_texts(tree, diff)
     for rel, text in results.items():
         path = tree / rel
         if text is None:
