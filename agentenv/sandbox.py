@@ -6,39 +6,68 @@ exceptions); ``read_file`` / ``write_file`` / ``exists`` act on the workdir and 
 (:class:`SandboxError`). Backends:
 
 ``bubblewrap`` (default, no daemon)
-    Each command runs in fresh namespaces (``bwrap``): the host's file system read-only; writable only
-    ``/workspace`` and the sandbox's own ``/tmp`` (``HOME`` and ``TMPDIR``; both kept between its commands) and a
-    ``/dev/shm`` of at most ``memory_mb``; an empty ``/run`` (no daemon sockets); no network, not even the host's
-    loopback; its own PID namespace, so when the command's first process exits or is killed, every process it
-    started dies with it (a timeout kills the whole tree, nothing is left behind). About +9 ms per command
-    (``benchmarks/sandbox_overhead.py``).
+    Each command runs in fresh namespaces (``bwrap``) that show a minimal file system:
+
+    - read-only: the system folders :data:`SYSTEM_FOLDERS` (``/usr``, ``/etc``, ``/bin``, ``/lib``...; symlinks stay
+      symlinks) and this interpreter's folders (``sys.prefix``, ``sys.base_prefix``, ``sys.exec_prefix``, the
+      executable's folder; the folders above them appear empty), so that the project's ``python`` and its packages
+      (``pytest``...) run inside; inside those, the ``agentenv`` package itself (and its ``envs``/``rewards``/
+      ``policies`` folders, and the source checkout of an editable install), the AgentEnv cache
+      (:func:`agentenv.cache.cache_root`) and the folder that holds the workdirs are empty;
+    - writable: ``/workspace`` (the workdir) and the sandbox's own ``/tmp`` (``HOME`` and ``TMPDIR``; both kept
+      between its commands), a ``/dev/shm`` of at most ``memory_mb``;
+    - ``/proc`` of its own PID namespace, a minimal ``/dev``, an empty ``/run`` (no daemon sockets);
+    - nothing else of the host: no ``/root``, ``/home``, ``/work``, ``/opt``, ``/srv``, ``/mnt``, ``/var``, ``/sys``,
+      no project checkout, no other sandbox's workdir.
+
+    No network, not even the host's loopback; its own PID namespace, so when the command's first process exits or
+    is killed, every process it started dies with it (a timeout kills the whole tree, nothing is left behind).
+    About +9 ms per command (``benchmarks/sandbox_overhead.py``).
 
     Fork bombs: ``RLIMIT_NPROC`` does not apply to uid 0, and a user namespace made by root still maps to uid 0.
     So when AgentEnv runs as root, bwrap runs without a user namespace and the command drops (``setpriv``) to a
     uid of its own, one per live sandbox (:data:`SANDBOX_UID_BASE` + slot), which ``RLIMIT_NPROC`` then counts
-    exactly; that uid also cannot read root's private files, and root-only folders that hold the interpreter
-    (a pyenv in ``/root``) are shown as an empty folder holding only the interpreter. Run as a normal user,
-    bwrap makes a user namespace and ``RLIMIT_NPROC``, set inside it, counts only the sandbox's processes.
+    exactly; that uid also cannot read root's private files.
 ``docker``
     One container per sandbox (docker SDK, ``pip install 'agentenv[docker]'``): no network, cgroup memory and
     process limits, the workdir copied in; containers are labelled and removed on close or at exit
     (:func:`remove_stale_containers` removes those of crashed processes).
 ``local``
-    A plain subprocess in the workdir with the same rlimits and timeout but no isolation, for debugging; it warns.
+    A plain subprocess in the workdir with the same limits and timeout but no isolation, for debugging; it warns.
 
-Limits (:class:`Limits`) are rlimits set by ``prlimit`` right before the command (address space, CPU seconds,
-file size, processes, no core files) plus the wall-clock timeout; output beyond ``output_bytes`` per stream is
-dropped (head and tail kept) while it is read, so a command cannot exhaust the host's memory by printing. Not
-bounded (no cgroups, so that it works wherever bwrap does): the sum of the processes' memory (each one is) and
-the disk space written to the workdir and ``/tmp`` (each file is).
+Limits (:class:`Limits`) of the bubblewrap and local backends, see :func:`limit_support` for what holds here:
+
+- per sandbox, through cgroups (v2, or v1 ``memory`` and ``pids`` hierarchies; one cgroup per sandbox, a child of
+  this process's own, made at open and removed at close): ``memory_mb`` bounds the memory of all of the sandbox's
+  processes together (no swap) and ``processes`` their number (every task, bwrap's own two included). Each
+  command joins the cgroup before ``bwrap`` starts. Needs a writable cgroup file system (root, or a delegated
+  cgroup v2); on v2 a cgroup holding processes cannot give controllers to children, so when this process is alone
+  in its cgroup it moves itself into a child ``agentenv-host`` first. Off with ``AGENTENV_SANDBOX_CGROUPS=0``.
+- per sandbox, through a tmpfs of ``disk_mb`` mounted (as root) on the sandbox's folder before the workdir is
+  copied in: the workdir and ``/tmp`` share that quota (a write beyond it fails with ``ENOSPC``); at most 256
+  files and folders per MB. Its pages are memory: those written by the sandbox's commands count toward
+  ``memory_mb``, the copy of the source toward this process's own memory. Off with ``AGENTENV_SANDBOX_DISK_QUOTA=0``.
+- per process, through rlimits set by ``prlimit`` right before the command: the address space (``memory_mb``, so
+  that one huge allocation fails with ``MemoryError`` at once), CPU seconds, file size, processes of the
+  sandbox's uid (bubblewrap), no core files; plus the wall-clock timeout. Output beyond ``output_bytes`` per stream
+  is dropped (head and tail kept) while it is read, so a command cannot exhaust the host's memory by printing.
+
+Without cgroups (not root, a read-only cgroup file system, no controllers) memory and processes fall back to those
+per-process rlimits (the sum of the processes' memory is then not bounded); without the tmpfs (not root) disk space
+is bounded per file only (``file_size_mb``). Either fallback warns once per process. With a disk quota, a workdir
+taken from a :class:`WorkdirPool` is copied into the tmpfs rather than moved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import io
+import itertools
 import os
 import posixpath
+import re
 import selectors
 import shlex
 import shutil
@@ -84,11 +113,12 @@ class SandboxError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of every command in a sandbox (validated; errors name the field).
+    """Resource limits of a sandbox (validated; errors name the field); the module docstring says how each holds.
 
-    ``memory_mb`` bounds each process's address space (``RLIMIT_AS``; docker: the container's cgroup memory),
-    ``processes`` the processes and threads of the sandbox's uid (docker: ``pids_limit``), ``cpu_seconds`` the
-    CPU time of each process, ``file_size_mb`` the size of any file written,
+    ``memory_mb`` bounds the memory of all of the sandbox's processes together (cgroup; docker: the container's) and
+    each one's address space (``RLIMIT_AS``); ``processes`` the sandbox's tasks (cgroup; docker: ``pids_limit``) and
+    the processes and threads of its uid; ``disk_mb`` what its workdir and ``/tmp`` hold together (tmpfs; not the
+    docker backend); ``cpu_seconds`` the CPU time of each process, ``file_size_mb`` the size of any file written,
     ``output_bytes`` what is kept of each of stdout and stderr.
     """
 
@@ -97,14 +127,16 @@ class Limits:
     memory_mb: int = 4096
     processes: int = 256
     file_size_mb: int = 512
+    disk_mb: int = 1024
     output_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
         check_range("wall_seconds", self.wall_seconds, 0.01)
         check_range("cpu_seconds", self.cpu_seconds, 1, integer=True)
         check_range("memory_mb", self.memory_mb, 32, integer=True)
-        check_range("processes", self.processes, 2, integer=True)
+        check_range("processes", self.processes, 4, integer=True)
         check_range("file_size_mb", self.file_size_mb, 1, integer=True)
+        check_range("disk_mb", self.disk_mb, 1, integer=True)
         check_range("output_bytes", self.output_bytes, 64, integer=True)
 
 
@@ -114,6 +146,7 @@ _SIGNAL_REASONS = {
     signal.SIGXFSZ: "killed (SIGXFSZ): file size limit (file_size_mb) reached",
     signal.SIGSEGV: "crashed (SIGSEGV)",
 }
+_OOM_REASON = "killed (SIGKILL): out of memory (memory_mb, whole sandbox)"
 
 
 @dataclass(frozen=True)
@@ -193,9 +226,11 @@ def _copy_tree(source: Path, target: Path) -> None:
 
 
 def _remove_tree(path: Path) -> None:
-    """Remove ``path`` even when the sandboxed code left folders without permissions in it."""
+    """Remove ``path`` even when the sandboxed code left folders without permissions in it (or a tmpfs on it)."""
     if not os.path.lexists(path):
         return
+    if os.path.ismount(path):
+        _unmount(path)
     try:
         shutil.rmtree(path)
     except OSError:
@@ -298,6 +333,290 @@ class WorkdirPool:
         self.close()
 
 
+# ---- limits of the whole sandbox: cgroups and a tmpfs quota ------------------------------------------------
+
+#: Set to ``0`` to keep sandboxes out of cgroups (memory and processes then bounded per process only).
+CGROUPS_SWITCH = "AGENTENV_SANDBOX_CGROUPS"
+#: Set to ``0`` to keep the workdir on the host's disk (disk space then bounded per file only).
+DISK_QUOTA_SWITCH = "AGENTENV_SANDBOX_DISK_QUOTA"
+_CGROUP_PREFIX = "agentenv-sandbox-"
+_CGROUP_HOST = "agentenv-host"  # where this process moves itself on cgroup v2 (see the module docstring)
+_CGROUP_NAMES = itertools.count()
+_JOIN_CGROUPS = 'for f; do shift; [ "$f" = -- ] && exec "$@"; echo $$ > "$f" || exit 125; done'
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
+_INODES_PER_MB = 256
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+def _switched_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _unescape(field: str) -> str:
+    """A path from /proc/self/mountinfo, where space, tab, newline and backslash are octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _own_cgroups() -> dict[str, Path]:
+    """This process's cgroup folder in each mounted hierarchy: by controller for v1, under ``""`` for v2."""
+    paths: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                paths[controller] = path
+    found: dict[str, Path] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            root, point = _unescape(fields.split()[3]), _unescape(fields.split()[4])
+            kind, _, options = [*tail.split(), "", "", ""][:3]
+            keys = [""] if kind == "cgroup2" else options.split(",") if kind == "cgroup" else []
+            for key in keys:
+                path = paths.get(key)
+                if key in found or path is None or not _under(Path(path), root):
+                    continue
+                found[key] = Path(point, os.path.relpath(path, root))
+    return found
+
+
+def _read_int(path: Path, key: str | None = None) -> int:
+    """The number in a cgroup file, or the one after ``key`` in a flat-keyed file (``memory.events``)."""
+    text = path.read_text()
+    if key is None:
+        return int(text.split()[0])
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
+def _enable_v2_controllers(parent: Path) -> None:
+    """Give the memory and pids controllers to the children of ``parent`` (a cgroup v2 folder)."""
+    control = parent / "cgroup.subtree_control"
+    if {"memory", "pids"} <= set(control.read_text().split()):
+        return
+    try:
+        control.write_text("+memory +pids")
+        return
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+    # "No internal processes": a cgroup that holds processes cannot give controllers to its children.
+    if (parent / "cgroup.procs").read_text().split() != [str(os.getpid())]:
+        raise OSError(errno.EBUSY, f"{parent} holds other processes, so its children cannot have memory/pids limits")
+    host = parent / _CGROUP_HOST
+    host.mkdir(exist_ok=True)
+    (host / "cgroup.procs").write_text(str(os.getpid()))
+    control.write_text("+memory +pids")
+
+
+def _remove_stale_cgroups(parent: Path) -> None:
+    """Remove the empty sandbox cgroups that crashed processes left under ``parent``."""
+    for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
+        pid = folder.name[len(_CGROUP_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+@lru_cache(maxsize=1)
+def _cgroup_parents() -> tuple[str, tuple[Path, ...]]:
+    """The cgroup version and the folders under which sandboxes get their cgroups: (memory, pids) for v1, one for v2.
+
+    Raises ``OSError`` saying why there is none.
+    """
+    own = _own_cgroups()
+    if "" in own:
+        unified = own[""]
+        if unified.name == _CGROUP_HOST:  # moved there by an earlier call (or a parent process)
+            unified = unified.parent
+        with contextlib.suppress(OSError):
+            if {"memory", "pids"} <= set((unified / "cgroup.controllers").read_text().split()):
+                _enable_v2_controllers(unified)
+                _remove_stale_cgroups(unified)
+                return "v2", (unified,)
+    if "memory" in own and "pids" in own:
+        for parent in (own["memory"], own["pids"]):
+            _remove_stale_cgroups(parent)
+        return "v1", (own["memory"], own["pids"])
+    raise OSError(errno.ENOENT, "no cgroup hierarchy with the memory and pids controllers is mounted")
+
+
+class _Cgroups:
+    """One sandbox's cgroup (v2) or cgroups (v1: one in the memory hierarchy, one in the pids hierarchy)."""
+
+    def __init__(self, limits: Limits):
+        self.version, parents = _cgroup_parents()
+        name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_CGROUP_NAMES)}"
+        self.folders = [parent / name for parent in parents]
+        self.memory, self.pids = self.folders[0], self.folders[-1]
+        memory, made = str(limits.memory_mb * 2**20), []
+        try:
+            for folder in self.folders:
+                folder.mkdir()
+                made.append(folder)
+            if self.version == "v2":
+                self._write("memory.max", memory)
+                self._write("memory.swap.max", "0", optional=True)
+            else:
+                self._write("memory.limit_in_bytes", memory)
+                self._write("memory.memsw.limit_in_bytes", memory, optional=True)  # absent without swap accounting
+                self._write("memory.swappiness", "0", optional=True)
+            (self.pids / "pids.max").write_text(str(limits.processes))
+        except BaseException:
+            self.folders = made
+            self.remove()
+            raise
+
+    def _write(self, name: str, value: str, *, optional: bool = False) -> None:
+        try:
+            (self.memory / name).write_text(value)
+        except OSError:
+            if not optional:
+                raise
+
+    def join(self, argv: list[str]) -> list[str]:
+        """``argv`` started by a shell that first puts itself in the sandbox's cgroups (so all it starts is in)."""
+        return ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *(str(f / "cgroup.procs") for f in self.folders), "--", *argv]
+
+    def oom_kills(self) -> int:
+        """How many of the sandbox's processes the kernel killed for want of memory so far (0 if it cannot tell)."""
+        name, key = ("memory.events", "oom_kill") if self.version == "v2" else ("memory.oom_control", "oom_kill")
+        with contextlib.suppress(OSError, ValueError):
+            return _read_int(self.memory / name, key)
+        return 0
+
+    def usage(self) -> dict[str, int]:
+        names = {"memory_bytes": "memory.current", "memory_peak_bytes": "memory.peak"}
+        if self.version == "v1":
+            names = {"memory_bytes": "memory.usage_in_bytes", "memory_peak_bytes": "memory.max_usage_in_bytes"}
+        found = {key: self.memory / name for key, name in names.items()}
+        found |= {"processes": self.pids / "pids.current", "processes_peak": self.pids / "pids.peak"}
+        usage = {}
+        for key, path in found.items():
+            with contextlib.suppress(OSError, ValueError):
+                usage[key] = _read_int(path)
+        return usage
+
+    def _pids(self) -> set[int]:
+        pids: set[int] = set()
+        for folder in self.folders:
+            with contextlib.suppress(OSError):
+                pids |= {int(p) for p in (folder / "cgroup.procs").read_text().split()}
+        return pids
+
+    def remove(self) -> None:
+        """Kill every process left in the cgroups and remove them (retrying while the processes exit)."""
+        deadline = time.monotonic() + 5
+        while self.folders:
+            if self.version == "v2" and (self.pids / "cgroup.kill").exists():
+                with contextlib.suppress(OSError):
+                    (self.pids / "cgroup.kill").write_text("1")
+            for pid in self._pids():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            for folder in list(self.folders):
+                try:
+                    folder.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    continue
+                self.folders.remove(folder)
+            if not self.folders or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+
+@lru_cache(maxsize=1)
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_quota(folder: Path, disk_mb: int) -> None:
+    """Mount a tmpfs of ``disk_mb`` on ``folder`` (raises ``OSError``, e.g. without the right to mount)."""
+    options = f"size={disk_mb}m,nr_inodes={disk_mb * _INODES_PER_MB},mode=0700".encode()
+    target = os.fsencode(folder)
+    if _libc().mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"cannot mount a tmpfs on {folder}: {os.strerror(code)}")
+
+
+def _unmount(folder: Path) -> None:
+    """Detach the file system mounted on ``folder`` (lazily: it goes once nothing uses it)."""
+    _libc().umount2(os.fsencode(folder), _MNT_DETACH)
+
+
+@lru_cache(maxsize=1)
+def _cgroup_problem() -> str | None:
+    """Why sandboxes cannot have cgroups here (switch aside), found by making and removing one; ``None`` if they can."""
+    try:
+        _Cgroups(Limits()).remove()
+    except OSError as e:
+        return f"no usable cgroups ({e})"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _disk_quota_problem() -> str | None:
+    """Why sandboxes cannot have a tmpfs quota here (switch aside), found by mounting one; ``None`` if they can."""
+    if not sys.platform.startswith("linux"):
+        return "no tmpfs quota off Linux"
+    if os.geteuid() != 0:
+        return "no tmpfs quota without root"
+    probe = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}probe-"))
+    try:
+        _mount_quota(probe, 1)
+        _unmount(probe)
+    except OSError as e:
+        return f"no tmpfs quota ({e})"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
+    return None
+
+
+def _cgroups_off() -> str | None:
+    if _switched_off(CGROUPS_SWITCH):
+        return f"cgroups switched off ({CGROUPS_SWITCH}=0)"
+    if not sys.platform.startswith("linux"):
+        return "no cgroups off Linux"
+    return _cgroup_problem()
+
+
+def _disk_quota_off() -> str | None:
+    if _switched_off(DISK_QUOTA_SWITCH):
+        return f"disk quota switched off ({DISK_QUOTA_SWITCH}=0)"
+    return _disk_quota_problem()
+
+
+def limit_support() -> dict[str, str]:
+    """How ``memory_mb``, ``processes`` and ``disk_mb`` hold for a bubblewrap sandbox opened now, e.g.
+    ``{"memory_mb": "cgroup v1: whole sandbox", ...}``; a fallback starts with ``rlimit`` or ``file_size_mb`` and
+    says why (see the module docstring). ``Sandbox.limit_mode`` says the same for one open sandbox."""
+    cgroups, disk = _cgroups_off(), _disk_quota_off()
+    return _limit_mode(None if cgroups else _cgroup_parents()[0], cgroups, disk, backend="bubblewrap")
+
+
+def _limit_mode(version: str | None, cgroups: str | None, disk: str | None, *, backend: str) -> dict[str, str]:
+    if version is not None:
+        mode = {"memory_mb": f"cgroup {version}: whole sandbox", "processes": f"cgroup {version}: whole sandbox"}
+    else:
+        unbounded = backend == "local" and os.geteuid() == 0  # RLIMIT_NPROC would count all of root's processes
+        processes = "not bounded" if unbounded else "rlimit: processes of the sandbox's uid"
+        mode = {"memory_mb": f"rlimit: each process: {cgroups}", "processes": f"{processes}: {cgroups}"}
+    mode["disk_mb"] = f"file_size_mb: each file: {disk}" if disk else "tmpfs: workdir and /tmp together"
+    return mode
+
+
 # ---- the base class ----------------------------------------------------------------------------------------
 
 
@@ -329,6 +648,7 @@ class _Resources:
     def __init__(self, folder: Path | None):
         self.folder = folder
         self.processes: set[subprocess.Popen] = set()
+        self.cgroups: _Cgroups | None = None
         self.uid_slot: socket.socket | None = None
         self.lock = threading.Lock()
 
@@ -337,6 +657,9 @@ class _Resources:
             processes, self.processes = set(self.processes), set()
         for process in processes:
             _kill_group(process)
+        if self.cgroups is not None:
+            self.cgroups.remove()
+            self.cgroups = None
         if self.folder is not None:
             _remove_tree(self.folder)
         if self.uid_slot is not None:
@@ -356,6 +679,8 @@ class Sandbox:
     def __init__(self, workdir: Path | None, *, limits: Limits, root: str, folder: Path | None):
         self.workdir, self.limits, self.root = workdir, limits, root
         self.uid: int | None = None  # the host uid that commands run as, when it differs from ours
+        #: How memory_mb, processes and disk_mb hold for this sandbox (see :func:`limit_support`).
+        self.limit_mode: dict[str, str] = {}
         self._resources = _Resources(folder)
         self._finalizer = weakref.finalize(self, self._resources.release)
         self._closed = False
@@ -480,9 +805,26 @@ class Sandbox:
         if self.uid is not None:
             os.lchown(path, self.uid, self.uid)
 
+    # -- limits
+    @property
+    def cgroups(self) -> tuple[Path, ...]:
+        """The host folders of the sandbox's cgroups (one, or one per v1 hierarchy; none without cgroups)."""
+        cgroups = self._resources.cgroups
+        return tuple(cgroups.folders) if cgroups is not None else ()
+
+    def usage(self) -> dict[str, int]:
+        """What the sandbox holds now as its cgroups and tmpfs count it: ``memory_bytes``, ``memory_peak_bytes``,
+        ``processes``, ``processes_peak``, ``disk_bytes`` (the ones this kernel and mode report)."""
+        cgroups, folder = self._resources.cgroups, self._resources.folder
+        usage = cgroups.usage() if cgroups is not None else {}
+        if folder is not None and os.path.ismount(folder):
+            status = os.statvfs(folder)
+            usage["disk_bytes"] = (status.f_blocks - status.f_bfree) * status.f_frsize
+        return usage
+
     # -- life cycle
     def close(self) -> None:
-        """Kill every command still running, remove the workdir, free the uid. Idempotent."""
+        """Kill every command still running, remove the cgroups and the workdir, free the uid. Idempotent."""
         self._closed = True
         self._finalizer()
 
@@ -525,10 +867,18 @@ def _prlimit(limits: Limits, *, processes: bool) -> list[str]:
 class _ProcessSandbox(Sandbox):
     """A backend whose commands are host processes reading pipes: the timeout and output cap live here."""
 
-    def __init__(self, workdir: Path, *, limits: Limits, root: str, folder: Path):
+    def __init__(self, workdir: Path, *, limits: Limits, root: str, folder: Path, no_disk_quota: str | None):
         super().__init__(workdir, limits=limits, root=root, folder=folder)
         self.tmp = folder / "tmp"  # the commands' /tmp and HOME, kept between commands
         self.tmp.mkdir()
+        no_cgroups = _cgroups_off()
+        if no_cgroups is None:
+            try:
+                self._resources.cgroups = _Cgroups(limits)
+            except OSError as e:
+                no_cgroups = f"no usable cgroups ({e})"
+        version = self._resources.cgroups.version if self._resources.cgroups is not None else None
+        self.limit_mode = _limit_mode(version, no_cgroups, no_disk_quota, backend=self.backend)
 
     def _popen(self, argv: list[str], cwd: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str | None]:
         """The host argv, environment and working directory that run ``argv`` in ``cwd`` (as the sandbox sees it)."""
@@ -549,6 +899,10 @@ class _ProcessSandbox(Sandbox):
         self, argv: list[str], shown: str, *, timeout: float, cwd: str | None, env: dict[str, str], stdin: str | None
     ) -> ExecResult:
         popen_argv, popen_env, popen_cwd = self._popen(argv, self._cwd(cwd), env)
+        cgroups = self._resources.cgroups
+        if cgroups is not None:
+            popen_argv = cgroups.join(popen_argv)
+        oom_kills = cgroups.oom_kills() if cgroups is not None else 0
         start = time.monotonic()
         process = subprocess.Popen(
             popen_argv,
@@ -576,6 +930,8 @@ class _ProcessSandbox(Sandbox):
         else:
             exit_code = 128 - code if code < 0 else code  # killed outside the sandbox: report like a shell
             killed = _kill_reason(exit_code)
+            if cgroups is not None and cgroups.oom_kills() > oom_kills:
+                killed = _OOM_REASON
         return ExecResult(
             command=shown,
             exit_code=exit_code,
@@ -685,72 +1041,108 @@ def _chown_tree(path: Path, uid: int) -> None:
             os.lchown(os.path.join(folder, name), uid, uid)
 
 
+#: The host's system folders that every bubblewrap sandbox shows, read-only (a symlink stays a symlink).
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+#: Subpackages of ``agentenv`` that live in folders of their own (``package-dir``); hidden like the package.
+_AGENTENV_FOLDERS = ("agentenv", "agentenv.envs", "agentenv.rewards", "agentenv.policies")
+
+
+def _system_folders() -> list[str]:
+    """The system folders that exist here and are real folders (not symlinks)."""
+    return [path for path in SYSTEM_FOLDERS if os.path.isdir(path) and not os.path.islink(path)]
+
+
 @lru_cache(maxsize=1)
-def _interpreter_mounts() -> tuple[str, ...]:
-    """bwrap options that let another uid run this interpreter when it lives under a root-only folder.
-
-    E.g. a pyenv Python in ``/root/.pyenv``: ``/root`` becomes an empty folder holding only ``.pyenv``, which also
-    keeps the rest of root's home out of sight.
-    """
-    needed = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}
-    needed.add(Path(sys.executable).resolve().parent)
-    outermost = sorted(p for p in needed if not any(q != p and q in p.parents for q in needed))
-    options: list[str] = []
-    hidden: set[Path] = set()
-    for path in outermost:
-        blocked = next((a for a in reversed(path.parents) if a != a.parent and not a.stat().st_mode & 0o001), None)
-        if blocked is None:
-            continue
-        if blocked not in hidden:
-            hidden.add(blocked)
-            options += ["--perms", "0755", "--tmpfs", str(blocked)]
-        for folder in reversed(path.parents):  # bwrap would make the folders in between private
-            if blocked in folder.parents:
-                options += ["--perms", "0755", "--dir", str(folder)]
-        options += ["--ro-bind", str(path), str(path)]
-    return tuple(options)
-
-
-@lru_cache(maxsize=4)
-def _interpreter_paths_under(folder: str) -> tuple[str, ...]:
-    """The outermost of this interpreter's folders (prefix, base prefix, executable's folder) under ``folder``,
-    which a mount on ``folder`` would otherwise hide from the commands."""
+def _interpreter_paths() -> tuple[str, ...]:
+    """The outermost of this interpreter's folders (prefixes, executable's folder; as given and resolved) that the
+    system folders do not show already."""
     needed = {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, Path(sys.executable).parent)}
     needed |= {p.resolve() for p in needed}
-    inside = {p for p in needed if _under(p, folder) and p != Path(folder)}
-    return tuple(sorted(str(p) for p in inside if not any(q != p and q in p.parents for q in inside)))
+    needed = {p for p in needed if p != p.parent and not any(_under(p, s) for s in SYSTEM_FOLDERS)}
+    return tuple(sorted(str(p) for p in needed if not any(q != p and q in p.parents for q in needed)))
 
 
-def _host_root_options() -> list[str]:
-    """The host's top-level folders, read-only, on bwrap's own root (so that ``root`` can be a new folder)."""
+@lru_cache(maxsize=1)
+def _agentenv_paths() -> tuple[Path, ...]:
+    """Where AgentEnv's own code and data live: the package folders (in the checkout of an editable install, in
+    site-packages otherwise), the checkout itself, and any ``agentenv`` folder on ``sys.path``."""
+    import importlib.util
+
+    found: set[Path] = set()
+    for name in _AGENTENV_FOLDERS:
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(name)
+            found |= {Path(p) for p in (spec.submodule_search_locations or [])} if spec is not None else set()
+    for entry in sys.path:
+        if entry and os.path.isdir(os.path.join(entry, "agentenv")):
+            found.add(Path(entry, "agentenv"))
+    found |= {p.resolve() for p in found}
+    found |= {p.parent for p in found if (p.parent / "pyproject.toml").exists()}  # an editable install's checkout
+    return tuple(sorted(found))
+
+
+def _show(path: str, made: set[str]) -> list[str]:
+    """bwrap options that show the host folder ``path`` read-only at the same place; the folders above it are made
+    empty and world-readable (bwrap would make them private)."""
     options: list[str] = []
-    for name in sorted(os.listdir("/")):
-        path = "/" + name
-        if name in ("proc", "dev", "tmp", "run"):
+    for folder in map(str, reversed(Path(path).parents)):
+        if folder not in made:
+            made.add(folder)
+            options += ["--perms", "0755", "--dir", folder]
+    return [*options, "--ro-bind", path, path]
+
+
+def _view_options(hidden: Sequence[Path]) -> list[str]:
+    """bwrap options for the read-only part of the view (module docstring), after ``/tmp`` is mounted: the
+    interpreter's folders, and an empty read-only tmpfs on each ``hidden`` folder that they or the system folders
+    would show (the interpreter's folders inside one are shown again)."""
+    shown = list(_interpreter_paths())
+    made = {"/", "/tmp"}
+    options = [option for path in shown for option in _show(path, made)]
+    mounted = [*_system_folders(), *shown]
+    done: list[Path] = []
+    for folder in sorted(set(hidden)):
+        if (
+            not any(_under(folder, m) for m in mounted)
+            or any(_under(folder, str(d)) for d in done)
+            or any(_under(Path(m), str(folder)) for m in _system_folders())
+            or str(folder) in shown
+        ):
             continue
-        if os.path.islink(path):
-            options += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path) or os.path.isfile(path):
-            options += ["--ro-bind", path, path]
+        done.append(folder)
+        options += ["--perms", "0755", "--tmpfs", str(folder)]
+        made |= {str(folder)}
+        for path in shown:
+            if _under(Path(path), str(folder)):
+                options += _show(path, made)
+        options += ["--remount-ro", str(folder)]
     return options
 
 
 def _check_bwrap_root(root: str) -> None:
-    """``root`` must be a folder bwrap can mount on: new at the top level, under ``/tmp``, or existing."""
+    """``root`` must be a folder bwrap can mount on: outside the read-only folders of the view, or existing there."""
     if not root.startswith("/") or posixpath.normpath(root) != root or root == "/":
         raise ConfigError(f"root={root!r} must be a normalised absolute path other than '/' (e.g. '/workspace')")
     top = "/" + root.split("/")[1]
     if top in ("/proc", "/dev", "/run"):
         raise ConfigError(f"root={root!r} cannot be under {top}")
     for needed in (sys.prefix, sys.base_prefix):
-        if _under(Path(needed).resolve(), root):
+        if _under(Path(needed).resolve(), root) or _under(Path(needed), root):
             raise ConfigError(f"root={root!r} would hide this Python ({needed}) from the commands; choose another")
-    if top == "/tmp" or not os.path.lexists(top) or os.path.isdir(root):
+    inside = next((m for m in (*SYSTEM_FOLDERS, *_interpreter_paths()) if _under(Path(root), m)), None)
+    if inside is None or os.path.isdir(root):
         return
     raise ConfigError(
-        f"root={root!r} cannot be mounted: {top} exists on the host (read-only inside) and {root} does not; "
+        f"root={root!r} cannot be mounted: {inside} is read-only in the sandbox and {root} does not exist there; "
         "choose a new top-level folder such as '/workspace', or a path under /tmp"
     )
+
+
+#: The PID 1 of a bubblewrap command: it starts the command (its own messages silenced), reaps orphans while it
+#: waits, and exits with the command's status (128 + signal if killed). It keeps bwrap's uid (the command drops
+#: to the sandbox's), so that it dies with bwrap (a change of uid clears the parent-death signal). bwrap's own
+#: PID 1 would be left a zombie for the host's init to reap, counting in the sandbox's pids cgroup until then.
+_INIT = 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?'
 
 
 class BubblewrapSandbox(_ProcessSandbox):
@@ -758,9 +1150,18 @@ class BubblewrapSandbox(_ProcessSandbox):
 
     backend = "bubblewrap"
 
-    def __init__(self, workdir: Path, *, limits: Limits, root: str, folder: Path, network: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        limits: Limits,
+        root: str,
+        folder: Path,
+        network: bool = False,
+        no_disk_quota: str | None = None,
+    ):
         _check_bwrap_root(root)
-        super().__init__(workdir, limits=limits, root=root, folder=folder)
+        super().__init__(workdir, limits=limits, root=root, folder=folder, no_disk_quota=no_disk_quota)
         self.network = network
         self.as_root = os.geteuid() == 0
         if self.as_root:
@@ -770,30 +1171,29 @@ class BubblewrapSandbox(_ProcessSandbox):
         self._base_options = self._options()
 
     def _options(self) -> list[str]:
-        options = ["bwrap", *_host_root_options()]
-        options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run"]
+        options = ["bwrap"]
+        for path in SYSTEM_FOLDERS:
+            if os.path.islink(path):
+                options += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                options += ["--ro-bind", path, path]
+        options += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--size", str(2**20), "--tmpfs", "/run"]
         shm = str(self.limits.memory_mb * 2**20)  # POSIX semaphores and shared memory (multiprocessing)
         options += ["--perms", "1777", "--size", shm, "--tmpfs", "/dev/shm"]
         options += ["--bind", str(self.tmp), "/tmp"]
-        for path in _interpreter_paths_under("/tmp"):  # e.g. a virtual environment in a clone under /tmp
-            for folder in reversed(Path(path).parents):  # bwrap would make the folders in between private
-                if _under(folder, "/tmp") and folder != Path("/tmp"):
-                    options += ["--perms", "0755", "--dir", str(folder)]
-            options += ["--ro-bind", path, path]
         resolv = os.path.realpath("/etc/resolv.conf")
         if self.network and resolv.startswith("/run/"):
             options += ["--ro-bind-try", resolv, resolv]
         assert self.workdir is not None
-        base = self.workdir.parent.parent  # holds the other sandboxes' folders (hidden anyway under /tmp)
-        needed = [Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.executable)]
-        if not _under(base, "/tmp") and base != base.parent and not any(_under(p, str(base)) for p in needed):
-            options += ["--tmpfs", str(base)]
-        if self.as_root:
-            options += list(_interpreter_mounts())
+        from agentenv.cache import cache_root
+
+        base = self.workdir.parent.parent  # holds the other sandboxes' folders
+        hidden = [base, cache_root(), *_agentenv_paths()]
+        options += _view_options([*hidden, *(p.resolve() for p in hidden)])
         options += ["--bind", str(self.workdir), self.root, "--remount-ro", "/"]
         options += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         options += [] if self.network else ["--unshare-net"]
-        options += ["--hostname", "sandbox", "--die-with-parent", "--new-session"]
+        options += ["--hostname", "sandbox", "--die-with-parent", "--new-session", "--as-pid-1"]
         if self.as_root:  # no user namespace: the uid must be a real host uid for RLIMIT_NPROC to apply
             options += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
@@ -801,7 +1201,8 @@ class BubblewrapSandbox(_ProcessSandbox):
         return options
 
     def _popen(self, argv: list[str], cwd: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str | None]:
-        command = [*self._base_options, "--chdir", cwd, "--", *_prlimit(self.limits, processes=True)]
+        command = [*self._base_options, "--chdir", cwd, "--", "/bin/sh", "-c", _INIT, "sh"]
+        command += _prlimit(self.limits, processes=True)
         if self.as_root:
             uid = str(self.uid)
             command += ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all", "--"]
@@ -815,14 +1216,15 @@ def _under(path: Path, folder: str) -> bool:
 class LocalSandbox(_ProcessSandbox):
     """Commands as plain host processes in the workdir: limits and timeout, no isolation (debugging only).
 
-    ``root`` is the workdir's host path. A process that leaves the process group (``setsid``) survives the
-    timeout; processes are not limited when running as root.
+    ``root`` is the workdir's host path. Cgroups and the disk quota apply as for bubblewrap (without cgroups,
+    processes are not limited when running as root, and a process that leaves the process group (``setsid``)
+    survives the timeout; with them, it dies at close).
     """
 
     backend = "local"
 
-    def __init__(self, workdir: Path, *, limits: Limits, folder: Path):
-        super().__init__(workdir, limits=limits, root=str(workdir), folder=folder)
+    def __init__(self, workdir: Path, *, limits: Limits, folder: Path, no_disk_quota: str | None = None):
+        super().__init__(workdir, limits=limits, root=str(workdir), folder=folder, no_disk_quota=no_disk_quota)
 
     def _popen(self, argv: list[str], cwd: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str | None]:
         # RLIMIT_NPROC counts all of the user's processes outside a user namespace: it would starve them.
@@ -1125,15 +1527,43 @@ def open_sandbox(
     folder = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX, dir=_base_dir(kwargs.get("base_dir", base))))
     workdir = folder / "work"
     try:
-        if isinstance(source, WorkdirPool):
-            shutil.move(source.take(), workdir)
-        elif source is not None:
-            _copy_tree(source, workdir)
-        else:
-            workdir.mkdir()
+        no_disk_quota = _disk_quota_off()
+        if no_disk_quota is None:
+            try:
+                _mount_quota(folder, limits.disk_mb)
+            except OSError as e:
+                no_disk_quota = f"no tmpfs quota ({e})"
+        try:
+            if isinstance(source, WorkdirPool):
+                shutil.move(source.take(), workdir)
+            elif source is not None:
+                _copy_tree(source, workdir)
+            else:
+                workdir.mkdir()
+        except OSError as e:
+            if no_disk_quota is None and (e.errno == errno.ENOSPC or f"[Errno {errno.ENOSPC}]" in str(e)):
+                raise ConfigError(f"the source does not fit in the sandbox's disk_mb={limits.disk_mb}") from e
+            raise
         if backend == "local":
-            return LocalSandbox(workdir, limits=limits, folder=folder)
-        return BubblewrapSandbox(workdir, limits=limits, root=root, folder=folder, network=network)
+            sandbox: Sandbox = LocalSandbox(workdir, limits=limits, folder=folder, no_disk_quota=no_disk_quota)
+        else:
+            sandbox = BubblewrapSandbox(
+                workdir, limits=limits, root=root, folder=folder, network=network, no_disk_quota=no_disk_quota
+            )
     except BaseException:
         _remove_tree(folder)
         raise
+    _warn_fallbacks(sandbox.limit_mode)
+    return sandbox
+
+
+def _warn_fallbacks(mode: Mapping[str, str]) -> None:
+    """Say once per process which limits do not hold per sandbox here (the module docstring says why)."""
+    if not mode["memory_mb"].startswith("cgroup"):
+        why = mode["memory_mb"].split(": ", 2)[-1]
+        _warn_once("cgroups", f"sandboxes run without cgroups here ({why}): memory_mb bounds each process, not "
+                   "their sum, and processes only the processes of the sandbox's uid")  # fmt: skip
+    if not mode["disk_mb"].startswith("tmpfs"):
+        why = mode["disk_mb"].split(": ", 2)[-1]
+        _warn_once("disk", f"sandboxes run without a disk quota here ({why}): disk_mb is not enforced, the workdir "
+                   "and /tmp are on the host's disk with each file bounded by file_size_mb")  # fmt: skip
