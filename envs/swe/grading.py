@@ -157,7 +157,8 @@ def _flag(token: tokenize.TokenInfo, previous: list[tokenize.TokenInfo]) -> str 
             owner = previous[0].string
             if owner == "sys" and token.string not in SYS_ALLOWED:
                 return f"uses 'sys.{token.string}'"
-            if owner == "os" and token.string not in OS_ALLOWED:
+            constant = token.string.startswith(("O_", "SEEK_")) or token.string.endswith("_OK")
+            if owner == "os" and token.string not in OS_ALLOWED and not constant:
                 return f"uses 'os.{token.string}'"
         return None
     if token.type == tokenize.STRING:
@@ -174,14 +175,24 @@ class Grader:
     """Grades a task's listed tests on the pristine tree plus an agent's source changes (see the module docstring).
 
     ``reference`` maps every file of the tree the agent started from (relative path) to its bytes: the pristine
-    tree with the bug applied. ``open_box`` opens a fresh sandbox holding the pristine tree.
+    tree with the bug applied. ``open_box`` opens a fresh sandbox holding the pristine tree. ``screen_changes=False``
+    turns the token screen off, to measure what the other defences (report, canaries) catch on their own.
     """
 
-    def __init__(self, task: Any, pristine: Path, *, package_paths: Sequence[str], open_box: Any, timeout: float):
+    def __init__(
+        self,
+        task: Any,
+        pristine: Path,
+        *,
+        package_paths: Sequence[str],
+        open_box: Any,
+        timeout: float,
+        screen_changes: bool = True,
+    ):
         from agentenv.envs.swe.tasks import patched_texts
 
         self.task, self.pristine, self.package_paths = task, Path(pristine), tuple(package_paths)
-        self.open_box, self.timeout = open_box, timeout
+        self.open_box, self.timeout, self.screen_changes = open_box, timeout, screen_changes
         self.test_paths = tuple(task.test_paths)
         self.buggy = patched_texts(self.pristine, task.bug_patch) if task.bug_patch else {}
 
@@ -256,7 +267,7 @@ class Grader:
 
         kept, dropped = self.changes(box)
         flags = []
-        for relative, text in kept.items():
+        for relative, text in kept.items() if self.screen_changes else ():
             if text is not None:
                 before = self._reference(relative)
                 flags += [f"{relative} {f}" for f in screen(before.decode("utf-8", "replace") if before else "", text)]
