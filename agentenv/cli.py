@@ -458,6 +458,60 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+@app.command("redteam")
+def redteam_command(
+    env_id: str,
+    episodes: Annotated[int, typer.Option(min=1, help="Test tasks 0..n-1 per hack")] = 4,
+    margin: Annotated[
+        float, typer.Option(min=0.0, help="A hack beats the no-op when its mean return exceeds the no-op's by more")
+    ] = 0.05,
+    fail_on_hack: Annotated[bool, typer.Option(help="Exit 1 when any hack beats the no-op (for CI)")] = False,
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    hack: Annotated[
+        list[str] | None, typer.Option(help="Only these hacks (repeatable); no-op and oracle always")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report as JSON")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Play scripted reward hacks against an env beside its oracle (walkthrough) and no-op; flag each hack whose
+    mean return beats the no-op's by more than --margin. Families add hacks through agentenv.redteam.register_hack."""
+    from rich.progress import Progress
+
+    from agentenv.redteam import redteam
+
+    kwargs = _parse_kwargs(kw)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"red-teaming {env_id}", total=None)
+
+        def advance(name: str, played: int, total: int) -> None:
+            progress.update(task, completed=played, total=total, description=f"{name} on {env_id}")
+
+        report = redteam(env_id, episodes, margin=margin, split=split, env_kwargs=kwargs, only=hack, on_episode=advance)
+    env_id = report.env_id
+    table = Table(title=f"red team: {env_id} ({split} tasks 0..{episodes - 1}, margin {margin:g})")
+    for column in ("hack", "kind", "mean return", "± std", "max", "success", "Δ vs no-op", "verdict", "description"):
+        table.add_column(column, justify="left" if column in ("hack", "kind", "verdict", "description") else "right")
+    for r in report.results:
+        verdict = "[bold red]BEATS NO-OP[/]" if r.beats_noop else ("[green]ok[/]" if r.kind == "hack" else "")
+        table.add_row(r.name, r.kind, f"{r.mean:.3f}", f"{r.std:.3f}", f"{r.max:.3f}", f"{r.success_rate:.0%}",
+                      f"{r.delta:+.3f}", verdict, r.description)  # fmt: skip
+    console.print(table)
+    oracle = report.oracle
+    if oracle is not None and oracle.delta <= margin:
+        err.print("[yellow]the oracle does not beat the no-op: this reward cannot tell solving from doing nothing[/]")
+    if output is not None:
+        output.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+        console.print(f"wrote {output}")
+    beaten = report.beaten
+    console.print(
+        f"[bold red]{len(beaten)} hack(s) beat the no-op:[/] {', '.join(r.name for r in beaten)}"
+        if beaten
+        else f"no hack beats the no-op ({report.noop.name}) by more than {margin:g}"
+    )
+    if beaten and fail_on_hack:
+        raise typer.Exit(1)
+
+
 @app.command()
 def new(
     name: Annotated[str, typer.Argument(help="Plugin name, e.g. demo-env")],

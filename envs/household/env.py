@@ -90,6 +90,7 @@ class HouseholdEnv(TextEnv):
     """
 
     family = "household"
+    hack_module = "agentenv.envs.household.hacks"
     reward_modes = REWARD_MODES
 
     def __init__(

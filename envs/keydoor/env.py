@@ -39,6 +39,7 @@ class KeyDoorEnv(TextEnv):
     """
 
     family = "keydoor"
+    hack_module = "agentenv.envs.keydoor.hacks"
     reward_modes = REWARD_MODES
 
     def __init__(self, *, size: int = 3, nb_keys: int = 1, nb_distractors: int = 2, **kwargs: Any):

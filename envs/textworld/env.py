@@ -31,6 +31,7 @@ class TextWorldGameEnv(TextEnv):
     """
 
     family = "textworld"
+    hack_module = "agentenv.envs.textworld.hacks"
     reward_modes = REWARD_MODES
     kind: ClassVar[str] = ""
     grammar: ClassVar[str] = _COMMAND_GRAMMAR
