@@ -16,7 +16,14 @@ from agentenv.rewards.base import (
     WeightedSum,
 )
 from agentenv.rewards.extract import Extract, extract_answer
-from agentenv.rewards.guards import AnswerPresent, DegenerateAnswer, NonEmptyAnswer, ReferenceEcho
+from agentenv.rewards.guards import (
+    AnswerPresent,
+    DegenerateAnswer,
+    HedgedAnswer,
+    NonEmptyAnswer,
+    PaddedAnswer,
+    ReferenceEcho,
+)
 from agentenv.rewards.judges import (
     GroupJudge,
     LocalLM,
@@ -65,6 +72,7 @@ __all__ = [
     "FormatPenalty",
     "Gate",
     "GroupJudge",
+    "HedgedAnswer",
     "JudgeMatcher",
     "JudgeMonitor",
     "LLMNuggetExtractor",
@@ -75,6 +83,7 @@ __all__ = [
     "NuggetRubric",
     "NumericMatch",
     "OpenAIServer",
+    "PaddedAnswer",
     "PairwiseJudge",
     "PointwiseJudge",
     "ProcessJudge",

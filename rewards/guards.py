@@ -8,14 +8,15 @@ a response reach the judge.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from agentenv.errors import ConfigError, check_range
 from agentenv.rewards.base import Reward, Sample, Score
 from agentenv.rewards.extract import check_tag, extract_answer, extraction_order, has_content
-from agentenv.rewards.rules import STOPWORDS, answer_tokens, content_tokens, normalize_answer
+from agentenv.rewards.rules import STOPWORDS, answer_tokens, content_tokens, references, same_answer
 
 #: Reasoning openers and answer labels that carry no answer by themselves (Master-RM's master keys and kin,
 #: several languages). Matched case-insensitively as whole phrases, with trailing punctuation.
@@ -79,7 +80,8 @@ class DegenerateAnswer(Reward):
     After :data:`OPENERS` are removed, the rest must hold ``min_content_tokens`` content words: not stopwords,
     not :data:`FILLER` words unless the reference has them; numbers, a lone choice letter ("B") and
     :data:`ANSWER_STOPWORDS` ("No", "Both") count. So "42" passes, and "The answer is" and "To solve this
-    problem, we need to" fail. The reference answer itself always passes.
+    problem, we need to" fail. The reference answer itself (or one in ``metadata["references"]``) always passes,
+    even when it is punctuation (a default value ``''``): that check comes first.
     """
 
     def __init__(
@@ -102,6 +104,8 @@ class DegenerateAnswer(Reward):
 
     def score(self, sample: Sample) -> Score:
         text = sample.response
+        if any(same_answer(text, r) for r in references(sample)):
+            return Score(1.0, reason="the response is the reference answer")  # even if that is "Solution" or "''"
         why = _emptiness(text)
         if why:
             return Score(0.0, reason=why)
@@ -109,8 +113,6 @@ class DegenerateAnswer(Reward):
         if len(words) >= self.max_repeats and len(set(words)) == 1:
             return Score(0.0, reason=f"one token repeated: {words[0][:40]!r} x{len(words)}")
         reference = sample.reference if isinstance(sample.reference, str) else ""
-        if reference.strip() and normalize_answer(reference) == normalize_answer(text):
-            return Score(1.0, reason="the response is the reference answer")  # even if that is "Solution"
         rest = self._openers.sub(" ", text)
         answer = set(content_tokens(reference))
         tokens = [
@@ -173,6 +175,92 @@ class ReferenceEcho(Reward):
         return f"threshold={self.threshold:g}, min_tokens={self.min_tokens}"
 
 
+#: Where a short answer splits into alternatives: commas (not inside a number), semicolons, slashes, bars, "&",
+#: line breaks and the words "or", "and", "nor".
+_ALTERNATIVES = re.compile(r"(?<!\d),|,(?!\d)|[;|&\n]|(?<!\d)/|/(?!\d)|\b(?:or|and|nor)\b", re.IGNORECASE)
+
+
+def alternatives(text: str) -> list[str]:
+    """The alternatives ``text`` offers as an answer: its pieces between :data:`_ALTERNATIVES` that carry content
+    ("Kael Drovik or Mara Lind" -> 2, "A, B and C" -> 3, "12,340" -> 1)."""
+    return [p.strip() for p in _ALTERNATIVES.split(text) if has_content(p)]
+
+
+class HedgedAnswer(Reward):
+    """Fails a response that offers more alternatives than the reference has items: "A or B or C", "A, B, C, D",
+    one per line. Under token F1 or item F1 such a hedge collects credit for guessing; this guard makes it cost.
+
+    The reference's item count ``n`` is ``len(metadata["items"])`` (a list answer), else the most
+    :func:`alternatives` of any accepted reference (``"March 3, 1950"`` is 2). A response may offer ``n +
+    floor(slack * n)`` of them: exactly one for a single answer, 3 for a list of 2, 7 for a list of 5. A response
+    that is an accepted reference always passes. Part: ``alternatives``.
+    """
+
+    def __init__(self, *, slack: float = 0.5):
+        super().__init__()
+        check_range("slack", slack, 0.0, 10.0)
+        self.slack = float(slack)
+
+    def allowed(self, sample: Sample) -> int:
+        """How many alternatives ``sample``'s response may offer."""
+        items = sample.metadata.get("items") if isinstance(sample.metadata, Mapping) else None
+        if isinstance(items, (list, tuple)) and any(isinstance(i, str) and i.strip() for i in items):
+            n = sum(isinstance(i, str) and bool(i.strip()) for i in items)
+        else:
+            n = max((len(alternatives(r)) for r in references(sample)), default=1) or 1
+        return n + math.floor(self.slack * n)
+
+    def score(self, sample: Sample) -> Score:
+        refs = references(sample)
+        if any(same_answer(sample.response, r) for r in refs):
+            return Score(1.0, {"alternatives": 1.0}, reason="the response is the reference answer")
+        offered, allowed = len(alternatives(sample.response)), self.allowed(sample)
+        if offered > allowed:
+            why = f"hedged: {offered} alternatives where the reference has room for {allowed}"
+            return Score(0.0, {"alternatives": float(offered)}, reason=why)
+        return Score(1.0, {"alternatives": float(offered)})
+
+    def extra_repr(self) -> str:
+        return f"slack={self.slack:g}"
+
+
+def length_factor(response: str, reference: str, max_ratio: float, min_chars: int = 64) -> float:
+    """1 for a response up to ``max(max_ratio * len(reference), min_chars)`` characters (stripped), then
+    ``(allowed / length) ** 2``: no credit for length beyond the reference's (twice the allowance keeps a quarter,
+    ten times 1%). Squared so that padding to an action limit of a few thousand characters leaves nothing."""
+    allowed = max(max_ratio * len(reference.strip()), float(min_chars))
+    length = len(response.strip())
+    return 1.0 if length <= allowed else (allowed / length) ** 2
+
+
+class PaddedAnswer(Reward):
+    """Scores :func:`length_factor` of the response against the longest accepted reference: 1 up to
+    ``max_ratio`` times its length (at least ``min_chars``), then falling with the square of the excess. As a gate
+    (threshold 0.5) it stops an answer followed by padding, which normalisation would otherwise strip or ignore
+    (``"Paris" + "." * 4000`` is ``"paris"``). Without a reference it passes. Part: ``length``.
+    """
+
+    def __init__(self, *, max_ratio: float = 4.0, min_chars: int = 64):
+        super().__init__()
+        check_range("max_ratio", max_ratio, 1.0)
+        check_range("min_chars", min_chars, 1, integer=True)
+        self.max_ratio, self.min_chars = float(max_ratio), min_chars
+
+    def score(self, sample: Sample) -> Score:
+        refs = references(sample)
+        if not refs:
+            return Score(1.0, {"length": 1.0}, reason="no reference to compare the length with")
+        longest = max(refs, key=len)
+        factor = length_factor(sample.response, longest, self.max_ratio, self.min_chars)
+        if factor == 1.0:
+            return Score(1.0, {"length": 1.0})
+        why = f"padded: {len(sample.response.strip())} characters where the reference has {len(longest.strip())}"
+        return Score(factor, {"length": factor}, reason=why)
+
+    def extra_repr(self) -> str:
+        return f"max_ratio={self.max_ratio:g}, min_chars={self.min_chars}"
+
+
 #: ``AnswerPresent``'s default: an explicitly marked answer; the last line does not count.
 MARKED = ("boxed", "tags", "prefix")
 
@@ -207,6 +295,10 @@ __all__ = [
     "OPENERS",
     "AnswerPresent",
     "DegenerateAnswer",
+    "HedgedAnswer",
     "NonEmptyAnswer",
+    "PaddedAnswer",
     "ReferenceEcho",
+    "alternatives",
+    "length_factor",
 ]

@@ -13,7 +13,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,7 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.rewards.base import Reward, Sample, Score
 from agentenv.rewards.extract import has_content
-from agentenv.rewards.rules import answer_tokens, content_tokens
+from agentenv.rewards.guards import FILLER, ReferenceEcho, alternatives, length_factor
+from agentenv.rewards.rules import STOPWORDS, answer_tokens, content_tokens
 
 # ---- splitting text into sentences and nuggets ------------------------------------------------------------
 
@@ -331,16 +333,87 @@ class EmbeddingMatcher:
 
 # ---- the rubric ---------------------------------------------------------------------------------------------
 
-NUGGET_VALUES = ("recall", "precision", "f1")
+NUGGET_VALUES = ("score", "recall", "precision", "f1")
+_NEUTRAL = frozenset(_stem(w) for w in FILLER)
+
+
+def split_claims(text: str) -> list[str]:
+    """The claims of ``text``: its sentences (:func:`split_sentences`) cut where an answer lists alternatives
+    (:func:`~agentenv.rewards.guards.alternatives`: commas, "or", "and", slashes), so "A, B or C" is three."""
+    return [claim for sentence in split_sentences(text) for claim in alternatives(sentence)]
+
+
+def value_mentions(text: str) -> Counter[str]:
+    """The words of ``text`` that name a value, counted: words with a digit, and capitalised words that do not open
+    a sentence (names, ``OSError``, ``March``); normalised, plural-stripped, stopwords left out. An answer that
+    names more of them than its covered nuggets hold is naming candidates."""
+    found: Counter[str] = Counter()
+    for start, end in sentence_spans(text):
+        for k, word in enumerate(text[start:end].split()):
+            first = next((c for c in word if c.isalnum()), "")
+            if any(c.isdigit() for c in word) or (k and first.isupper()):
+                found.update(_stem(t) for t in answer_tokens(word) if t not in STOPWORDS)
+    return found
+
+
+@dataclass(frozen=True)
+class _Nugget:
+    """A nugget as the rubric checks it: ``forms`` are its value's accepted forms as (words, text) — words empty for
+    a value of punctuation only (``''``) — or None when no value is known; ``value_words`` the words that state it,
+    ``words`` all its content words, ``counts`` every word it may explain in a response (with multiplicity)."""
+
+    text: str
+    forms: tuple[tuple[frozenset[str], str], ...] | None
+    words: frozenset[str]
+    value_words: frozenset[str]
+    counts: Counter
+
+    def stating(self, response: str, sentences: list[tuple[int, int, set[str]]]) -> str:
+        """The text of the response's sentences (``(start, end, words)``) that state this nugget's value, one per
+        line: those holding every word of a form, and those a form occurs in verbatim. A verbatim value that
+        spans sentences (a default ``';, '`` holds a clause break) joins them, the value flattened to its words."""
+        pieces = [response[s:e] for s, e, words in sentences if any(f and f <= words for f, _ in self.forms or ())]
+        for _, raw in self.forms or ():
+            at = response.find(raw) if raw else -1
+            while at >= 0:
+                end = at + len(raw)
+                over = [(s, e) for s, e, _ in sentences if s < end and at < e]
+                if len(over) == 1:
+                    pieces.append(response[over[0][0] : over[0][1]])
+                elif over:
+                    flat = " ".join(answer_tokens(raw))
+                    pieces.append(response[over[0][0] : at] + flat + response[end : over[-1][1]])
+                at = response.find(raw, end)
+        return "\n".join(dict.fromkeys(pieces))
+
+
+def _stems(tokens: Sequence[str]) -> list[str]:
+    return [_stem(t) for t in tokens]
 
 
 class NuggetRubric(Reward):
-    """Nugget coverage of a response: recall over the nuggets, precision over the response's sentences.
+    """Nugget coverage of a response that pays for the reference's facts, not for length or guesses.
 
-    A nugget is covered when its support reaches ``threshold`` (``soft=True``: it counts its support instead).
-    Parts: ``recall`` (covered nuggets / nuggets), ``precision`` (response sentences that are the evidence of a
-    covered nugget / sentences; an answer padded with unrelated text loses it), ``f1``, and ``nugget.<i>`` per
-    nugget; ``details["nuggets"]`` holds each nugget's support and evidence. The value is ``value`` (recall).
+    ``score = recall x precision x length``:
+
+    * ``recall``: covered nuggets / nuggets. A nugget is covered when its support (the matcher's) reaches
+      ``threshold`` (``soft=True``: it counts its support) in the sentences that state its **value** — the words
+      that distinguish it from the question: ``metadata["nugget_values"]`` (one value, or a list of accepted forms,
+      per nugget), else its content words that are neither in the prompt nor ``frame_words``. So "X was born in ."
+      covers nothing, however many frame words it shares with "X was born in 1950". Without values, a prompt or
+      ``frame_words``, any sentence may support a nugget.
+    * ``precision = claims x values``: ``claims`` is the share of the response's claims (:func:`split_claims`) that
+      state a covered nugget's value, among those that say anything beyond the prompt and the nuggets' frame
+      words; ``values`` the share of the numbers and names it mentions (:func:`value_mentions`, prompt words
+      aside) that the covered nuggets hold, counted with multiplicity. Ten candidate answers, a list of values
+      for one slot, a dump of documents or stuffed names each keep about a tenth or less.
+    * ``length``: :func:`~agentenv.rewards.guards.length_factor` against the longer of the reference and the
+      nuggets written as sentences: 1 up to ``max_length_ratio`` times that, then falling with the square.
+
+    Recall times precision rather than their F1: F1 pays an answer that is nine-tenths wrong guesses 0.18, the
+    product 0.1 — the share of the facts stated times the share of the answer that is right. Parts: ``score``,
+    ``recall``, ``precision``, ``claims``, ``values``, ``length``, ``f1`` and ``nugget.<i>``; the value is the
+    part named by ``value``. ``details["nuggets"]`` holds each nugget's support and evidence.
 
     Nuggets: ``metadata["nuggets"]``, else ``nuggets``, else ``extractor(reference)`` (an LLM hook), else
     :func:`extract_nuggets` of the reference. A sample with none scores 0 with a reason.
@@ -353,8 +426,10 @@ class NuggetRubric(Reward):
         *,
         threshold: float = 0.5,
         soft: bool = False,
-        value: str = "recall",
+        value: str = "score",
         extractor: Callable[[str], Sequence[str]] | None = None,
+        frame_words: Iterable[str] = (),
+        max_length_ratio: float | None = 4.0,
     ):
         super().__init__()
         if matcher is None:
@@ -369,10 +444,16 @@ class NuggetRubric(Reward):
             nuggets = [n.strip() for n in nuggets]
         if extractor is not None and not callable(extractor):
             raise ConfigError(f"extractor must be callable(reference) -> list[str], got {type(extractor).__name__}")
+        if isinstance(frame_words, str) or not all(isinstance(w, str) for w in frame_words):
+            raise ConfigError(f"frame_words={frame_words!r} must be a list of words")
         check_range("threshold", threshold, 0.0, 1.0)
         check_choice("value", value, NUGGET_VALUES)
+        if max_length_ratio is not None:
+            check_range("max_length_ratio", max_length_ratio, 1.0)
         self.matcher, self.nuggets, self.extractor = matcher, nuggets, extractor
         self.threshold, self.soft, self.value = float(threshold), soft, value
+        self.frame_words = frozenset(_stem(t) for w in frame_words for t in content_tokens(w))
+        self.max_length_ratio = max_length_ratio
 
     def nuggets_of(self, sample: Sample, cache: dict[str, list[str]] | None = None) -> list[str] | str:
         """The sample's nuggets, or the reason it has none."""
@@ -394,6 +475,32 @@ class NuggetRubric(Reward):
             cache[reference] = [n.strip() for n in raw if isinstance(n, str) and n.strip()]
         return cache[reference] or "no nuggets found in the reference"
 
+    def values_of(self, sample: Sample, nuggets: list[str], prompt: set[str]) -> list[_Nugget] | str:
+        """The nuggets with their values (see the class docstring), or the reason they cannot be checked."""
+        given = sample.metadata.get("nugget_values") if isinstance(sample.metadata, Mapping) else None
+        if given is not None and (isinstance(given, str) or not isinstance(given, (list, tuple))):
+            return f"metadata['nugget_values'] must be a list with one value per nugget, got {type(given).__name__}"
+        if given is not None and len(given) != len(nuggets):
+            return f"metadata['nugget_values'] has {len(given)} entries for {len(nuggets)} nuggets"
+        out = []
+        for i, text in enumerate(nuggets):
+            words = frozenset(_stems(content_tokens(text)))
+            counts = Counter(_stems(answer_tokens(text)))
+            forms: tuple[tuple[frozenset[str], str], ...] | None = None
+            if given is not None and given[i] is not None:
+                raw = [given[i]] if isinstance(given[i], str) else given[i]
+                if not isinstance(raw, (list, tuple)) or not all(isinstance(f, str) for f in raw):
+                    return f"metadata['nugget_values'][{i}] must be a string or a list of strings, got {raw!r:.60}"
+                forms = tuple((frozenset(_stems(answer_tokens(f))), f.strip()) for f in raw if f.strip()) or None
+                for f in raw:
+                    counts |= Counter(_stems(answer_tokens(f)))
+            elif given is None and (prompt or self.frame_words):
+                value = words - prompt - self.frame_words
+                forms = ((value, ""),) if value else None
+            value_words = frozenset().union(*(f for f, _ in forms)) if forms else words
+            out.append(_Nugget(text, forms, words, value_words, counts))
+        return out
+
     def score_batch(self, samples: Sequence[Sample]) -> list[Score]:
         cache: dict[str, list[str]] = {}  # one extraction per distinct reference (a GRPO group shares one)
         batched = getattr(self.extractor, "extract", None)
@@ -406,67 +513,110 @@ class NuggetRubric(Reward):
             )  # fmt: skip
             for reference, found in zip(wanted, batched(wanted) if wanted else [], strict=True):
                 cache[reference] = [n.strip() for n in found if isinstance(n, str) and n.strip()]
-        plans: list[list[str] | str] = []
+        plans: list[tuple[list[_Nugget], set[str]] | str] = []
         pairs: list[tuple[str, str]] = []
+        asked: list[list[int | None]] = []  # per sample, per nugget: the index of its pair, None when not stated
         for sample in samples:
-            nuggets = self.nuggets_of(sample, cache)
-            if isinstance(nuggets, list) and not has_content(sample.response):
-                nuggets = "empty response"
-            plans.append(nuggets)
-            if isinstance(nuggets, list):
-                pairs += [(n, sample.response) for n in nuggets]
+            texts = self.nuggets_of(sample, cache)
+            if isinstance(texts, list) and not has_content(sample.response):
+                texts = "empty response"
+            prompt = set(_stems(content_tokens(ReferenceEcho.prompt_of(sample))))
+            nuggets = self.values_of(sample, texts, prompt) if isinstance(texts, list) else texts
+            plans.append((nuggets, prompt) if isinstance(nuggets, list) else nuggets)
+            asked.append([])
+            if not isinstance(nuggets, list):
+                continue
+            response = sample.response
+            sentences = [(s, e, set(_stems(answer_tokens(response[s:e])))) for s, e in sentence_spans(response)]
+            for nugget in nuggets:  # the matcher reads only the sentences that state the value
+                stating = response if nugget.forms is None else nugget.stating(response, sentences)
+                asked[-1].append(len(pairs) if stating else None)
+                if stating:
+                    pairs.append((nugget.text, stating))
         batch = getattr(self.matcher, "match_batch", None)
         raw = batch(pairs) if callable(batch) and pairs else [self.matcher.match(n, r) for n, r in pairs]
-        matches = iter([_support(m) for m in raw])
+        matches = [_support(m) for m in raw]
         out = []
-        for sample, nuggets in zip(samples, plans, strict=True):
-            if isinstance(nuggets, str):
-                out.append(Score(0.0, {"recall": 0.0, "precision": 0.0, "f1": 0.0}, reason=nuggets))
+        for sample, plan, where in zip(samples, plans, asked, strict=True):
+            if isinstance(plan, str):
+                zeros = dict.fromkeys(("score", "recall", "precision", "claims", "values", "length", "f1"), 0.0)
+                out.append(Score(0.0, zeros, reason=plan))
             else:
-                out.append(self._score(sample.response, nuggets, [next(matches) for _ in nuggets]))
+                nuggets, prompt = plan
+                found = [(0.0, "") if k is None else matches[k] for k in where]
+                out.append(self._score(sample, nuggets, found, prompt))
         return out
 
-    def _score(self, response: str, nuggets: list[str], matches: list[tuple[float, str]]) -> Score:
+    def _score(
+        self, sample: Sample, nuggets: list[_Nugget], matches: list[tuple[float, str]], prompt: set[str]
+    ) -> Score:
+        response = sample.response
         credit = [(p if self.soft else float(p >= self.threshold)) for p, _ in matches]
         recall = sum(credit) / len(nuggets)
-        spans = sentence_spans(response)
-        sentence_credit = [0.0] * len(spans)
-        for c, (_, evidence) in zip(credit, matches, strict=True):
-            for k in _evidence_sentences(response, spans, evidence) if c else ():
-                sentence_credit[k] = max(sentence_credit[k], c)
-        precision = sum(sentence_credit) / len(spans) if spans else 0.0
+        claims, (supported, unsupported) = self._claims(response, nuggets, prompt)
+        values, (explained, mentioned) = self._values(response, nuggets, prompt)
+        precision = claims * values
+        statement = " ".join(n.text.rstrip(".") + "." for n in nuggets)
+        reference = sample.reference if isinstance(sample.reference, str) else ""
+        reference = max(reference, statement, key=len)
+        length = length_factor(response, reference, self.max_length_ratio) if self.max_length_ratio else 1.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        parts = {"recall": recall, "precision": precision, "f1": f1}
+        parts = {"score": recall * precision * length, "recall": recall, "precision": precision, "claims": claims,
+                 "values": values, "length": length, "f1": f1}  # fmt: skip
         parts.update({f"nugget.{i}": c for i, c in enumerate(credit)})
-        missed = [n for n, (p, _) in zip(nuggets, matches, strict=True) if p < self.threshold]
-        reason = f"{len(missed)}/{len(nuggets)} nuggets not covered, e.g. {missed[0][:80]!r}" if missed else ""
+        missed = [n.text for n, (p, _) in zip(nuggets, matches, strict=True) if p < self.threshold]
+        reasons = [f"{len(missed)}/{len(nuggets)} nuggets not covered, e.g. {missed[0][:80]!r}"] if missed else []
+        if unsupported:
+            reasons.append(f"{unsupported} of {supported + unsupported} claims state no nugget's value")
+        if explained < mentioned:
+            reasons.append(f"{mentioned - explained} of {mentioned} names or numbers are in no nugget")
+        if length < 1.0:
+            reasons.append(f"{len(response.strip())} characters for a reference of {len(reference.strip())}")
         details = {
             "nuggets": [
-                {"nugget": n, "support": p, "covered": p >= self.threshold, "evidence": e}
+                {"nugget": n.text, "support": p, "covered": p >= self.threshold, "evidence": e}
                 for n, (p, e) in zip(nuggets, matches, strict=True)
-            ]
+            ],
+            "claims": {"supported": supported, "unsupported": unsupported},
+            "value_mentions": {"explained": explained, "mentioned": mentioned},
         }
-        return Score(parts[self.value], parts, reason=reason, details=details)
+        return Score(parts[self.value], parts, reason="; ".join(reasons), details=details)
+
+    @staticmethod
+    def _claims(response: str, nuggets: list[_Nugget], prompt: set[str]) -> tuple[float, tuple[int, int]]:
+        """Claim precision, (supported, unsupported): a claim is supported when it holds a value word (or a
+        punctuation value) of a nugget, neutral when all its words are the prompt's or the nuggets' frame words.
+        Any nugget's, covered or not: a right value that the matcher missed costs recall only, not precision."""
+        value_words = frozenset().union(*(n.value_words for n in nuggets))
+        raws = [raw for n in nuggets for words, raw in n.forms or () if not words]
+        neutral = prompt | _NEUTRAL | frozenset().union(*(n.words - n.value_words for n in nuggets))
+        supported = unsupported = 0
+        for claim in split_claims(response):
+            words = set(_stems(content_tokens(claim)))
+            if words & value_words or any(raw in claim for raw in raws):
+                supported += 1
+            elif words - neutral:
+                unsupported += 1
+        total = supported + unsupported
+        return (supported / total if total else 1.0), (supported, unsupported)
+
+    @staticmethod
+    def _values(response: str, nuggets: list[_Nugget], prompt: set[str]) -> tuple[float, tuple[int, int]]:
+        """Value precision, (explained, mentioned): the response's names and numbers outside the prompt that the
+        nuggets hold, each nugget word explaining as many mentions as it occurs."""
+        mentions = value_mentions(response)
+        for word in prompt:
+            mentions.pop(word, None)
+        mentioned = sum(mentions.values())
+        if not mentioned:
+            return 1.0, (0, 0)
+        explained = sum((mentions & sum((n.counts for n in nuggets), Counter())).values())
+        return explained / mentioned, (explained, mentioned)
 
     def extra_repr(self) -> str:
         soft = ", soft" if self.soft else ""
-        return f"matcher={self.matcher!r}, threshold={self.threshold:g}{soft}, value={self.value!r}"
-
-
-def _evidence_sentences(response: str, spans: list[tuple[int, int]], evidence: str) -> list[int]:
-    """The response sentences an evidence span lies in: where it occurs verbatim, else the sentence sharing
-    most of its words."""
-    evidence = evidence.strip()
-    if not evidence or not spans:
-        return []
-    at = response.find(evidence)
-    if at >= 0:
-        end = at + len(evidence)
-        return [k for k, (s, e) in enumerate(spans) if s < end and at < e]
-    words = set(answer_tokens(evidence))
-    overlaps = [len(words & set(answer_tokens(response[s:e]))) for s, e in spans]
-    best = max(range(len(spans)), key=overlaps.__getitem__)
-    return [best] if overlaps[best] else []
+        ratio = f", max_length_ratio={self.max_length_ratio:g}" if self.max_length_ratio else ""
+        return f"matcher={self.matcher!r}, threshold={self.threshold:g}{soft}, value={self.value!r}{ratio}"
 
 
 __all__ = [
@@ -481,5 +631,7 @@ __all__ = [
     "extract_nuggets",
     "load_encoder",
     "sentence_spans",
+    "split_claims",
     "split_sentences",
+    "value_mentions",
 ]

@@ -86,6 +86,16 @@ def content_tokens(text: str) -> list[str]:
     return [t for t in answer_tokens(text) if t not in STOPWORDS]
 
 
+def same_answer(response: str, reference: str) -> bool:
+    """Whether ``response`` is ``reference`` after :func:`normalize_answer`. Answers that normalise to nothing
+    (punctuation-only defaults such as ``''``, ``{}``, ``*``) must be equal as stripped text instead, so that such a
+    reference is still an answer and ``":"`` is not it."""
+    said, gold = normalize_answer(response), normalize_answer(reference)
+    if said or gold:
+        return said == gold
+    return bool(reference.strip()) and response.strip() == reference.strip()
+
+
 def references(sample: Sample, separator: str | None = None) -> list[str]:
     """The acceptable answers: ``metadata["references"]`` and the reference (split on ``separator``), deduplicated."""
     found: list[str] = []
@@ -108,7 +118,8 @@ class ExactMatch(Reward):
     """1 when the response equals an acceptable reference after :func:`normalize_answer`, else 0.
 
     References: ``metadata["references"]`` and ``sample.reference`` (split on ``separator`` when given).
-    ``normalize=False`` compares the stripped texts exactly. For numbers use :class:`NumericMatch`.
+    ``normalize=False`` compares the stripped texts exactly. A reference of punctuation only (``''``, ``{}``) must
+    be given as it is (:func:`same_answer`). For numbers use :class:`NumericMatch`.
     """
 
     def __init__(self, *, normalize: bool = True, separator: str | None = None):
@@ -124,11 +135,12 @@ class ExactMatch(Reward):
         if not refs:
             return Score(0.0, reason="no reference")
         answer = self._norm(sample.response)
+        for ref in refs:
+            same = same_answer(sample.response, ref) if self.normalize else ref.strip() == answer
+            if same:
+                return Score(1.0, details={"answer": answer, "matched": ref})
         if not answer:
             return Score(0.0, reason="empty answer")
-        for ref in refs:
-            if self._norm(ref) == answer:
-                return Score(1.0, details={"answer": answer, "matched": ref})
         reason = f"{answer[:80]!r} matches none of {len(refs)} reference(s)"
         return Score(0.0, reason=reason, details={"answer": answer})
 
@@ -596,6 +608,7 @@ __all__ = [
     "parse_quantity",
     "parse_tool_calls",
     "references",
+    "same_answer",
     "token_f1",
     "tool_schemas",
 ]

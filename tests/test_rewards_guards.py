@@ -232,7 +232,18 @@ def test_a_gate_keeps_master_keys_from_the_judge(response):
 def test_a_gated_exact_match_still_pays_real_answers():
     reward = Gate(DegenerateAnswer(), ExactMatch())
     assert reward(Sample("Paris", reference="paris")).value == 1.0
-    assert reward(Sample(":", reference=":")).value == 0.0
+    assert reward(Sample(":", reference="''")).value == 0.0  # punctuation that is not the reference
+
+
+def test_a_punctuation_reference_is_still_an_answer():
+    """PyDocs defaults such as ``''``, ``'*'`` or ``{}`` normalise to nothing; the reference must pass anyway, and
+    another punctuation-only answer must not."""
+    reward = Gate(DegenerateAnswer(), ExactMatch())
+    for reference in ("''", "'*'", "{}", ":"):
+        assert reward(Sample(f" {reference} ", reference=reference)).value == 1.0, reference
+        assert reward(Sample("()", reference=reference)).value == 0.0, reference
+    alias = Sample('""', reference="''", metadata={"references": ["''", "empty string", '""']})
+    assert reward(alias).value == 1.0
 
 
 def test_sequential_guards_then_extraction_then_judge():

@@ -105,8 +105,12 @@ def test_full_coverage_scores_recall_one_with_evidence_per_nugget():
     score = NuggetRubric()(Sample(response, metadata={"nuggets": NUGGETS}))
     assert score.value == 1.0
     assert score.parts == {
+        "score": 1.0,
         "recall": 1.0,
         "precision": 1.0,
+        "claims": 1.0,
+        "values": 1.0,
+        "length": 1.0,
         "f1": 1.0,
         "nugget.0": 1.0,
         "nugget.1": 1.0,
@@ -184,7 +188,8 @@ def test_extractor_hook_is_called_once_per_distinct_reference():
 def test_unscorable_samples_score_zero_with_a_reason(sample, reason):
     score = NuggetRubric()(sample)
     assert (score.value, score.reason) == (0.0, reason)
-    assert score.parts == {"recall": 0.0, "precision": 0.0, "f1": 0.0}
+    assert set(score.parts) == {"score", "recall", "precision", "claims", "values", "length", "f1"}
+    assert not any(score.parts.values())
 
 
 def test_unicode_responses_and_nuggets():

@@ -21,7 +21,9 @@ from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.rewards import (
     DegenerateAnswer,
     ExactMatch,
+    HedgedAnswer,
     NuggetRubric,
+    PaddedAnswer,
     ReferenceEcho,
     Reward,
     Sample,
@@ -115,18 +117,23 @@ def nugget_matcher(name: str) -> Any:
 
 
 def answer_rubric(answer_type: str, *, matcher: Any = None, short_answer: str = "em") -> Reward:
-    """The rubric an answer of ``answer_type`` is scored with: guards first, then the type's verifier — exact match
-    (``short_answer="em"``) or token F1 (``"f1"``) for entities, numbers and dates, item F1 for lists, nugget
-    coverage for open answers."""
+    """The rubric an answer of ``answer_type`` is scored with: guards first, then the type's verifier.
+
+    Every answer must not be degenerate (":", "Let's think step by step.") nor restate the question. Open answers
+    then get nugget coverage (:class:`~agentenv.rewards.NuggetRubric`: recall x precision x length, a nugget counted
+    only where its value is stated). Short answers must not hedge ("A or B or C"; a list may name half as many
+    items again as the reference) nor be padded past four times the reference, then get exact match
+    (``short_answer="em"``) or token F1 (``"f1"``) for entities, numbers and dates, and item F1 for lists."""
     check_choice("answer_type", answer_type, ANSWER_TYPES)
     check_choice("short_answer", short_answer, SHORT_ANSWER_SCORES)
+    steps: dict[str, Reward] = {"non_degenerate": DegenerateAnswer(), "no_echo": ReferenceEcho()}
     if answer_type == "open":
-        verifier: Reward = NuggetRubric(matcher)
-    elif answer_type == "list":
-        verifier = ListF1()
+        return Sequential({**steps, "verifier": NuggetRubric(matcher)})
+    if answer_type == "list":
+        verifier: Reward = ListF1()
     else:
         verifier = ExactMatch() if short_answer == "em" else TokenF1()
-    return Sequential({"non_degenerate": DegenerateAnswer(), "no_echo": ReferenceEcho(), "verifier": verifier})
+    return Sequential({**steps, "no_hedge": HedgedAnswer(), "not_padded": PaddedAnswer(), "verifier": verifier})
 
 
 @functools.lru_cache(maxsize=4)
@@ -177,6 +184,7 @@ class SearchEnv(ToolEnv):
     """Question answering with retrieval tools over a local corpus (see the module docstring)."""
 
     family = "search"
+    hack_module = "agentenv.envs.search.hacks"
     reward_modes = ("sparse", "dense")
     tools = TOOLS
     instructions = INSTRUCTIONS
@@ -322,6 +330,8 @@ class SearchEnv(ToolEnv):
             self._rubrics[q.answer_type] = rubric
         items = [i.strip() for i in q.answer.split(",")] if q.answer_type == "list" else []
         metadata = {"references": [q.answer, *q.aliases], "nuggets": list(q.nuggets), "items": items}
+        if q.answer_type == "open" and q.meta.get("nugget_values"):
+            metadata["nugget_values"] = list(q.meta["nugget_values"])
         return rubric(Sample(response=text, prompt=q.text, reference=q.answer or None, metadata=metadata))
 
     def _bonus(self, doc_ids: Any) -> dict[str, float]:

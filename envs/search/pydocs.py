@@ -36,7 +36,7 @@ from agentenv.errors import check_choice
 DEFAULT_SOURCE_DIR = Path("/usr/share/doc/python3.11/html/_sources")
 INSTALL_COMMAND = "sudo apt-get install -y python3.11-doc"
 #: Bump when the parser or the questions change: it is part of the cache key.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 #: Question kinds; each maps to one answer type (``raises`` is ``list`` when several exceptions are documented).
 QUESTION_KINDS = ("module", "added", "param_added", "pathlike", "deprecated", "raises", "default", "open")
 
@@ -838,6 +838,7 @@ def _questions(objects: list[PyObject]) -> list[Question]:
                 "kind": "open",
                 "object": o.name,
                 "open_facts": [f["kind"] for f in parts],
+                "nugget_values": [[f["answer"], *f["aliases"]] for f in parts],
                 "steps": [{"hop": 1, "search": o.name, "doc": g} for g in gold],
                 "facts": list(nuggets),
             }

@@ -822,6 +822,7 @@ class World:
                 steps.append(self._step(hops, target, f))
             facts.extend(nuggets)
             meta["open_facts"] = chosen
+            meta["nugget_values"] = [list(self.value(target, f).answers) for f in chosen]
         else:
             value = self.value(target, fact)
             text = rng.choice(ASK[fact]).format(x=x)
