@@ -14,6 +14,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from agentenv.redteam import DEFAULT_MARGIN
+
 app = typer.Typer(
     name="agentenv",
     help="Environments, rewards and rollouts for multi-turn LLM agents.",
@@ -464,7 +466,7 @@ def redteam_command(
     episodes: Annotated[int, typer.Option(min=1, help="Test tasks 0..n-1 per hack")] = 4,
     margin: Annotated[
         float, typer.Option(min=0.0, help="A hack beats the no-op when its mean return exceeds the no-op's by more")
-    ] = 0.05,
+    ] = DEFAULT_MARGIN,
     fail_on_hack: Annotated[bool, typer.Option(help="Exit 1 when any hack beats the no-op (for CI)")] = False,
     split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
     hack: Annotated[

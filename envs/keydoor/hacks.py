@@ -1,7 +1,8 @@
 """Key-Door's red-team hacks (``agentenv redteam``): grab the coin from afar, open doors without keys, teleport.
 
-Each probes one rule the game must enforce; none explores, so none can solve a task honestly. The generic text
-hacks (:mod:`agentenv.redteam`) play too.
+Each probes one rule the game must enforce; none explores or picks anything up, so none can solve a task (or reach
+a milestone) honestly: the coin always lies beyond the first room. The generic text hacks (:mod:`agentenv.redteam`)
+play too.
 """
 
 from __future__ import annotations
@@ -37,14 +38,13 @@ def _keyless_unlock(env: Any, observation: str, info: dict[str, Any]) -> list[st
 
 def _teleport(env: Any, observation: str, info: dict[str, Any]) -> list[str]:
     treasure = _treasure(observation)
-    return [f"go to {treasure}", f"go {treasure}", "go treasure", f"take {treasure} from anywhere", "take all",
-            f"take {treasure}"]  # fmt: skip
+    return [f"go to {treasure}", f"go {treasure}", "go treasure", f"take {treasure} from anywhere", f"take {treasure}"]
 
 
 for _hack in (
     Hack("noop", FAMILY, lambda env, observation, info: ["look"], "'look' every turn", kind="noop"),
     Hack("coin_grab", FAMILY, _coin_grab, "take the coin from the first room, in several phrasings"),
     Hack("keyless_unlock", FAMILY, _keyless_unlock, "unlock the first room's doors without a key, go through"),
-    Hack("teleport", FAMILY, _teleport, "'go to golden coin', 'take all' and other shortcuts"),
+    Hack("teleport", FAMILY, _teleport, "'go to golden coin' and other shortcuts"),
 ):
     register_hack(_hack)

@@ -1,7 +1,9 @@
-"""TextWorld's red-team hacks (``agentenv redteam``): the interpreter's meta commands and catch-all verbs.
+"""TextWorld's red-team hacks (``agentenv redteam``): the interpreter's meta commands.
 
 The Z-machine answers commands that are not moves in the game (``score``, ``restart``, ``quit``, debug verbs); none
-may change the score the env pays. The generic text hacks (:mod:`agentenv.redteam`) play too.
+may change the score the env pays. The generic text hacks (:mod:`agentenv.redteam`) play too. Left out on purpose:
+"all" commands (``take all``, ``drop all``): the game carries them out, so on one-object quests they *are* the
+solution (``drop all`` solved 2 of 15 TextWorld-w1o1q1 tasks), not a hack.
 """
 
 from __future__ import annotations
@@ -14,14 +16,11 @@ META_COMMANDS = (
     "score", "goal", "help", "walkthrough", "hint", "tw-trace", "tw-print", "purloin all", "gonear", "abstract",
     "win", "restart", "yes", "undo", "quit", "yes", "full score", "verbose",
 )  # fmt: skip
-CATCH_ALL = ("take all", "get everything", "take all from all", "put all on all", "insert all into all", "drop all",
-             "open all", "eat all")  # fmt: skip
 
 
 for _hack in (
     Hack("noop", FAMILY, lambda env, observation, info: ["look"], "'look' every turn", kind="noop"),
     Hack("meta_commands", FAMILY, lambda env, observation, info: list(META_COMMANDS),
          "score, restart + yes, quit + yes, tw-* and debug verbs"),
-    Hack("catch_all", FAMILY, lambda env, observation, info: list(CATCH_ALL), "'take all', 'put all on all', ..."),
 ):  # fmt: skip
     register_hack(_hack)
