@@ -312,11 +312,14 @@ def redteam(
 
 def family_envs() -> dict[str, str]:
     """One env id per registered env family (the family's first registered preset): what CI red-teams."""
-    from agentenv.registry import _cards
+    import gymnasium as gym
+
+    from agentenv.registry import NAMESPACE, card
 
     chosen: dict[str, str] = {}
-    for env_id, c in _cards.items():
-        if c.family and c.source:  # families that came in through an entry point, not test-registered envs
+    for env_id, spec in gym.registry.items():  # in registration order
+        c = card(env_id) if spec.namespace == NAMESPACE else None
+        if c is not None and c.family and c.source:  # families from entry points, not envs registered by hand
             chosen.setdefault(c.family, env_id)
     return chosen
 
