@@ -27,7 +27,9 @@ exceptions); ``read_file`` / ``write_file`` / ``exists`` act on the workdir and 
     Fork bombs: ``RLIMIT_NPROC`` does not apply to uid 0, and a user namespace made by root still maps to uid 0.
     So when AgentEnv runs as root, bwrap runs without a user namespace and the command drops (``setpriv``) to a
     uid of its own, one per live sandbox (:data:`SANDBOX_UID_BASE` + slot), which ``RLIMIT_NPROC`` then counts
-    exactly; that uid also cannot read root's private files.
+    exactly; that uid also cannot read root's private files. Run as a normal user, bwrap makes a user namespace
+    and ``RLIMIT_NPROC``, set inside it, counts only the sandbox's processes. The command's PID 1 is a shell that
+    reaps the orphans (:data:`_INIT`).
 ``docker``
     One container per sandbox (docker SDK, ``pip install 'agentenv[docker]'``): no network, cgroup memory and
     process limits, the workdir copied in; containers are labelled and removed on close or at exit
@@ -115,11 +117,12 @@ class SandboxError(ValueError):
 class Limits:
     """Resource limits of a sandbox (validated; errors name the field); the module docstring says how each holds.
 
-    ``memory_mb`` bounds the memory of all of the sandbox's processes together (cgroup; docker: the container's) and
-    each one's address space (``RLIMIT_AS``); ``processes`` the sandbox's tasks (cgroup; docker: ``pids_limit``) and
-    the processes and threads of its uid; ``disk_mb`` what its workdir and ``/tmp`` hold together (tmpfs; not the
-    docker backend); ``cpu_seconds`` the CPU time of each process, ``file_size_mb`` the size of any file written,
-    ``output_bytes`` what is kept of each of stdout and stderr.
+    ``memory_mb`` bounds the memory of all of the sandbox's processes together (cgroup, tmpfs pages included;
+    docker: the container's) and each one's address space (``RLIMIT_AS``); ``processes`` the sandbox's tasks
+    (cgroup, bwrap's own two included; docker: ``pids_limit``) and the processes and threads of its uid;
+    ``disk_mb`` what its workdir and ``/tmp`` hold together (tmpfs; default 1 GiB; not the docker backend);
+    ``cpu_seconds`` the CPU time of each process, ``file_size_mb`` the size of any file written, ``output_bytes``
+    what is kept of each of stdout and stderr.
     """
 
     wall_seconds: float = 60.0
@@ -434,20 +437,23 @@ def _cgroup_parents() -> tuple[str, tuple[Path, ...]]:
     Raises ``OSError`` saying why there is none.
     """
     own = _own_cgroups()
+    problem = "no cgroup hierarchy with the memory and pids controllers is mounted"
     if "" in own:
         unified = own[""]
         if unified.name == _CGROUP_HOST:  # moved there by an earlier call (or a parent process)
             unified = unified.parent
-        with contextlib.suppress(OSError):
+        try:
             if {"memory", "pids"} <= set((unified / "cgroup.controllers").read_text().split()):
                 _enable_v2_controllers(unified)
                 _remove_stale_cgroups(unified)
                 return "v2", (unified,)
+        except OSError as e:
+            problem = f"cgroup v2: {e}"
     if "memory" in own and "pids" in own:
         for parent in (own["memory"], own["pids"]):
             _remove_stale_cgroups(parent)
         return "v1", (own["memory"], own["pids"])
-    raise OSError(errno.ENOENT, "no cgroup hierarchy with the memory and pids controllers is mounted")
+    raise OSError(errno.ENOENT, problem)
 
 
 class _Cgroups:
@@ -1340,6 +1346,8 @@ class DockerSandbox(Sandbox):
             security_opt=["no-new-privileges"],
         )
         self.container_id = container.id
+        self.limit_mode = {"memory_mb": "cgroup (docker): whole sandbox", "processes": "cgroup (docker): whole sandbox"}
+        self.limit_mode["disk_mb"] = "file_size_mb: each file: no disk quota in the docker backend"
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _remove_container, self._client, container.id)
         self._shell = ["bash", "-c"] if self._exec(["test", "-x", "/bin/bash"])[0] == 0 else ["sh", "-c"]
