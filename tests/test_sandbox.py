@@ -722,7 +722,9 @@ def test_local_backend_has_the_sandbox_limits_too(project):
         assert mode["memory_mb"].startswith("cgroup") and mode["disk_mb"].startswith("tmpfs"), mode
         full = sandbox.run("head -c 16000000 /dev/zero > big.bin")
         assert full.exit_code != 0 and "No space left on device" in full.stderr, full.output
-        assert sandbox.run("setsid sleep 1000.5625 > /dev/null 2>&1 < /dev/null &").ok
+        quiet = "stdout=s.DEVNULL, stderr=s.DEVNULL"
+        leave = f"import subprocess as s; s.Popen(['sleep', '1000.5625'], start_new_session=True, {quiet})"
+        assert sandbox.run(["python", "-c", leave]).ok  # Popen returns once sleep runs, in a session of its own
         assert processes_matching("1000.5625")
     assert processes_matching("1000.5625") == []
 
