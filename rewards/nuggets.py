@@ -27,7 +27,8 @@ from agentenv.rewards.rules import STOPWORDS, answer_tokens, content_tokens
 
 # ---- splitting text into sentences and nuggets ------------------------------------------------------------
 
-_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？；]+|;|\n+")
+# a run of stops is tried from its first character only: "." * 100_000 would otherwise backtrack quadratically
+_BOUNDARY = re.compile(r"(?<![.!?…])[.!?…]+[\"'”’)\]]*(?=\s)|[。！？；]+|;|\n+")
 _ABBREVIATIONS = frozenset({"e.g", "i.e", "etc", "vs", "cf", "al", "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr"})
 _LIST_MARKER = re.compile(r"\s*(?:[-*•·]|\d{1,3}[.)]|[a-z][.)](?=\s))\s+|\s+")
 
@@ -391,6 +392,15 @@ def _stems(tokens: Sequence[str]) -> list[str]:
     return [_stem(t) for t in tokens]
 
 
+def _explained(text: str, held: Counter[str], prompt: set[str]) -> tuple[int, int]:
+    """(how many of the :func:`value_mentions` of ``text`` outside ``prompt`` the words ``held`` explain, how many
+    there are); a held word explains as many mentions as it is held."""
+    mentions = value_mentions(text)
+    for word in prompt:
+        mentions.pop(word, None)
+    return sum((mentions & held).values()), sum(mentions.values())
+
+
 class NuggetRubric(Reward):
     """Nugget coverage of a response that pays for the reference's facts, not for length or guesses.
 
@@ -585,16 +595,20 @@ class NuggetRubric(Reward):
     @staticmethod
     def _claims(response: str, nuggets: list[_Nugget], prompt: set[str]) -> tuple[float, tuple[int, int]]:
         """Claim precision, (supported, unsupported): a claim is supported when it holds a value word (or a
-        punctuation value) of a nugget, neutral when all its words are the prompt's or the nuggets' frame words.
-        Any nugget's, covered or not: a right value that the matcher missed costs recall only, not precision."""
+        punctuation value) of a nugget and names no more rival values than right ones ("of 5200 10820 1536" is a
+        hedge, however it is separated), neutral when all its words are the prompt's or the nuggets' frame words.
+        Any nugget's value, covered or not: a right value that the matcher missed costs recall, not precision."""
         value_words = frozenset().union(*(n.value_words for n in nuggets))
         raws = [raw for n in nuggets for words, raw in n.forms or () if not words]
         neutral = prompt | _NEUTRAL | frozenset().union(*(n.words - n.value_words for n in nuggets))
+        held = sum((n.counts for n in nuggets), Counter())
         supported = unsupported = 0
         for claim in split_claims(response):
             words = set(_stems(content_tokens(claim)))
             if words & value_words or any(raw in claim for raw in raws):
-                supported += 1
+                explained, mentioned = _explained(claim, held, prompt)
+                supported += explained >= mentioned - explained
+                unsupported += explained < mentioned - explained
             elif words - neutral:
                 unsupported += 1
         total = supported + unsupported
@@ -604,14 +618,8 @@ class NuggetRubric(Reward):
     def _values(response: str, nuggets: list[_Nugget], prompt: set[str]) -> tuple[float, tuple[int, int]]:
         """Value precision, (explained, mentioned): the response's names and numbers outside the prompt that the
         nuggets hold, each nugget word explaining as many mentions as it occurs."""
-        mentions = value_mentions(response)
-        for word in prompt:
-            mentions.pop(word, None)
-        mentioned = sum(mentions.values())
-        if not mentioned:
-            return 1.0, (0, 0)
-        explained = sum((mentions & sum((n.counts for n in nuggets), Counter())).values())
-        return explained / mentioned, (explained, mentioned)
+        explained, mentioned = _explained(response, sum((n.counts for n in nuggets), Counter()), prompt)
+        return (explained / mentioned if mentioned else 1.0), (explained, mentioned)
 
     def extra_repr(self) -> str:
         soft = ", soft" if self.soft else ""
