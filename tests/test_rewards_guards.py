@@ -6,8 +6,17 @@ import pytest
 from agentenv.errors import ConfigError
 from agentenv.rewards.base import Gate, RewardFn, Sample, Sequential
 from agentenv.rewards.extract import Extract
-from agentenv.rewards.guards import AnswerPresent, DegenerateAnswer, NonEmptyAnswer, ReferenceEcho
-from agentenv.rewards.rules import ExactMatch, NumericMatch
+from agentenv.rewards.guards import (
+    AnswerPresent,
+    DegenerateAnswer,
+    HedgedAnswer,
+    NonEmptyAnswer,
+    PaddedAnswer,
+    ReferenceEcho,
+    alternatives,
+    length_factor,
+)
+from agentenv.rewards.rules import ExactMatch, NumericMatch, TokenF1
 
 # Master-RM's master keys and kin: a judge must never see these as answers.
 MASTER_KEYS = [
@@ -128,7 +137,8 @@ def test_non_empty_answer_only_checks_for_content():
 
 
 def test_guards_score_bad_input_zero_instead_of_raising():
-    for guard in (NonEmptyAnswer(), DegenerateAnswer(), ReferenceEcho(), AnswerPresent()):
+    guards = (NonEmptyAnswer(), DegenerateAnswer(), ReferenceEcho(), AnswerPresent(), HedgedAnswer(), PaddedAnswer())
+    for guard in guards:
         assert guard(None).value == 0.0 and guard(b"\xff").value == 0.0
 
 
@@ -180,6 +190,69 @@ def test_without_a_prompt_nothing_can_be_echoed():
 def test_reference_echo_config_errors():
     with pytest.raises(ConfigError, match="threshold=2"):
         ReferenceEcho(threshold=2)
+
+
+# ---- hedged and padded short answers --------------------------------------------------------------------------
+
+
+def test_alternatives_are_cut_at_commas_or_and_slashes_not_inside_numbers():
+    assert alternatives("Kael Drovik or Mara Lind") == ["Kael Drovik", "Mara Lind"]
+    assert alternatives("A, B and C") == ["A", "B", "C"]
+    assert alternatives("12,340") == ["12,340"] and alternatives("3/4") == ["3/4"]
+    assert alternatives("Paris\nLyon / Nice; Lille") == ["Paris", "Lyon", "Nice", "Lille"]
+
+
+@pytest.mark.parametrize("hedge", ["Paris or Lyon", "Paris, Lyon, Nice, Lille", "Paris\nLyon", "Paris/Lyon"])
+def test_a_hedged_single_answer_fails(hedge):
+    score = HedgedAnswer()(Sample(hedge, reference="Paris"))
+    assert score.value == 0.0 and score.reason.startswith("hedged:")
+
+
+def test_a_single_answer_and_every_accepted_reference_pass_the_hedge_guard():
+    guard = HedgedAnswer()
+    assert guard(Sample("Paris", reference="paris")).value == 1.0
+    assert guard(Sample("the capital Paris", reference="Paris")).value == 1.0  # one alternative, if wordy
+    date = Sample("March 3, 1950", reference="3 March 1950", metadata={"references": ["March 3, 1950"]})
+    assert guard(date).value == 1.0
+
+
+def test_a_list_may_name_half_as_many_items_again_as_the_reference():
+    items = {"items": ["Ann", "Bo", "Cy", "Di"]}
+    guard = HedgedAnswer()
+    assert guard(Sample("Ann, Bo, Cy, Di, Ed and Flo", reference="Ann, Bo, Cy, Di", metadata=items)).value == 1.0
+    assert guard(Sample("Ann, Bo, Cy, Di, Ed, Flo, Gus", reference="Ann, Bo, Cy, Di", metadata=items)).value == 0.0
+    assert HedgedAnswer(slack=0)(Sample("Ann, Bo, Cy, Di, Ed", metadata=items)).value == 0.0
+
+
+def test_hedged_guard_keeps_token_f1_from_paying_for_candidates():
+    reward = Sequential({"no_hedge": HedgedAnswer(), "verifier": TokenF1()})
+    assert reward(Sample("Kael Drovik", reference="Kael Drovik")).value == 1.0
+    candidates = ", ".join(["Kael Drovik", "Mara Lind", "Oren Vask", "Ila Dune", "Tam Rhee"])
+    assert TokenF1()(Sample(candidates, reference="Kael Drovik")).value > 0.3  # what the guard is for
+    assert reward(Sample(candidates, reference="Kael Drovik")).value == 0.0
+
+
+def test_length_factor_is_one_up_to_the_allowance_then_falls_with_the_square():
+    assert length_factor("x" * 40, "Paris", 4.0) == 1.0  # min_chars=64 for short references
+    assert length_factor("x" * 400, "y" * 100, 4.0) == 1.0
+    assert length_factor("x" * 800, "y" * 100, 4.0) == pytest.approx(0.25)
+    assert length_factor("  " + "x" * 400 + "\n", "y" * 100, 4.0) == 1.0  # surrounding whitespace is no length
+
+
+def test_padding_that_normalisation_would_strip_is_gated():
+    reward = Gate(PaddedAnswer(), ExactMatch())
+    assert ExactMatch()(Sample("Paris" + "." * 4000, reference="Paris")).value == 1.0  # what the guard is for
+    score = reward(Sample("Paris" + "." * 4000, reference="Paris"))
+    assert score.value == 0.0 and "padded: 4005 characters" in score.reason
+    assert reward(Sample("Paris.", reference="Paris")).value == 1.0
+    assert PaddedAnswer()(Sample("x" * 5000)).value == 1.0  # no reference to compare with
+
+
+def test_hedge_and_padding_guard_config_errors():
+    with pytest.raises(ConfigError, match="slack=-1"):
+        HedgedAnswer(slack=-1)
+    with pytest.raises(ConfigError, match=r"max_ratio=0\.5"):
+        PaddedAnswer(max_ratio=0.5)
 
 
 # ---- answer present -------------------------------------------------------------------------------------------

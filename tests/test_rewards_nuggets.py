@@ -2,6 +2,7 @@
 matchers; recall, precision, F1 and per-nugget evidence."""
 
 import importlib.util
+from collections import Counter
 
 import pytest
 
@@ -16,7 +17,9 @@ from agentenv.rewards.nuggets import (
     NuggetRubric,
     extract_nuggets,
     sentence_spans,
+    split_claims,
     split_sentences,
+    value_mentions,
 )
 
 REFERENCE = (
@@ -208,6 +211,110 @@ def test_rubric_config_errors_name_the_field():
         NuggetRubric(nuggets="one string")
     with pytest.raises(ConfigError, match="matcher"):
         NuggetRubric(matcher=42)
+
+
+# ---- paying for the facts, not for length or guesses --------------------------------------------------------
+
+PROMPT = "Describe Velmora: how many people live there, who its mayor is and which region it is part of."
+FACTS = [
+    "Velmora has a population of 12340",
+    "The mayor of Velmora is Kael Drovik",
+    "Velmora is in the region of Troumleth",
+]
+VALUES = [["12340", "12,340"], ["Kael Drovik"], ["Troumleth"]]
+ORACLE = (
+    "Velmora has a population of 12340. The mayor of Velmora is Kael Drovik. Velmora is in the region of Troumleth."
+)
+
+
+def velmora(response: str, **metadata) -> Sample:
+    return Sample(response, PROMPT, metadata={"nuggets": FACTS, "nugget_values": VALUES, **metadata})
+
+
+def test_split_claims_cuts_sentences_where_alternatives_are_listed():
+    assert split_claims("It has 12,340 people. Mayor: A, B or C; D and E") == [
+        "It has 12,340 people.", "Mayor: A", "B", "C", "D", "E"
+    ]  # fmt: skip
+
+
+def test_value_mentions_are_numbers_and_names_not_sentence_openers():
+    assert value_mentions("Velmora has 12,340 people. Its mayor is Kael Drovik, born in March 1950.") == Counter(
+        {"12340": 1, "kael": 1, "drovik": 1, "march": 1, "1950": 1}
+    )
+
+
+def test_the_oracle_statement_of_the_nuggets_scores_one():
+    score = NuggetRubric()(velmora(ORACLE))
+    assert score.value == 1.0 and score.parts["claims"] == score.parts["values"] == score.parts["length"] == 1.0
+
+
+def test_frames_without_values_cover_nothing():
+    frames = "Velmora has a population of . The mayor of Velmora is . Velmora is in the region of ."
+    score = NuggetRubric()(velmora(frames))
+    assert score.value == 0.0 and score.parts["recall"] == 0.0
+    # without nugget_values the value is what the nugget adds to the prompt, and frame_words leave the template out
+    derived = NuggetRubric(frame_words=["population"])(Sample(frames, PROMPT, metadata={"nuggets": FACTS}))
+    assert derived.value == 0.0
+    assert NuggetRubric(frame_words=["population"])(Sample(ORACLE, PROMPT, metadata={"nuggets": FACTS})).value == 1.0
+
+
+def test_a_value_written_in_another_accepted_form_counts():
+    score = NuggetRubric()(velmora("Velmora has a population of 12,340 and Kael Drovik is its mayor."))
+    assert score.parts["recall"] == pytest.approx(2 / 3) and score.parts["precision"] == 1.0
+
+
+def test_ten_candidate_answers_in_one_earn_at_most_a_tenth():
+    wrong = [ORACLE.replace("12340", str(1000 + i)).replace("Kael Drovik", f"Mara Lind{i}") for i in range(9)]
+    score = NuggetRubric()(velmora(" ".join([*wrong[:4], ORACLE, *wrong[4:]])))
+    assert score.parts["recall"] == 1.0 and score.value <= 0.1
+
+
+@pytest.mark.parametrize("joiner", [", ", " or ", " / ", " "])
+def test_one_value_among_rivals_is_a_hedge_however_it_is_separated(joiner):
+    rivals = joiner.join(["1200", "3400", "12340", "5600", "7800", "9100", "10200", "11300"])
+    score = NuggetRubric()(velmora(f"Velmora has a population of {rivals}."))
+    assert score.parts["recall"] == pytest.approx(1 / 3) and score.value <= 0.1 / 3
+
+
+def test_claims_beyond_the_reference_cost_precision():
+    extra = ORACLE + " Velmora is famous for its clock tower. It was founded in 1204 by Oren Vask."
+    score = NuggetRubric()(velmora(extra))
+    assert score.parts["recall"] == 1.0
+    assert score.parts["claims"] == pytest.approx(3 / 5) and score.parts["values"] == pytest.approx(4 / 7)
+    assert score.value == pytest.approx(3 / 5 * 4 / 7)
+
+
+def test_a_right_value_the_matcher_misses_costs_recall_not_precision():
+    score = NuggetRubric()(velmora("Velmora has a population of 12340. Drovik."))
+    assert score.parts["recall"] == pytest.approx(1 / 3) and score.parts["precision"] == 1.0
+
+
+def test_length_beyond_the_allowance_falls_with_the_square():
+    padded = ORACLE + " " + "." * (8 * len(ORACLE))
+    score = NuggetRubric()(velmora(padded))
+    allowed = 4 * len(" ".join(f.rstrip(".") + "." for f in FACTS))
+    assert score.parts["recall"] == 1.0 and score.parts["length"] == pytest.approx((allowed / len(padded)) ** 2)
+    assert NuggetRubric(max_length_ratio=None)(velmora(padded)).value == 1.0
+
+
+def test_a_punctuation_value_counts_when_written_verbatim_even_across_a_clause_break():
+    nuggets = ["The sep parameter of f defaults to ''", "The chars parameter of f defaults to ';, '"]
+    meta = {"nuggets": nuggets, "nugget_values": [["''", "empty string"], ["';, '"]]}
+    oracle = " ".join(n + "." for n in nuggets)
+    assert NuggetRubric()(Sample(oracle, "Describe f: the default of sep and of chars.", metadata=meta)).value == 1.0
+    wrong = "The sep parameter of f defaults to '*'. The chars parameter of f defaults to ','."
+    assert NuggetRubric()(Sample(wrong, "Describe f: the default of sep and of chars.", metadata=meta)).value == 0.0
+
+
+def test_bad_nugget_values_score_zero_naming_the_field():
+    score = NuggetRubric()(velmora(ORACLE, nugget_values=[["12340"]]))
+    assert score.value == 0.0 and score.reason == "metadata['nugget_values'] has 1 entries for 3 nuggets"
+    score = NuggetRubric()(velmora(ORACLE, nugget_values=[1, 2, 3]))
+    assert score.value == 0.0 and score.reason.startswith("metadata['nugget_values'][0] must be a string")
+    with pytest.raises(ConfigError, match=r"max_length_ratio=0\.5"):
+        NuggetRubric(max_length_ratio=0.5)
+    with pytest.raises(ConfigError, match="frame_words="):
+        NuggetRubric(frame_words="population")
 
 
 # ---- judge matcher ----------------------------------------------------------------------------------------
