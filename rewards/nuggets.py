@@ -4,6 +4,8 @@ The nuggets of a sample come from ``metadata["nuggets"]``, else from the rubric,
 into sentences and clauses by :func:`extract_nuggets`, or by an LLM ``extractor``). A *matcher* says how well the
 response supports each nugget — ``match(nugget, response) -> (support in [0, 1], evidence span)`` — lexically
 (:class:`LexicalMatcher`), by sentence embeddings (:class:`EmbeddingMatcher`) or by a judge (:class:`JudgeMatcher`).
+:class:`NuggetRubric` pays ``recall x precision x length``: a nugget counts only where its value is stated, and
+claims, names and length beyond the reference cost, so hedging, padding and empty frames earn nothing.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Corpora: a procedural fictional world (``corpus="world"``, the default: facts nobody has memorised, questions of
 1–4 hops) or the CPython documentation (``corpus="pydocs"``, built once from Debian's ``python3.11-doc``).
 Rewards, through :mod:`agentenv.rewards`: a fail-fast rubric that first rejects degenerate answers (empty, ":",
-"Let me think step by step.") and answers that restate the question, then scores exact match (entity, number, date),
-item F1 (lists) or nugget coverage (open answers). ``reward="dense"`` adds a bounded bonus the first time each gold
-document shows up in the agent's search results or is opened.
+"Let me think step by step.") and answers that restate the question, then scores exact match (entity, number, date)
+or item F1 (lists) behind hedge and padding guards, or nugget coverage x precision x length (open answers; see
+:func:`answer_rubric`). ``reward="dense"`` adds a bounded bonus the first time each gold document shows up in the
+agent's search results or is opened. The red-team hacks that the rubric is tested against live in
+:mod:`agentenv.envs.search.hacks`.
 """
 
 from __future__ import annotations
