@@ -41,10 +41,13 @@ Limits (:class:`Limits`) of the bubblewrap and local backends, see :func:`limit_
 
 - per sandbox, through cgroups (v2, or v1 ``memory`` and ``pids`` hierarchies; one cgroup per sandbox, a child of
   this process's own, made at open and removed at close): ``memory_mb`` bounds the memory of all of the sandbox's
-  processes together (no swap) and ``processes`` their number (every task, bwrap's own two included). Each
-  command joins the cgroup before ``bwrap`` starts. Needs a writable cgroup file system (root, or a delegated
-  cgroup v2); on v2 a cgroup holding processes cannot give controllers to children, so when this process is alone
-  in its cgroup it moves itself into a child ``agentenv-host`` first. Off with ``AGENTENV_SANDBOX_CGROUPS=0``.
+  processes together (no swap) and ``processes`` their number (every task: bwrap's own two and the waiting shell
+  below included). Each
+  command is in the cgroups before ``bwrap`` starts: a shell that joined them ahead of time runs it, because
+  joining waits for an RCU grace period (~10 ms; :data:`_READY`). Needs a writable cgroup file system (root, or a
+  delegated cgroup v2); on v2 a cgroup holding processes cannot give controllers to children, so when this process
+  is alone in its cgroup it moves itself into a child ``agentenv-host`` first. Off with
+  ``AGENTENV_SANDBOX_CGROUPS=0``.
 - per sandbox, through a tmpfs of ``disk_mb`` mounted (as root) on the sandbox's folder before the workdir is
   copied in: the workdir and ``/tmp`` share that quota (a write beyond it fails with ``ENOSPC``); at most 256
   files and folders per MB. Its pages are memory: those written by the sandbox's commands count toward
@@ -56,8 +59,8 @@ Limits (:class:`Limits`) of the bubblewrap and local backends, see :func:`limit_
 
 Without cgroups (not root, a read-only cgroup file system, no controllers) memory and processes fall back to those
 per-process rlimits (the sum of the processes' memory is then not bounded); without the tmpfs (not root) disk space
-is bounded per file only (``file_size_mb``). Either fallback warns once per process. With a disk quota, a workdir
-taken from a :class:`WorkdirPool` is copied into the tmpfs rather than moved.
+is bounded per file only (``file_size_mb``). Either fallback warns once per process. With a disk quota a
+:class:`WorkdirPool` saves nothing (its source is copied into the tmpfs, as a prepared copy would have to be).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
@@ -119,7 +123,7 @@ class Limits:
 
     ``memory_mb`` bounds the memory of all of the sandbox's processes together (cgroup, tmpfs pages included;
     docker: the container's) and each one's address space (``RLIMIT_AS``); ``processes`` the sandbox's tasks
-    (cgroup, bwrap's own two included; docker: ``pids_limit``) and the processes and threads of its uid;
+    (cgroup, bwrap's own three included; docker: ``pids_limit``) and the processes and threads of its uid;
     ``disk_mb`` what its workdir and ``/tmp`` hold together (tmpfs; default 1 GiB; not the docker backend);
     ``cpu_seconds`` the CPU time of each process, ``file_size_mb`` the size of any file written, ``output_bytes``
     what is kept of each of stdout and stderr.
@@ -299,7 +303,8 @@ class WorkdirPool:
 
     ``take()`` hands out a fresh copy (made at once when none is ready) and a background thread makes new ones
     up to ``size``. Pass the pool as ``source`` to :func:`open_sandbox`: the sandbox moves the copy out of the pool
-    and owns it. ``close()`` removes every copy still in the pool's folder (also run at interpreter exit).
+    and owns it (with a disk quota it copies the pool's source into its tmpfs instead). ``close()`` removes every
+    copy still in the pool's folder (also run at interpreter exit).
     """
 
     def __init__(self, source: str | Path, size: int = 4, *, base_dir: str | Path | None = None):
@@ -346,6 +351,16 @@ _CGROUP_PREFIX = "agentenv-sandbox-"
 _CGROUP_HOST = "agentenv-host"  # where this process moves itself on cgroup v2 (see the module docstring)
 _CGROUP_NAMES = itertools.count()
 _JOIN_CGROUPS = 'for f; do shift; [ "$f" = -- ] && exec "$@"; echo $$ > "$f" || exit 125; done'
+#: Moving a task into a cgroup waits for an RCU grace period (~10 ms), so each sandbox keeps one shell that has
+#: joined its cgroups ahead of time: it reads a command (``exec ...``) from its stdin, up to this line, and runs it
+#: with the rest of its stdin. Commands longer than :data:`_READY_SCRIPT_MAX` bytes (the shell reads byte by byte)
+#: join the cgroups themselves.
+_END_OF_COMMAND = f"agentenv-end-of-command-{uuid.uuid4().hex}"
+_READY = (
+    'for f; do echo $$ > "$f" || exit 125; done; s=; '
+    f'while IFS= read -r l; do [ "$l" = {_END_OF_COMMAND} ] && break; s="$s$l\n"; done; eval "$s"'
+)
+_READY_SCRIPT_MAX = 16384
 _MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
 _INODES_PER_MB = 256
 _warned: set[str] = set()
@@ -492,6 +507,10 @@ class _Cgroups:
     def join(self, argv: list[str]) -> list[str]:
         """``argv`` started by a shell that first puts itself in the sandbox's cgroups (so all it starts is in)."""
         return ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *(str(f / "cgroup.procs") for f in self.folders), "--", *argv]
+
+    def ready(self) -> list[str]:
+        """A shell that joins the sandbox's cgroups, then runs the command it reads from its stdin (:data:`_READY`)."""
+        return ["/bin/sh", "-c", _READY, "sh", *(str(f / "cgroup.procs") for f in self.folders)]
 
     def oom_kills(self) -> int:
         """How many of the sandbox's processes the kernel killed for want of memory so far (0 if it cannot tell)."""
@@ -654,15 +673,20 @@ class _Resources:
     def __init__(self, folder: Path | None):
         self.folder = folder
         self.processes: set[subprocess.Popen] = set()
+        self.ready: subprocess.Popen | None = None  # a shell in the cgroups, waiting for a command (see _READY)
         self.cgroups: _Cgroups | None = None
         self.uid_slot: socket.socket | None = None
         self.lock = threading.Lock()
+        self.released = False
 
     def release(self) -> None:
         with self.lock:
             processes, self.processes = set(self.processes), set()
+            ready, self.ready, self.released = self.ready, None, True
         for process in processes:
             _kill_group(process)
+        if ready is not None:
+            _discard(ready)
         if self.cgroups is not None:
             self.cgroups.remove()
             self.cgroups = None
@@ -906,23 +930,12 @@ class _ProcessSandbox(Sandbox):
     ) -> ExecResult:
         popen_argv, popen_env, popen_cwd = self._popen(argv, self._cwd(cwd), env)
         cgroups = self._resources.cgroups
-        if cgroups is not None:
-            popen_argv = cgroups.join(popen_argv)
         oom_kills = cgroups.oom_kills() if cgroups is not None else 0
         start = time.monotonic()
-        process = subprocess.Popen(
-            popen_argv,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=popen_env,
-            cwd=popen_cwd,
-            start_new_session=True,  # its own process group: the timeout kills the group
-        )
-        with self._resources.lock:
-            self._resources.processes.add(process)
+        data = stdin.encode("utf-8") if stdin is not None else None
+        process, data = self._start(popen_argv, popen_env, popen_cwd, data)
         try:
-            out, err, timed_out = self._communicate(process, stdin, start + timeout)
+            out, err, timed_out = self._communicate(process, data, start + timeout)
         finally:
             if process.returncode is None:  # an exception (e.g. KeyboardInterrupt) while it ran
                 _kill_group(process)
@@ -949,8 +962,66 @@ class _ProcessSandbox(Sandbox):
             truncated=out.truncated or err.truncated,
         )
 
+    def _start(
+        self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: bytes | None
+    ) -> tuple[subprocess.Popen, bytes | None]:
+        """The command's process (tracked for close) and the bytes to write to its stdin: the sandbox's ready shell
+        told the command, else a new process (that joins the cgroups first, if any)."""
+        cgroups = self._resources.cgroups
+        if cgroups is not None:
+            with self._resources.lock:
+                ready, self._resources.ready = self._resources.ready, None
+            script = self._ready_script(argv, env, cwd)
+            if ready is not None and ready.poll() is None and len(script) <= _READY_SCRIPT_MAX:
+                with self._resources.lock:
+                    self._resources.processes.add(ready)
+                self._make_ready()  # for the next command: it joins the cgroups while this one runs
+                return ready, script + (stdin or b"")
+            if ready is not None:
+                _discard(ready)
+            self._make_ready()
+            argv = cgroups.join(argv)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # its own process group: the timeout kills the group
+        )
+        with self._resources.lock:
+            self._resources.processes.add(process)
+        return process, stdin
+
+    def _ready_env(self) -> dict[str, str]:
+        return self._popen([], self.root, {})[1]
+
+    def _make_ready(self) -> None:
+        """Start the shell that will run the next command, already in the sandbox's cgroups (see :data:`_READY`)."""
+        cgroups = self._resources.cgroups
+        if cgroups is None:
+            return
+        pipe = subprocess.PIPE
+        process = subprocess.Popen(
+            cgroups.ready(), stdin=pipe, stdout=pipe, stderr=pipe, env=self._ready_env(), start_new_session=True
+        )
+        with self._resources.lock:
+            if not self._resources.released and self._resources.ready is None:
+                self._resources.ready, process = process, None
+        if process is not None:  # closed meanwhile, or another thread made one
+            _discard(process)
+
+    def _ready_script(self, argv: list[str], env: dict[str, str], cwd: str | None) -> bytes:
+        """What the ready shell runs for ``argv`` (with ``env`` in ``cwd``), ended by :data:`_END_OF_COMMAND`."""
+        if env != self._ready_env():
+            argv = ["env", "-i", "--", *(f"{key}={value}" for key, value in env.items()), *argv]
+        script = f"cd -- {shlex.quote(cwd)} || exit 126\n" if cwd is not None else ""
+        script += f"exec {shlex.join(argv)}\n{_END_OF_COMMAND}\n"
+        return os.fsencode(script)
+
     def _communicate(
-        self, process: subprocess.Popen, stdin: str | None, deadline: float
+        self, process: subprocess.Popen, stdin: bytes | None, deadline: float
     ) -> tuple[_Capture, _Capture, bool]:
         """Feed stdin and read both pipes until the command ends or the deadline passes, then kill its group.
 
@@ -959,7 +1030,7 @@ class _ProcessSandbox(Sandbox):
         """
         limit = self.limits.output_bytes
         captures = {process.stdout: _Capture(limit), process.stderr: _Capture(limit)}
-        pending = memoryview(stdin.encode("utf-8")) if stdin is not None else None
+        pending = memoryview(stdin) if stdin is not None else None
         timed_out = False
         with selectors.DefaultSelector() as selector:
             for pipe in captures:
@@ -1000,6 +1071,15 @@ class _ProcessSandbox(Sandbox):
         _kill_group(process)
         process.wait()
         return captures[process.stdout], captures[process.stderr], timed_out
+
+
+def _discard(process: subprocess.Popen) -> None:
+    """Kill, reap and close a process that no command waits for."""
+    _kill_group(process)
+    process.wait()
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -1175,6 +1255,7 @@ class BubblewrapSandbox(_ProcessSandbox):
             _chown_tree(workdir, self.uid)
             os.lchown(self.tmp, self.uid, self.uid)
         self._base_options = self._options()
+        self._make_ready()
 
     def _options(self) -> list[str]:
         options = ["bwrap"]
@@ -1231,6 +1312,7 @@ class LocalSandbox(_ProcessSandbox):
 
     def __init__(self, workdir: Path, *, limits: Limits, folder: Path, no_disk_quota: str | None = None):
         super().__init__(workdir, limits=limits, root=str(workdir), folder=folder, no_disk_quota=no_disk_quota)
+        self._make_ready()
 
     def _popen(self, argv: list[str], cwd: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str | None]:
         # RLIMIT_NPROC counts all of the user's processes outside a user namespace: it would starve them.
@@ -1542,7 +1624,9 @@ def open_sandbox(
             except OSError as e:
                 no_disk_quota = f"no tmpfs quota ({e})"
         try:
-            if isinstance(source, WorkdirPool):
+            if isinstance(source, WorkdirPool) and no_disk_quota is None:
+                _copy_tree(source.source, workdir)  # into the tmpfs: moving a prepared copy would copy it as well
+            elif isinstance(source, WorkdirPool):
                 shutil.move(source.take(), workdir)
             elif source is not None:
                 _copy_tree(source, workdir)

@@ -1,5 +1,6 @@
 """The sandbox against a real bubblewrap: each escape attempt fails and the sandbox keeps working afterwards."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -94,6 +95,15 @@ def processes_matching(marker: str) -> list[int]:
     return found
 
 
+def sleeping(marker: str) -> list[int]:
+    """Host pids of ``sleep <marker>`` itself (not of the shells and bwrap that started it)."""
+    found = []
+    for pid in processes_matching(marker):
+        with contextlib.suppress(OSError):
+            found += [pid] if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0") else []
+    return found
+
+
 def processes_of_uid(uid: int) -> int:
     count = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -173,6 +183,42 @@ def test_stdin_cwd_and_tmp_that_persists(box):
     assert box.run("cat /tmp/note").stdout == "kept\n"
     with pytest.raises(SandboxError):
         box.run("pwd", cwd="..")
+
+
+@needs_bwrap
+def test_arguments_environment_and_long_commands_arrive_unchanged(box):
+    """Commands reach the sandbox through a shell that joined its cgroups ahead of time: quoting must not matter."""
+    odd = ["a b", "it's", 'say "hi"', "two\nlines\n", "  spaced  ", "back\\slash", "$HOME `id` $(id)", "-", ""]
+    result = box.run(["python", "-c", "import os, sys; print(repr(sys.argv[1:]), os.environ['ODD'])", *odd],
+                     env={"ODD": "x'y\nz", "-dash": "1"}, cwd="tests", stdin="ignored")  # fmt: skip
+    assert result.ok and result.stdout == f"{odd!r} x'y\nz\n", result.output
+    long = "x" * 100_000  # longer than what the waiting shell reads: started on its own
+    assert box.run(f"echo {long} | wc -c").stdout.strip() == str(len(long) + 1)
+    assert box.run("echo $ODD; pwd").stdout == "\n/workspace\n"  # nothing left over from the commands before
+
+
+@needs_bwrap
+@needs_cgroups
+def test_a_dead_waiting_shell_is_replaced(project):
+    """If the shell waiting in the cgroups for the next command died (e.g. killed), the command still runs, in the
+    sandbox's cgroups."""
+    with open_sandbox(project, limits=FAST) as sandbox:
+        for marker in ("1000.6875", "1000.8125"):
+            waiting = sandbox._resources.ready
+            assert waiting is not None and waiting.poll() is None
+            waiting.kill()
+            waiting.wait()
+            runner = threading.Thread(target=lambda m=marker: sandbox.run(f"sleep {m}", timeout=2))
+            runner.start()
+            deadline = time.monotonic() + 5
+            while not sleeping(marker) and time.monotonic() < deadline:  # once sleep runs, all above it joined
+                time.sleep(0.02)
+            assert sleeping(marker)
+            started = set(processes_matching(marker))  # the joining shell, bwrap's and the command's own processes
+            for cgroup in sandbox.cgroups:
+                assert started <= {int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()}
+            runner.join()
+        still_works(sandbox)
 
 
 @needs_bwrap
