@@ -361,6 +361,7 @@ _READY = (
     f'while IFS= read -r l; do [ "$l" = {_END_OF_COMMAND} ] && break; s="$s$l\n"; done; eval "$s"'
 )
 _READY_SCRIPT_MAX = 16384
+_ENV = "/usr/bin/env" if os.path.exists("/usr/bin/env") else "env"
 _MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
 _INODES_PER_MB = 256
 _warned: set[str] = set()
@@ -965,8 +966,11 @@ class _ProcessSandbox(Sandbox):
     def _start(
         self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: bytes | None
     ) -> tuple[subprocess.Popen, bytes | None]:
-        """The command's process (tracked for close) and the bytes to write to its stdin: the sandbox's ready shell
-        told the command, else a new process (that joins the cgroups first, if any)."""
+        """The command's process (tracked for close) and the bytes to write to its stdin.
+
+        With cgroups, the ready shell (already in them) runs the command it reads first from its stdin; without one
+        (another thread took it, it died, the command is too long) a new process joins the cgroups, then runs it.
+        """
         cgroups = self._resources.cgroups
         if cgroups is not None:
             with self._resources.lock:
@@ -1003,9 +1007,12 @@ class _ProcessSandbox(Sandbox):
         if cgroups is None:
             return
         pipe = subprocess.PIPE
-        process = subprocess.Popen(
-            cgroups.ready(), stdin=pipe, stdout=pipe, stderr=pipe, env=self._ready_env(), start_new_session=True
-        )
+        try:
+            process: subprocess.Popen | None = subprocess.Popen(
+                cgroups.ready(), stdin=pipe, stdout=pipe, stderr=pipe, env=self._ready_env(), start_new_session=True
+            )
+        except OSError:  # e.g. no process left to the host: the next command joins the cgroups itself
+            return
         with self._resources.lock:
             if not self._resources.released and self._resources.ready is None:
                 self._resources.ready, process = process, None
@@ -1015,7 +1022,7 @@ class _ProcessSandbox(Sandbox):
     def _ready_script(self, argv: list[str], env: dict[str, str], cwd: str | None) -> bytes:
         """What the ready shell runs for ``argv`` (with ``env`` in ``cwd``), ended by :data:`_END_OF_COMMAND`."""
         if env != self._ready_env():
-            argv = ["env", "-i", "--", *(f"{key}={value}" for key, value in env.items()), *argv]
+            argv = [_ENV, "-i", "--", *(f"{key}={value}" for key, value in env.items()), *argv]
         script = f"cd -- {shlex.quote(cwd)} || exit 126\n" if cwd is not None else ""
         script += f"exec {shlex.join(argv)}\n{_END_OF_COMMAND}\n"
         return os.fsencode(script)
