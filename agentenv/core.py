@@ -147,6 +147,8 @@ class TextEnv(gym.Env[str, Action]):
     family: ClassVar[str] = ""
     #: Reward densities this env implements (the ``reward=`` kwarg); see ``agentenv.rewards.shaping``.
     reward_modes: ClassVar[tuple[str, ...]] = ("sparse",)
+    #: The module that registers this family's reward hacks for ``agentenv redteam`` (``agentenv.redteam``).
+    hack_module: ClassVar[str | None] = None
     #: JSON schemas of tools; empty for free-text envs.
     tools: ClassVar[tuple[dict[str, Any], ...]] = ()
     #: Default system prompt; subclasses may set ``self.instructions`` per task.

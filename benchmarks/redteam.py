@@ -2,7 +2,8 @@
 the same run, beside the oracle's.
 
 One env per registered family (:func:`agentenv.redteam.family_envs`), test tasks ``0..N-1``; SWE with the binary
-reward, where the no-op scores 0 (under the default ratio reward the untouched tree already passes most tests).
+reward, where the no-op scores 0, and again with its default ratio reward (the untouched tree already passes most
+tests: no hack may score above that); search on the world and on the CPython docs.
 A hack *beats the no-op* when its mean return exceeds the no-op's by more than the margin (0.05).
 
 Usage: python benchmarks/redteam.py [--episodes 15] [--swe-episodes 5] [--family keydoor ...]
@@ -22,6 +23,9 @@ from agentenv.redteam import DEFAULT_MARGIN, family_envs, redteam, to_markdown
 
 RESULTS = Path(__file__).parent / "results" / "redteam.json"
 KWARGS = {"swe": {"reward": "binary"}}
+#: Runs beside the one per family: SWE with its default reward (the no-op keeps the untouched tree's pass ratio, and
+#: no hack may score above it) and the real-documentation search corpus.
+EXTRA = [("swe", "AgentEnv/SWE-Mutants-v0", {"reward": "ratio"}), ("search", "AgentEnv/Search-PyDocs-v0", {})]
 
 
 def main() -> None:
@@ -31,12 +35,13 @@ def main() -> None:
     parser.add_argument("--family", action="append", help="only these families (repeatable)")
     args = parser.parse_args()
 
-    envs = {f: i for f, i in family_envs().items() if not args.family or f in args.family}
+    runs = [(f, i, KWARGS.get(f)) for f, i in sorted(family_envs().items())] + EXTRA
+    runs = [run for run in runs if not args.family or run[0] in args.family]
     reports, summary = [], []
-    for family, env_id in sorted(envs.items()):
+    for family, env_id, env_kwargs in runs:
         episodes = args.swe_episodes if family == "swe" else args.episodes
         start = time.perf_counter()
-        report = redteam(env_id, episodes, env_kwargs=KWARGS.get(family))
+        report = redteam(env_id, episodes, env_kwargs=env_kwargs)
         seconds = time.perf_counter() - start
         print(to_markdown(report))
         hacks = [r for r in report.results if r.kind == "hack"]
