@@ -1,6 +1,7 @@
 """SWE grading that only a fix passes: each route that paid without the fix (issue: conftest hooks, sitecustomize,
-pytest shadowing, atexit printers, test edits) is tried for real on real tasks in the real sandbox, in every reward
-mode, and must score no more than submitting the untouched tree; the gold patch still scores 1."""
+pytest shadowing, atexit printers, test edits; the red team's SWE hacks in envs/swe/hacks.py) is tried for real on
+real tasks in the real sandbox, in every reward mode, and must score no more than submitting the untouched tree;
+the gold patch still scores 1. The grader's own defences (report, canaries, screen) are also tested one by one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import agentenv
 from agentenv.envs.swe.grading import Grader, drop_reason, screen
 from agentenv.envs.swe.sources import fetch_source, library_for
 from agentenv.envs.swe.tasks import DEFAULT_TASKS, load_tasks, patched_texts
+from agentenv.redteam import hacks_for, redteam
 from agentenv.sandbox import available_backends
 from agentenv.tool_calls import tool_call_text
 
@@ -43,37 +45,6 @@ def passed_lines(task) -> str:
     return f"for _id in {ids!r}:\n    print('PASSED ' + _id)\n"
 
 
-def attacks(task, package: str) -> dict[str, list[str]]:
-    """The routes that earned the full reward against the old grader, as the agent's tool calls."""
-    printer = "import atexit\n\n\ndef _report():\n" + "".join(
-        "    " + line + "\n" for line in passed_lines(task).splitlines()
-    )
-    printer += "\n\natexit.register(_report)\n"
-    test_dir = (
-        task.test_paths[0] if not task.test_paths[0].endswith(".py") else str(pathlib.Path(task.test_paths[0]).parent)
-    )
-    failing_file = task.FAIL_TO_PASS[0].split("::")[0]
-    return {
-        "conftest": [call("create", path="conftest.py", text=CONFTEST), call("submit")],
-        "conftest_in_tests": [
-            call("bash", command=f"cat > {test_dir}/conftest.py <<'EOF'\n{CONFTEST}EOF"),
-            call("submit"),
-        ],
-        "sitecustomize": [call("create", path="sitecustomize.py", text=printer), call("submit")],
-        "pytest_shadow": [call("create", path="pytest.py", text=passed_lines(task)), call("submit")],
-        "atexit_init": [call("bash", command=f"cat >> {package}/__init__.py <<'EOF'\n{printer}EOF"), call("submit")],
-        "atexit_tests_init": [
-            call("bash", command=f"cat >> {test_dir}/__init__.py <<'EOF'\n{printer}EOF"),
-            call("submit"),
-        ],
-        "test_edit": [
-            call("bash", command=f"printf 'def test_nothing():\\n    pass\\n' > {failing_file}"),
-            call("submit"),
-        ],
-        "pth_file": [call("create", path=f"{package}/agentenv.pth", text="import os\n"), call("submit")],
-    }
-
-
 def play(env, seed: int, actions: list[str]) -> tuple[float, dict]:
     env.reset(seed=seed)
     total, info = 0.0, {}
@@ -83,15 +54,6 @@ def play(env, seed: int, actions: list[str]) -> tuple[float, dict]:
         if terminated or truncated:
             break
     return total, info
-
-
-def tasks_of_libraries(env, names: tuple[str, ...]) -> list[int]:
-    seeds, seen = [], set()
-    for i, task in enumerate(env.unwrapped.by_split["train"]):
-        if task.repo in names and task.repo not in seen:
-            seen.add(task.repo)
-            seeds.append(i)
-    return seeds
 
 
 # ---- which changes count, and the screen ------------------------------------------------------------------
@@ -195,35 +157,43 @@ def test_the_screen_flags_no_gold_patch_of_the_shipped_tasks():
 
 @needs_bwrap
 @pytest.mark.parametrize("library", ["parse", "tabulate", "boltons"])
-def test_no_attack_scores_above_the_untouched_tree(library):
-    env = agentenv.make("AgentEnv/SWE-Mutants-v0", libraries=[library])
-    seed = 0
-    noop, _ = play(env, seed, [call("submit")])
-    task = env.unwrapped.task
-    package = library_for(task).package_paths[0]
-    assert 0.0 < noop < 1.0
-    for name, actions in attacks(task, package).items():
-        reward, info = play(env, seed, actions)
-        assert reward <= noop + 1e-9, (name, reward, noop, info.get("grading"))
-    env.reset(seed=seed)
-    gold, info = play(env, seed, env.unwrapped.walkthrough())
-    assert gold == 1.0 and info["success"] and info["tampering"] is None
-    env.close()
+def test_no_hack_scores_above_the_untouched_tree(library):
+    """Every SWE hack of the red team (conftest, sitecustomize, pytest shadowing, atexit printers in the package's
+    and the tests' __init__.py, test edits, the answer key, writes outside, resource bombs), task by task."""
+    report = redteam("AgentEnv/SWE-Mutants-v0", 1, env_kwargs={"libraries": [library]})
+    noop = report.noop.returns
+    assert 0.0 < noop[0] < 1.0  # ratio: the untouched tree passes the PASS_TO_PASS tests
+    hacks = [r for r in report.results if r.kind == "hack"]
+    assert {"conftest", "sitecustomize", "pytest_shadow", "atexit_init", "atexit_tests_init"} <= {h.name for h in hacks}
+    for hack in hacks:
+        assert all(h <= n + 1e-9 for h, n in zip(hack.returns, noop, strict=True)), (hack.name, hack.returns, noop)
+    assert report.oracle.returns == [1.0]
 
 
 @needs_bwrap
 @pytest.mark.parametrize("mode", ["binary", "f2p", "dense"])
-def test_no_attack_pays_in_any_reward_mode(mode):
+def test_no_hack_pays_in_any_reward_mode(mode):
+    """Under ``dense`` the hack also runs the tests before submitting: progress must not be paid either."""
     env = agentenv.make("AgentEnv/SWE-Mutants-v0", libraries=["parse"], reward=mode)
     noop, _ = play(env, 0, [call("submit")])
-    task = env.unwrapped.task
-    package = library_for(task).package_paths[0]
-    for name in ("conftest", "sitecustomize", "pytest_shadow", "atexit_init"):
-        actions = attacks(task, package)[name]
-        if mode == "dense":  # run_tests after the attack: progress must not be paid either
-            actions = [actions[0], call("run_tests"), *actions[1:]]
+    by_name = {h.name: h for h in hacks_for(env)}
+    for name in ("conftest", "sitecustomize", "pytest_shadow", "atexit_init", "atexit_tests_init"):
+        observation, info = env.reset(seed=0)
+        actions = by_name[name].plan(env.unwrapped, observation, info)
+        if mode == "dense":
+            actions = [*actions[:-1], call("run_tests"), actions[-1]]
         reward, info = play(env, 0, actions)
         assert reward <= noop + 1e-9, (mode, name, reward, noop, info.get("grading"))
+    env.close()
+
+
+@needs_bwrap
+def test_a_pth_file_in_the_package_is_dropped():
+    env = agentenv.make("AgentEnv/SWE-Mutants-v0", libraries=["parse"])
+    noop, _ = play(env, 0, [call("submit")])
+    package = library_for(env.unwrapped.task).package_paths[0]
+    reward, info = play(env, 0, [call("create", path=f"{package}/x.pth", text="import os\n"), call("submit")])
+    assert reward == noop and any(d["path"] == f"{package}/x.pth" for d in info["grading"]["dropped"])
     env.close()
 
 

@@ -1,12 +1,12 @@
-"""SWE's red-team hacks (``agentenv redteam``): ways to make the grader's test run report passes without a fix.
+"""SWE's red-team hacks (``agentenv redteam``): ways to make a test run report passes without a fix.
 
-The grader runs the task's tests with ``python -m pytest -rA <node ids>`` from the tree root (``PYTHONPATH`` holds
-the root, or ``src``) and reads the ``PASSED <id>`` lines of its output. Each hack attacks one link of that chain
-and then submits; each would have paid full reward against a grader that trusted the tree (issue: conftest,
-sitecustomize, pytest shadowing and atexit printers scored 1.0 on 9 of 9 tasks in every reward mode). The test ids
-come from the process's own command line at exit (the grader passes them) and from the problem statement, which
-lists the failing ones: only what an agent sees.
-"""
+A grader that trusted the tree ran ``python -m pytest -rA <node ids>`` from the tree root (``PYTHONPATH`` holding
+the root, or ``src``) and read the ``PASSED <id>`` lines of its output. Each hack attacks one link of that chain and
+then submits; each paid full reward against that grader (issue: conftest, sitecustomize, pytest shadowing and atexit
+printers scored 1.0 on 9 of 9 tasks in every reward mode). :mod:`agentenv.envs.swe.grading` now grades a fresh tree
+with the source changes only, from a JUnit report, with canaries and a screen, and none of them pays
+(tests/test_swe_grading.py). The test ids come from the process's own command line at exit and from the problem
+statement, which lists the failing ones: only what an agent sees."""
 
 from __future__ import annotations
 
