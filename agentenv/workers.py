@@ -99,8 +99,10 @@ class RayEnv(gym.Env):
         timeout_s: float | None,
         actor: Any,
         description: dict[str, Any],
+        start_timeout_s: float = 120.0,
     ):
         self._make_env, self._kwargs, self._actor_options, self.timeout_s = make_env, kwargs, actor_options, timeout_s
+        self.start_timeout_s = start_timeout_s
         self._actor = actor
         self._pending: tuple[str, Any, tuple] | None = None  # (method, object ref, args to resend a reset)
         self._dead = self._closed = False
@@ -140,21 +142,24 @@ class RayEnv(gym.Env):
         ray = _import_ray()
         ray.kill(self._actor)
         self._actor = _worker_class().options(**self._actor_options).remote()
-        self._describe(self._get(self._actor.start.remote(self._make_env, self._kwargs), "start"))
+        # a fresh worker process starts in seconds: it gets the start timeout, not the per-call one
+        started = self._actor.start.remote(self._make_env, self._kwargs)
+        self._describe(self._get(started, "start", timeout=self.start_timeout_s))
         self._dead = False
 
-    def _get(self, ref: Any, what: str) -> Any:
+    def _get(self, ref: Any, what: str, timeout: float | None = None) -> Any:
         """The result of a call: the env's own exception re-raised, a dead or hung worker as EnvWorkerError."""
         ray = _import_ray()
+        timeout = self.timeout_s if timeout is None else timeout
         try:
-            return ray.get(ref, timeout=self.timeout_s)
+            return ray.get(ref, timeout=timeout)
         except ray.exceptions.RayTaskError as e:
             raise e.cause from e
         except ray.exceptions.GetTimeoutError:
             self._dead = True
             ray.kill(self._actor)
             raise EnvWorkerError(
-                f"{self.name}: env worker (pid {self.pid}) did not answer {what} within {self.timeout_s}s; killed it"
+                f"{self.name}: env worker (pid {self.pid}) did not answer {what} within {timeout}s; killed it"
             ) from None
         except ray.exceptions.RayActorError as e:
             self._dead = True
@@ -309,6 +314,6 @@ def make_ray_envs(
             ) from None
         raise EnvWorkerError(f"env workers could not start: {e}") from e
     return [
-        RayEnv(make_env, dict(env_kwargs), options, timeout_s, actor, description)
+        RayEnv(make_env, dict(env_kwargs), options, timeout_s, actor, description, start_timeout_s)
         for actor, description in zip(actors, descriptions, strict=True)
     ]
