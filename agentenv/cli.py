@@ -1,4 +1,4 @@
-"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, grid, new, demo, judge-audit."""
+"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, grid, new, demo, judge-audit, redteam."""
 
 from __future__ import annotations
 

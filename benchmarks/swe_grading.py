@@ -7,7 +7,11 @@ tree, the bug and the agent's source changes, a canary file, the listed tests wi
 screen of the change (:class:`agentenv.envs.swe.grading.Grader`). Both grade the gold fix, so both must give
 every listed test ``passed``. Goal: the grader's median cost per submit <= 1.5x the baseline's.
 
-Usage: python benchmarks/swe_grading.py [--tasks 20] [--repeats 3]   (writes benchmarks/results/swe_grading.json)
+Then, on every shipped task (``--all``, the default), through the env: the gold patch must score 1 and the untouched
+tree exactly its starting ratio ``len(PASS_TO_PASS) / len(tests)`` — the grader changes neither.
+
+Usage: python benchmarks/swe_grading.py [--tasks 20] [--repeats 3] [--no-all]
+       (writes benchmarks/results/swe_grading.json)
 """
 
 from __future__ import annotations
@@ -47,10 +51,35 @@ def graded(inner) -> tuple[float, dict[str, str]]:
     return time.perf_counter() - start, grade.statuses
 
 
+def every_task(env) -> dict[str, object]:
+    """Gold and no-op submissions on every task of every split, through the env's own grader."""
+    from agentenv.core import SPLIT_BASE
+    from agentenv.tool_calls import tool_call_text
+
+    inner = env.unwrapped
+    gold_ok, noop_ok, wrong = 0, 0, []
+    total = 0
+    for split, tasks in inner.by_split.items():
+        for i in range(len(tasks)):
+            task_id = {"task_id": f"{inner.task_tag}-{SPLIT_BASE[split] + i}"}
+            env.reset(options=dict(task_id))
+            *_, info = [env.step(a) for a in inner.walkthrough()][-1]
+            gold_ok += info["test_ratio"] == 1.0 and not info["tampering"]
+            env.reset(options=dict(task_id))
+            _, reward, *_ = env.step(tool_call_text("submit"))
+            noop_ok += abs(reward - inner._initial_ratio()) < 1e-9
+            total += 1
+            if info["test_ratio"] != 1.0 or abs(reward - inner._initial_ratio()) >= 1e-9:
+                wrong.append(inner.task.instance_id)
+    print(f"every task: gold scores 1 on {gold_ok}/{total}; the untouched tree keeps its ratio on {noop_ok}/{total}")
+    return {"tasks": total, "gold_scores_1": gold_ok, "noop_keeps_ratio": noop_ok, "wrong": wrong}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--all", action=argparse.BooleanOptionalAction, default=True, help="gold + no-op on every task")
     args = parser.parse_args()
     env = agentenv.make("AgentEnv/SWE-Mutants-v0")
     inner = env.unwrapped
@@ -74,6 +103,7 @@ def main() -> None:
             {"task": task.instance_id, "in_place_s": statistics.median(base), "grader_s": statistics.median(new)}
         )
         print(f"{task.instance_id:32s} in place {rows[-1]['in_place_s']:.3f} s   grader {rows[-1]['grader_s']:.3f} s")
+    every = every_task(env) if args.all else None
     env.close()
     base_median = statistics.median(r["in_place_s"] for r in rows)
     new_median = statistics.median(r["grader_s"] for r in rows)
@@ -96,6 +126,7 @@ def main() -> None:
         "goal": "grader <= 1.5x the in-place submit",
         "met": ratio <= 1.5,
         "rows": rows,
+        "every_task": every,
     }
     RESULTS.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {RESULTS}")
