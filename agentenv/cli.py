@@ -641,8 +641,17 @@ def train(
     loaded = load_recipe(_recipe_source(recipe), overrides)
     import os
 
+    from agentenv.policies.rl import DivergedError
+
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun only rank 0 reports
-    results = run_recipe(loaded, resume=resume, console=console if main_process else None)
+    try:
+        results = run_recipe(loaded, resume=resume, console=console if main_process else None)
+    except DivergedError as e:
+        from rich.markup import escape
+
+        err.print(f"[bold red]training stopped:[/] {escape(str(e))}. No final model was written; the last "
+                  "checkpoint, if any, holds finite weights: lower the learning rate or check the data.")  # fmt: skip
+        raise typer.Exit(1) from e
     if main_process:
         _print_evaluations(loaded.name, results)
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -36,10 +36,35 @@ import torch
 
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.policies import advantages as adv
+from agentenv.policies.checkpoint import atomic_folder
 from agentenv.policies.local import Sampling, TransformersPolicy
 from agentenv.policies.loss import AgentBatch, agent_forward, kl_penalty, policy_loss, sft_loss, value_loss
 
 ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce_pp")
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss, gradient norm or weight: it stops at that step, before saving anything."""
+
+
+def check_finite(field: str, value: object) -> None:
+    """NaN passes every range check (it compares false) and inf passes open ones: reject both by name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{field}={value!r} must be a finite number")
+
+
+def check_positive(field: str, value: object) -> None:
+    """A finite number > 0 (a learning rate of 0 trains nothing; inf or NaN turns every weight into NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{field}={value!r} must be a finite number > 0")
+    if value <= 0:
+        raise ConfigError(f"{field}={value!r} is out of range; allowed: a finite number > 0")
+
+
+def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether every element of ``tensors`` is finite (this process's shard of sharded ones), in one sync."""
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    return bool(torch.stack([t.detach().isfinite().all() for t in local]).all()) if local else True
 
 
 @dataclass
@@ -78,6 +103,10 @@ class RLConfig:
 
     def validate(self, prefix: str = "") -> None:
         p = prefix
+        for f in dataclasses.fields(self):
+            check_finite(f"{p}{f.name}", getattr(self, f.name))
+        for name in ("lr", "value_lr", "max_grad_norm"):
+            check_positive(f"{p}{name}", getattr(self, name))
         check_choice(f"{p}algorithm", self.algorithm, ALGORITHMS)
         for name in ("iterations", "episodes", "group_size", "train_tasks", "epochs", "minibatches",
                      "micro_batch_size", "max_new_tokens", "max_context_tokens", "num_envs"):  # fmt: skip
@@ -400,7 +429,15 @@ class RLTrainer:
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                 else:
                     grad_norm = self.accelerator.clip_grad_norm_(self.train_module.parameters(), c.max_grad_norm)
+                where = f"rl iteration {iteration + 1}, update step {steps + 1}"
+                if not math.isfinite(float(grad_norm)):  # the norm is global: every process stops here together
+                    raise DivergedError(f"{where}: the gradient norm is {float(grad_norm)} (non-finite); training "
+                                        "stopped before this update")  # fmt: skip
                 self.optimizer.step()
+                bad = 0.0 if all_finite(params) else 1.0
+                if self._sum(torch.tensor([bad])).item() > 0:
+                    raise DivergedError(f"{where}: the weights are non-finite after the update (lr={c.lr}); "
+                                        "training stopped")  # fmt: skip
                 names = sorted(stats)  # shares of mini-batch sums: their sum over processes is the global value
                 summed = self._sum(torch.tensor([stats[n] for n in names], dtype=torch.float64)).tolist()
                 stats = dict(zip(names, summed, strict=True))
@@ -601,18 +638,6 @@ class RLTrainer:
         return meta
 
 
-@contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Write a folder's files into ``<path>.tmp``, then swap it in for ``path`` (only if the block succeeds)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
 def is_lora(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
@@ -680,7 +705,8 @@ def train_sft(
     check_range("epochs", epochs, 1, integer=True)
     check_range("batch_size", batch_size, 1, integer=True)
     check_range("micro_batch_size", micro_batch_size, 1, integer=True)
-    check_range("lr", lr, 0.0)
+    check_positive("lr", lr)
+    check_positive("max_grad_norm", max_grad_norm)
     if not chats:
         raise ConfigError("train_sft got no conversations to train on")
     rows = []
@@ -690,7 +716,8 @@ def train_sft(
     tokenizer = chat_format.tokenizer
     batch = collate(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     history = []
     model.train()
@@ -706,8 +733,16 @@ def train_sft(
                 loss = sft_loss(agent_forward(model, part)["logprobs"], part.mask, denom)
                 loss.backward()
                 total += loss.item()
+            where = f"sft step {len(history) + 1} (epoch {epoch + 1})"
+            if not math.isfinite(total):
+                raise DivergedError(f"{where}: the loss is {total} (non-finite); training stopped before this update")
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            if not math.isfinite(float(grad_norm)):
+                raise DivergedError(f"{where}: the gradient norm is {float(grad_norm)} (non-finite); training stopped "
+                                    "before this update")  # fmt: skip
             optimizer.step()
+            if not all_finite(params):
+                raise DivergedError(f"{where}: the weights are non-finite after the update (lr={lr}); training stopped")
             record = {"epoch": epoch + 1, "step": len(history) + 1, "sft_loss": total, "grad_norm": float(grad_norm)}
             history.append(record)
             if on_step is not None:

@@ -1,13 +1,18 @@
 """Recipes: YAML files validated into dataclasses, with ``section.field=value`` overrides from the command line.
 
 A recipe says what to train (model, env), how (SFT, then RL), how to judge it (evaluation on held-out test seeds
-before and after, optionally on harder presets) and where results go. Unknown or misspelt fields, wrong types and
-out-of-range values fail at load time with the field's dotted name, before any model is loaded.
+before and after, optionally on harder presets) and where results go. Unknown or misspelt fields, wrong types,
+out-of-range or non-finite values, unregistered env ids, kwargs the env does not take, model paths that are not
+models, unreadable SFT data and output folders that cannot be made fail at load time with the field's dotted name,
+before any model is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 import re
 import types
 import typing
@@ -17,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from agentenv.errors import ConfigError, check_choice, check_range, closest
-from agentenv.policies.rl import RLConfig
+from agentenv.errors import ConfigError, UnknownEnvError, check_choice, check_range, closest
+from agentenv.policies.rl import RLConfig, check_positive
 
 
 class _Loader(yaml.SafeLoader):
@@ -40,6 +45,43 @@ def read_yaml(text: str) -> Any:
 class EnvSection:
     id: str = "AgentEnv/TextWorld-w1o1q1-v0"
     kwargs: dict[str, Any] = field(default_factory=dict)  # env knobs, e.g. {reward: dense, max_turns: 6}
+
+    def validate(self, prefix: str) -> None:
+        check_env(f"{prefix}id", self.id, self.kwargs, f"{prefix}kwargs")
+
+
+#: Keyword arguments that ``gymnasium.make`` takes itself rather than passing to the env.
+MAKE_KWARGS = ("max_episode_steps", "disable_env_checker")
+
+
+def check_env(field: str, env_id: str, kwargs: dict[str, Any] | None = None, kwargs_field: str = "") -> None:
+    """``env_id`` is registered and its env class takes every key of ``kwargs``: checked without making the env
+    (values are checked by the env itself, which the run makes before loading a model)."""
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    from agentenv.core import env_kwargs
+    from agentenv.registry import resolve_id
+
+    try:
+        resolved = resolve_id(env_id)
+    except UnknownEnvError as e:
+        raise ConfigError(f"{field}={env_id!r}: {e}") from e
+    except ImportError as e:
+        raise ConfigError(f"{field}={env_id!r}: cannot import its module ({e})") from e
+    entry_point = gymnasium.spec(resolved).entry_point
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    allowed = env_kwargs(creator) if isinstance(creator, type) else None
+    if allowed is None:  # a factory function or an env that takes **kwargs: only making it can tell
+        return
+    for key in kwargs or {}:
+        if key not in allowed and key not in MAKE_KWARGS:
+            hint = closest(str(key), allowed, n=1)
+            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(
+                f"{kwargs_field}.{key}: {creator.__name__} ({resolved}) takes no keyword argument {key!r}."
+                f"{did_you_mean} Allowed: {', '.join(sorted(allowed))}"
+            )
 
 
 @dataclass
@@ -65,10 +107,54 @@ class ModelSection:
     lora: LoraSection | None = None
 
     def validate(self, prefix: str) -> None:
+        check_model_name(f"{prefix}name", self.name)
         if self.num_threads is not None:
             check_range(f"{prefix}num_threads", self.num_threads, 1, integer=True)
+        if self.dtype is not None:
+            import torch
+
+            if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
+                raise ConfigError(f"{prefix}dtype={self.dtype!r} is not a torch dtype; e.g. 'float32', 'bfloat16'")
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError) as e:
+                raise ConfigError(f"{prefix}device={self.device!r} is not a torch device; e.g. 'cpu', 'cuda:0'") from e
         if self.lora is not None:
             self.lora.validate(f"{prefix}lora.")
+
+
+#: A Hugging Face hub id: ``name`` or ``namespace/name``.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def check_model_name(field: str, name: str) -> None:
+    """``name`` is ``default``, ``tiny``, an existing model folder or ``.gguf`` file, or a hub id (not fetched here).
+
+    A path that does not exist is an error when it can only be a path (``/``, ``.`` or ``~`` first, two or more
+    ``/``, or a ``.gguf`` name); ``a/b`` that is not a folder here is taken as a hub id."""
+    if name in ("default", "tiny"):
+        return
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ConfigError(f"{field}={name!r}: {str(path)!r} is a file but not a model (a .gguf file, or a "
+                              "folder with config.json)")  # fmt: skip
+        return
+    if path.is_dir():
+        markers = [path / "config.json", path / "adapter_config.json", *path.glob("*.gguf")]
+        if not any(m.is_file() for m in markers):
+            raise ConfigError(f"{field}={name!r}: {str(path)!r} is not a model folder (no config.json, "
+                              "adapter_config.json or .gguf file in it)")  # fmt: skip
+        return
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".gguf") or "\\" in name:
+        raise ConfigError(f"{field}={name!r}: {str(path)!r} does not exist; give 'default', a model folder, a "
+                          ".gguf file or a hub id (namespace/name)")  # fmt: skip
+    if not HUB_ID.fullmatch(name):
+        raise ConfigError(f"{field}={name!r} is neither 'default', an existing model folder or .gguf file, nor a "
+                          "hub id (namespace/name)")  # fmt: skip
 
 
 @dataclass
@@ -84,10 +170,45 @@ class SFTSection:
     def validate(self, prefix: str) -> None:
         for name in ("episodes", "epochs", "batch_size", "micro_batch_size"):
             check_range(f"{prefix}{name}", getattr(self, name), 1, integer=True)
-        check_range(f"{prefix}lr", self.lr, 0.0)
-        check_range(f"{prefix}max_grad_norm", self.max_grad_norm, 0.0)
-        if self.data is not None and not Path(self.data).is_file():
-            raise ConfigError(f"{prefix}data={self.data!r}: no such file")
+        check_positive(f"{prefix}lr", self.lr)
+        check_positive(f"{prefix}max_grad_norm", self.max_grad_norm)
+        if self.data is not None:
+            read_chats(self.data, f"{prefix}data")
+
+
+def read_chats(path: str | Path, field: str = "sft.data") -> list[list[dict[str, Any]]]:
+    """The conversations of a JSONL file, one ``{"messages": [...]}`` a line (``agentenv sft-data`` writes them);
+    a bad line is a :class:`ConfigError` naming ``field`` and ``file:line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{field}={str(path)!r}: no such file")
+    chats = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    chats.append(_chat(line, f"{field}: {path}:{n}"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{field}: {path} is not UTF-8 text ({e})") from e
+    if not chats:
+        raise ConfigError(f"{field}={str(path)!r} holds no conversations")
+    return chats
+
+
+def _chat(line: str, where: str) -> list[dict[str, Any]]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from e
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if not isinstance(messages, list):
+        raise ConfigError(f"{where}: must be a JSON object with a 'messages' list (write it with agentenv sft-data)")
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise ConfigError(f"{where}: messages[{i}] needs string 'role' and 'content'")
+    if not any(m["role"] == "assistant" for m in messages[1:]):
+        raise ConfigError(f"{where}: no assistant message to learn from (after the prompt)")
+    return messages
 
 
 @dataclass
@@ -104,6 +225,8 @@ class EvalSection:
         for name in ("episodes", "max_new_tokens", "num_envs"):
             check_range(f"{prefix}{name}", getattr(self, name), 1, integer=True)
         check_range(f"{prefix}temperature", self.temperature, 0.0)
+        for i, env_id in enumerate(self.harder):
+            check_env(f"{prefix}harder[{i}]", env_id)
 
 
 @dataclass
@@ -134,21 +257,36 @@ class Recipe:
         check_range("seed", self.seed, 0, integer=True)
         if not self.name or "/" in self.name:
             raise ConfigError(f"name={self.name!r} must be a non-empty name without '/'")
-        for section in ("model", "sft", "eval", "output"):
+        if self.sft is None and self.rl is None:
+            raise ConfigError("a recipe needs an 'sft' section, an 'rl' section, or both")
+        if self.rl is not None:
+            self.rl.validate("rl.")
+        for section in ("output", "sft", "eval", "model", "env"):  # the ones that read files or import envs last
             value = getattr(self, section)
             if value is not None:
                 value.validate(f"{section}.")
-        if self.rl is not None:
-            self.rl.validate("rl.")
-        if self.sft is None and self.rl is None:
-            raise ConfigError("a recipe needs an 'sft' section, an 'rl' section, or both")
+        check_output_dir("output.dir", self.output.dir, self.output_dir)
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.output.dir.format(name=self.name))
+        try:
+            return Path(self.output.dir.format(name=self.name))
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"output.dir={self.output.dir!r}: only {{name}} can be filled in ({e!r})") from e
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_output_dir(field: str, raw: str, folder: Path) -> None:
+    """``folder`` can be made and written: no file on its way, the closest existing folder writable."""
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ConfigError(f"{field}={raw!r}: {str(existing)!r} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ConfigError(f"{field}={raw!r}: {str(existing)!r} is not writable")
+            return
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -244,6 +382,8 @@ def convert(hint: Any, value: Any, name: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{name}={value!r} must be {hint.__name__}")

@@ -78,9 +78,10 @@ class GridConfig:
 
     def cells(self) -> list[Cell]:
         """Every (fraction, seed) cell in run order: seeds outermost, fractions as listed."""
-        base = self.base()
-        if base.sft is not None and base.sft.data is not None:
+        sft = self.recipe.get("sft")
+        if isinstance(sft, dict) and sft.get("data") is not None:  # before the recipe reads the file
             raise ConfigError("recipe.sft.data: a budget grid counts walkthrough demonstrations; leave sft.data out")
+        base = self.base()
         if base.rl is None and any(f < 1 for f in self.fractions):
             raise ConfigError("recipe.rl: the base recipe needs an rl section (rl.episodes is the RL budget's unit)")
         rl_episodes = base.rl.episodes if base.rl is not None else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from typing import Any
 class RunLog:
     """Appends one JSON object per event to ``<dir>/metrics.jsonl`` and mirrors numbers to TensorBoard.
 
-    Lines are flushed as written, so a killed run keeps everything it logged; a resumed run appends.
+    Lines are flushed as written, so a killed run keeps everything it logged; a resumed run first cuts the file back to
+    its checkpoints (:func:`rewind_metrics`), then appends.
     """
 
     def __init__(self, directory: str | Path, *, tensorboard: bool = True):
@@ -49,6 +51,35 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return str(value)
+
+
+def rewind_metrics(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Keep the records of a ``metrics.jsonl`` that ``keep`` accepts, each (stage, step, label) once, and drop a line
+    a kill tore; the file is replaced atomically. A resumed run calls it before logging again. Returns the count kept.
+    """
+    from agentenv.policies.checkpoint import crash_point, fsync_dir, fsync_file
+
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept, seen = [], set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # torn by a kill while it was written
+            continue
+        key = (record.get("stage"), record.get("step"), record.get("label")) if isinstance(record, dict) else None
+        if key is None or key in seen or not keep(record):
+            continue
+        seen.add(key)
+        kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    fsync_file(tmp)
+    crash_point("metrics.rewound")
+    tmp.replace(path)
+    fsync_dir(path.parent)
+    return len(kept)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -3,7 +3,10 @@
 Stages write into the recipe's output folder: ``metrics.jsonl`` (+ ``tensorboard/``), ``checkpoints/``
 (``sft`` after SFT, ``rl`` every few iterations), ``eval/<label>.jsonl`` trajectories, ``results.json``,
 ``report.html`` + ``curves.png`` and ``final/`` (the trained model, loadable by ``agentenv eval --policy
-model:<dir>/final``). ``resume=True`` continues from the newest checkpoint; RL resumes exactly (same next update).
+model:<dir>/final``). ``resume=True`` continues from the newest complete checkpoint whatever a kill left
+(:mod:`agentenv.policies.checkpoint`); RL resumes exactly (same next update), ``metrics.jsonl`` is cut back to what
+the checkpoints hold (no step twice, none missing), finished evaluations are kept and the final one runs again.
+A non-finite loss or weight stops training (:class:`~agentenv.policies.rl.DivergedError`) before anything is saved.
 
 Launched as several processes (``accelerate launch --num_processes N``, or ``torchrun``), RL is data-parallel
 through an ``accelerate.Accelerator`` (:class:`~agentenv.policies.rl.RLTrainer`), evaluations play a share of the
@@ -57,13 +60,16 @@ def launched_accelerator(recipe: Recipe) -> Any:
     return Accelerator(cpu=not torch.cuda.is_available() or (device is not None and device.startswith("cpu")))
 
 
-def load_policy_model(recipe: Recipe, device: str | None = None) -> tuple[Any, Any, Any]:
+def load_policy_model(
+    recipe: Recipe, device: str | None = None, tools: list[dict[str, Any]] | None = None
+) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured), on
     ``device`` if given, else ``model.device``. The chat format shows the env's tools, if it has any."""
-    import agentenv
     from agentenv.models import load_model
     from agentenv.policies.tools import tool_chat_format
 
+    if tools is None:
+        tools = env_tools(recipe)  # a bad env kwarg fails here, before the model loads
     m = recipe.model
     model, tokenizer = load_model(m.name, num_threads=m.num_threads, dtype=m.dtype, device=device or m.device)
     if m.lora is not None:
@@ -76,10 +82,26 @@ def load_policy_model(recipe: Recipe, device: str | None = None) -> tuple[Any, A
             task_type="CAUSAL_LM",
         )  # fmt: skip
         model = peft.get_peft_model(model, config)
-    probe = agentenv.make(recipe.env.id, **recipe.env.kwargs)
-    tools = list(probe.unwrapped.tools)
-    probe.close()
     return model, tokenizer, tool_chat_format(tokenizer, tools, chat_template=m.chat_template)
+
+
+def env_tools(recipe: Recipe) -> list[dict[str, Any]]:
+    """The tool schemas of the recipe's env, read from an env made with its kwargs (the env checks their values)."""
+    import agentenv
+
+    try:
+        probe = agentenv.make(recipe.env.id, **recipe.env.kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"env.kwargs={recipe.env.kwargs!r} for {recipe.env.id}: {e}") from e
+    try:
+        return list(probe.unwrapped.tools)
+    finally:
+        probe.close()
+
+
+def eval_labels(recipe: Recipe, stage: str) -> dict[str, str]:
+    """The evaluations of a stage (``before``, ``after SFT``, ``after``): label -> env id."""
+    return {stage: recipe.env.id, **{f"{stage} {h.split('/')[-1]}": h for h in recipe.eval.harder}}
 
 
 def evaluate(
@@ -134,19 +156,13 @@ def demonstrations(recipe: Recipe) -> list[list[dict]]:
     """SFT chats: the recipe's JSONL file, or walkthrough episodes on training tasks (successful ones only)."""
     import agentenv
     from agentenv.policies import WalkthroughPolicy
+    from agentenv.recipes.config import read_chats
     from agentenv.rollout import play_episode
 
     s = recipe.sft
     assert s is not None
     if s.data is not None:
-        chats = []
-        with open(s.data, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                record = json.loads(line)
-                if "messages" not in record:
-                    raise ConfigError(f"sft.data line {n}: no 'messages' field (write it with agentenv sft-data)")
-                chats.append(record["messages"])
-        return chats
+        return read_chats(s.data, "sft.data")
     env = agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"})
     pool = recipe.rl.train_tasks if recipe.rl is not None else s.episodes
     seeds = random.Random(recipe.seed).sample(range(max(pool, s.episodes)), s.episodes)
@@ -160,9 +176,11 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
     import torch
 
     import agentenv
+    from agentenv.policies.checkpoint import is_complete
     from agentenv.policies.rl import RLTrainer, load_weights, train_sft
     from agentenv.rollout import write_jsonl
 
+    tools = env_tools(recipe)  # a bad env kwarg value fails before anything is written or loaded
     out = recipe.output_dir
     checkpoints = out / "checkpoints"
     accelerator = launched_accelerator(recipe)
@@ -173,13 +191,24 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
         raise ConfigError(f"output folder {str(out)!r} holds a run already: pass --resume, or another output.dir")
     results_path = out / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
+    results.setdefault("evaluations", {})
+    results.setdefault("seconds", {})
+    rl_checkpoint = checkpoints / "rl"
+    sft_checkpoint = checkpoints / "sft"
+    if resume:
+        for label in eval_labels(recipe, "after"):  # the last evaluation runs again, on the weights it ends with
+            results["evaluations"].pop(label, None)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # every process has looked at the folder before the main one writes
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
-    results.setdefault("evaluations", {})
-    results.setdefault("seconds", {})
+        if resume:
+            rewind(out, results, sft_checkpoint, rl_checkpoint)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # the main process has recovered the checkpoints
+    resumed_rl = resume and is_complete(rl_checkpoint)
+    resumed_sft = resume and is_complete(sft_checkpoint)
     log: Any = RunLog(out, tensorboard=recipe.output.tensorboard) if main else _NoLog()
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
@@ -208,24 +237,20 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
         save_results()
 
     def eval_all(stage: str, progress: Any) -> None:
-        run_eval(stage, recipe.env.id, progress)
-        for harder in recipe.eval.harder:
-            run_eval(f"{stage} {harder.split('/')[-1]}", harder, progress)
+        for label, env_id in eval_labels(recipe, stage).items():
+            if label not in results["evaluations"]:  # a resumed run keeps the evaluations it finished
+                run_eval(label, env_id, progress)
 
     t0 = time.perf_counter()
-    model, tokenizer, chat_format = load_policy_model(recipe, str(accelerator.device) if accelerator else None)
+    model, tokenizer, chat_format = load_policy_model(recipe, str(accelerator.device) if accelerator else None, tools)
     results["seconds"]["load model"] = time.perf_counter() - t0
     _say(console, f"[bold]{recipe.name}[/]: {recipe.model.name} on {recipe.env.id} -> {out}")
-    rl_checkpoint = checkpoints / "rl"
-    sft_checkpoint = checkpoints / "sft"
-    resumed_rl = resume and (rl_checkpoint / "trainer.json").exists()
-    resumed_sft = resume and (sft_checkpoint / "trainer.json").exists()
     if accelerator is not None:
         accelerator.wait_for_everyone()  # before the main process writes a checkpoint the others would see
 
     trainer = None
     with _progress(console) as progress:
-        if recipe.eval.before and "before" not in results["evaluations"]:
+        if recipe.eval.before:
             eval_all("before", progress)
 
         if recipe.sft is not None and not (resumed_sft or resumed_rl):
@@ -253,6 +278,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
                 eval_all("after SFT", progress)
         elif resumed_sft and not resumed_rl:
             load_weights(model, sft_checkpoint)
+            if recipe.rl is not None and recipe.eval.after_sft:  # those a kill interrupted
+                eval_all("after SFT", progress)
 
         if recipe.rl is not None:
             c = recipe.rl
@@ -298,6 +325,31 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
     return results
 
 
+def rewind(out: Path, results: dict[str, Any], sft_checkpoint: Path, rl_checkpoint: Path) -> None:
+    """Before a resumed run logs again: the newest complete checkpoints recovered from what a kill left, and
+    ``metrics.jsonl`` cut back to the steps they hold and the evaluations in ``results``."""
+    from agentenv.policies.checkpoint import is_complete, recover
+    from agentenv.recipes.report import rewind_metrics
+
+    rl = recover(rl_checkpoint)
+    recover(sft_checkpoint)
+    rl_done = int(json.loads((rl / "trainer.json").read_text())["iteration_done"]) if rl is not None else 0
+    sft_done = rl is not None or is_complete(sft_checkpoint)  # RL starts after SFT's checkpoint
+    finished = set(results["evaluations"])
+
+    def keep(record: dict[str, Any]) -> bool:
+        stage = record.get("stage")
+        if stage == "eval":
+            return record.get("label") in finished
+        if stage == "sft":
+            return sft_done
+        if stage == "rl":
+            return isinstance(record.get("step"), int) and record["step"] <= rl_done
+        return True
+
+    rewind_metrics(out / "metrics.jsonl", keep)
+
+
 class _NoLog:
     """What a process other than the main one logs to: nothing."""
 
@@ -309,7 +361,8 @@ class _NoLog:
 
 
 def _save_model(model: Any, tokenizer: Any, path: Path, meta: dict[str, Any], state_dict: Any = None) -> None:
-    from agentenv.policies.rl import atomic_folder, write_model
+    from agentenv.policies.checkpoint import atomic_folder
+    from agentenv.policies.rl import write_model
 
     with atomic_folder(path) as tmp:
         write_model(model, tokenizer, tmp, merge_lora=meta["stage"] == "final", state_dict=state_dict)
