@@ -530,7 +530,11 @@ def new(
 @app.command("judge-audit")
 def judge_audit(
     judge: Annotated[
-        str, typer.Option(help="pointwise | exact | module:attr (a Reward instance, Reward class or factory)")
+        str,
+        typer.Option(
+            help="pointwise | exact | model:PATH (a local or trained judge) | openai:URL#MODEL | module:attr "
+            "(a Reward instance, Reward class or factory)"
+        ),
     ] = "pointwise",
     cases: Annotated[
         Path | None,

@@ -390,15 +390,35 @@ def _json_safe(x: Any) -> Any:
 
 
 def resolve_judge(spec: str) -> Reward:
-    """A judge from a name in :data:`JUDGES` or an import path ``module:attr`` to a Reward instance, a Reward
-    class, or a factory returning a Reward (classes and factories are called with no arguments).
+    """A judge from a name in :data:`JUDGES`, ``model:NAME_OR_PATH`` (a :class:`PointwiseJudge` on a local model: a
+    folder such as a trained judge's ``runs/…/final``, or a hub id), ``openai:URL#MODEL`` (a :class:`PointwiseJudge`
+    on an OpenAI-compatible server; ``#MODEL`` defaults to ``default``), or an import path ``module:attr`` to a
+    Reward instance, a Reward class, or a factory returning a Reward (called with no arguments).
     """
+    if spec.startswith("model:"):
+        name = spec.removeprefix("model:")
+        if not name:
+            raise ConfigError("judge='model:' needs a model folder or hub id after the colon, e.g. model:runs/j/final")
+        folder = Path(name).expanduser()
+        path_like = name.startswith((".", "/", "~")) or name.strip("/").count("/") > 1  # 'org/name' is a hub id
+        if path_like and not folder.exists():
+            raise ConfigError(f"judge={spec!r}: no model folder at {name!r}")
+        from agentenv.rewards.judges import LocalLM, PointwiseJudge
+
+        return PointwiseJudge(LocalLM(str(folder) if folder.exists() else name))
+    if spec.startswith("openai:"):
+        url, _, model = spec.removeprefix("openai:").partition("#")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"judge={spec!r}: expected openai:http(s)://HOST[:PORT]/v1[#MODEL]")
+        from agentenv.rewards.judges import OpenAIServer, PointwiseJudge
+
+        return PointwiseJudge(OpenAIServer(url, model or "default"))
     if spec in JUDGES:
         module, attr = JUDGES[spec]
     elif ":" in spec:
         module, _, attr = spec.partition(":")
     else:
-        allowed = f"choose one of {list(JUDGES)} or an import path 'module:attr'"
+        allowed = f"choose one of {list(JUDGES)}, model:PATH, openai:URL#MODEL or an import path 'module:attr'"
         raise ConfigError(f"judge={spec!r} is not allowed; {allowed}")
     try:
         obj: Any = importlib.import_module(module)

@@ -1,0 +1,313 @@
+"""Train a generative judge's verdict directly: P("Yes") of the next token, fitted to labelled cases (RewardDance).
+
+The judge at inference is :class:`agentenv.rewards.PointwiseJudge`: it renders its template, runs the model once and
+reads ``P(yes) = sigmoid(logsumexp(log p[yes ids]) - logsumexp(log p[no ids]))`` at the next token. This trainer
+optimises exactly that quantity — binary cross-entropy of the same logit on the case's label, over the same
+rendered chat — so the folder it writes is the judge: ``PointwiseJudge(LocalLM("runs/…/final"))``, or
+``agentenv judge-audit --judge model:runs/…/final``.
+
+Training is full fine-tuning of the causal LM (the default 135M model fits a CPU), in batches of similar length
+(little padding), with AdamW, linear warm-up and decay, a budget in minutes as well as epochs, an evaluation on the
+validation cases after each epoch (AUROC, accuracy), and the best epoch kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentenv.errors import ConfigError, check_range
+
+
+@dataclass
+class VerdictConfig:
+    """Knobs of :func:`train_verdict`. ``max_minutes`` stops training early (the last full evaluation decides)."""
+
+    lr: float = 3e-5
+    epochs: int = 2
+    batch_size: int = 16
+    warmup: float = 0.05
+    weight_decay: float = 0.0
+    max_minutes: float | None = None
+    max_prompt_tokens: int = 384
+    eval_every: int = 0  # steps between validation passes; 0: once per epoch
+    seed: int = 0
+    balance: bool = True  # weight the classes so positives and negatives count equally
+    #: Train only the top N transformer blocks (and the final norm); the rest and the embeddings stay frozen, which
+    #: cuts the backward pass and the optimizer state. ``None`` trains everything.
+    train_layers: int | None = 8
+
+    def __post_init__(self) -> None:
+        check_range("lr", self.lr, 1e-9, 1.0)
+        check_range("epochs", self.epochs, 1, 1000, integer=True)
+        check_range("batch_size", self.batch_size, 1, 4096, integer=True)
+        check_range("warmup", self.warmup, 0.0, 1.0)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        if self.max_minutes is not None:
+            check_range("max_minutes", self.max_minutes, 0.01, 1e6)
+        check_range("max_prompt_tokens", self.max_prompt_tokens, 16, 1_000_000, integer=True)
+        check_range("eval_every", self.eval_every, 0, integer=True)
+        if self.train_layers is not None:
+            check_range("train_layers", self.train_layers, 1, 10_000, integer=True)
+        for name in ("lr", "warmup", "weight_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be finite")
+
+
+@dataclass
+class VerdictResult:
+    """What :func:`train_verdict` did: per-evaluation metrics, the best one, the folder the judge is in."""
+
+    model_dir: str | None
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    trainable_parameters: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (the probability a random positive outscores a random negative; ties count half)."""
+    pairs = sorted(zip(scores, labels, strict=True))
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return float("nan")
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        mid_rank = (i + j + 1) / 2  # ranks are 1-based
+        rank_sum += mid_rank * sum(label for _, label in pairs[i:j])
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+class VerdictData:
+    """Cases rendered by the judge's own template and tokenised once: ``ids[i]``, ``labels[i]``. Cases with an
+    empty response are left out: :class:`PointwiseJudge` scores those 0 itself."""
+
+    def __init__(self, judge: Any, cases: Sequence[Any]):
+        from agentenv.rewards.base import Sample
+
+        self.cases = list(cases)
+        self.ids: list[list[int]] = []
+        self.labels: list[int] = []
+        backend = judge.backend
+        for case in list(self.cases):
+            sample = case.sample() if hasattr(case, "sample") else Sample(**case)
+            if not sample.response.strip():  # the judge scores an empty response 0 without asking the model
+                self.cases.remove(case)
+                continue
+            chat = judge.fit(judge._render(judge.template), judge._fields(sample)).chat
+            self.ids.append(backend.encode(chat)[-judge.budget() :])
+            self.labels.append(int(case.label))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _batches(lengths: Sequence[int], size: int, rng: random.Random | None) -> list[list[int]]:
+    """Indices in batches of similar length; shuffled (rows into buckets, then batch order) when ``rng`` is given."""
+    order = list(range(len(lengths)))
+    if rng is not None:
+        rng.shuffle(order)
+        chunks = [order[k : k + size * 20] for k in range(0, len(order), size * 20)]  # bucket locally
+        order = [i for chunk in chunks for i in sorted(chunk, key=lambda i: lengths[i])]
+    else:
+        order.sort(key=lambda i: lengths[i])
+    batches = [order[k : k + size] for k in range(0, len(order), size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def blocks_of(model: Any) -> Any:
+    """The stack of transformer blocks of a causal LM (the longest ``ModuleList`` in it)."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise ConfigError(f"{type(model).__name__} has no stack of transformer blocks to train the top of")
+    return max(lists, key=len)
+
+
+def freeze_below(model: Any, train_layers: int | None) -> int:
+    """Leave only the top ``train_layers`` blocks and the modules after them trainable; returns the number of
+    trainable parameters. ``None`` leaves everything trainable."""
+    if train_layers is None:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    blocks = blocks_of(model)
+    keep = {id(p) for block in list(blocks)[-train_layers:] for p in block.parameters()}
+    base = getattr(model, "base_model", model)
+    inner = getattr(base, "model", None)
+    norm = getattr(inner, "norm", None)  # Llama-style final norm, after the blocks
+    if norm is not None:
+        keep |= {id(p) for p in norm.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def verdict_logits(model: Any, rows: Sequence[Sequence[int]], yes: Any, no: Any, pad_id: int) -> Any:
+    """``logsumexp(log p[yes]) - logsumexp(log p[no])`` at the next token of each row (left-padded batch)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+    logp = logits.float().log_softmax(-1)
+    return logp[:, yes].logsumexp(-1) - logp[:, no].logsumexp(-1)
+
+
+def evaluate(model: Any, data: VerdictData, yes: Any, no: Any, pad_id: int, batch_size: int = 32) -> dict[str, float]:
+    """P(yes) on every case: AUROC, accuracy at 0.5, and the mean P(yes) of each label."""
+    import torch
+
+    scores = [0.0] * len(data)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in _batches([len(r) for r in data.ids], batch_size, None):
+            logit = verdict_logits(model, [data.ids[i] for i in batch], yes, no, pad_id)
+            for i, p in zip(batch, torch.sigmoid(logit).tolist(), strict=True):
+                scores[i] = p
+    model.train(was_training)
+    labels = data.labels
+    correct = sum((s >= 0.5) == bool(y) for s, y in zip(scores, labels, strict=True))
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    return {
+        "auroc": auroc(scores, labels),
+        "accuracy": correct / max(1, len(labels)),
+        "mean_p_yes_correct": sum(pos) / max(1, len(pos)),
+        "mean_p_yes_wrong": sum(neg) / max(1, len(neg)),
+        "cases": len(labels),
+    }
+
+
+def train_verdict(
+    train_cases: Sequence[Any],
+    validation_cases: Sequence[Any] = (),
+    *,
+    model: str = "default",
+    output_dir: str | Path | None = None,
+    config: VerdictConfig | None = None,
+    template: str = "pointwise",
+    num_threads: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> VerdictResult:
+    """Fine-tune ``model`` so that its P(yes) under the ``template`` judge prompt fits the cases' labels.
+
+    Cases are :class:`~agentenv.rewards.antihack.AuditCase`-like (``question``, ``reference``, ``response``,
+    ``label``). Writes the best epoch's model and tokenizer to ``output_dir/final`` (plus ``verdict.json`` with the
+    history) when ``output_dir`` is given; returns the history either way.
+    """
+    import torch
+
+    from agentenv.models import load_model
+    from agentenv.rewards.judges import LocalLM, PointwiseJudge
+
+    config = config or VerdictConfig()
+    if not train_cases:
+        raise ConfigError("train_verdict: no training cases")
+    lm_model, tokenizer = load_model(model, num_threads=num_threads)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    backend = LocalLM((lm_model, tokenizer))
+    judge = PointwiseJudge(backend, template=template, max_prompt_tokens=config.max_prompt_tokens)
+    train, validation = VerdictData(judge, train_cases), VerdictData(judge, validation_cases)
+    yes, no = (torch.tensor(x) for x in backend.answer_ids())
+    pad_id = backend._pad_id()
+    positives = sum(train.labels)
+    weights = {1: 1.0, 0: 1.0}
+    if config.balance and 0 < positives < len(train):
+        weights = {1: len(train) / (2 * positives), 0: len(train) / (2 * (len(train) - positives))}
+
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    trainable = freeze_below(lm_model, config.train_layers)
+    params = [p for p in lm_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, int(config.warmup * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    lm_model.train()
+    start = time.monotonic()
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    best_state: dict[str, Any] | None = None
+    step = 0
+    out_of_time = False
+
+    def check(epoch: float) -> None:
+        nonlocal best, best_state
+        metrics = evaluate(lm_model, validation, yes, no, pad_id) if len(validation) else {}
+        row = {"step": step, "epoch": round(epoch, 3), "seconds": round(time.monotonic() - start, 1), **metrics}
+        history.append(row)
+        if progress:
+            progress(row)
+        key = metrics.get("auroc", -step)
+        if not best or (key == key and key >= best.get("auroc", -math.inf)):  # NaN never wins
+            best = row
+            if output_dir is not None and len(validation):
+                best_state = {k: v.detach().clone() for k, v in lm_model.state_dict().items()}
+
+    for _ in range(config.epochs):
+        for batch in _batches([len(r) for r in train.ids], config.batch_size, rng):
+            logit = verdict_logits(lm_model, [train.ids[i] for i in batch], yes, no, pad_id)
+            labels = torch.tensor([float(train.labels[i]) for i in batch])
+            w = torch.tensor([weights[train.labels[i]] for i in batch])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels, weight=w)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train_verdict: the loss is {loss.item()} at step {step + 1}; lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if progress and step % 10 == 0:
+                progress({"step": step, "of": total, "loss": round(loss.item(), 4),
+                          "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
+            if config.eval_every and step % config.eval_every == 0:
+                check(step / steps_per_epoch)
+            if config.max_minutes is not None and time.monotonic() - start > config.max_minutes * 60:
+                out_of_time = True
+                break
+        if not config.eval_every or step % config.eval_every:
+            check(step / steps_per_epoch)
+        if out_of_time:
+            break
+    seconds = time.monotonic() - start
+    model_dir = None
+    if output_dir is not None:
+        if best_state is not None:
+            lm_model.load_state_dict(best_state)
+        final = Path(output_dir) / "final"
+        tmp = final.with_name("final.tmp")
+        lm_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        tmp.rename(final)
+        model_dir = str(final)
+    result = VerdictResult(model_dir, step, round(seconds, 1), history, best, trainable)
+    if output_dir is not None:
+        (Path(output_dir) / "verdict.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
