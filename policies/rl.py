@@ -563,7 +563,8 @@ class RLTrainer:
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """A checkpoint folder: the model (a model folder ``load_model`` reads; LoRA: the adapter), value head,
-        optimiser, counters. Written beside and renamed, so a kill while saving never leaves half a checkpoint.
+        optimiser, counters. Swapped in by :func:`~agentenv.policies.checkpoint.atomic_folder`: after a kill at any
+        step, :func:`~agentenv.policies.checkpoint.recover` finds a complete checkpoint, the new one or the old.
         With an accelerator, every process calls it and the main process writes (under FSDP, the gathered whole
         state; its optimiser state is keyed by parameter name and resumes under FSDP only)."""
         if self.fsdp:
@@ -600,7 +601,12 @@ class RLTrainer:
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save` into this trainer; returns its ``trainer.json``."""
+        from agentenv.policies.checkpoint import is_complete
+
         path = Path(path)
+        if not is_complete(path):
+            raise ConfigError(f"{path} holds no complete checkpoint; after a kill, agentenv.policies.checkpoint."
+                              f"recover({str(path)!r}) moves the newest complete one there")  # fmt: skip
         meta = json.loads((path / "trainer.json").read_text())
         state = torch.load(path / "trainer_state.pt", weights_only=True)
         fsdp = self.fsdp

@@ -284,3 +284,14 @@ def test_rewind_metrics_drops_what_comes_after_the_resume_point_and_a_torn_line(
     kept = [(r["stage"], r["step"]) for r in read_metrics(path)]
     assert kept == [("eval", 0), ("sft", 1), ("sft", 2), ("rl", 1)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_loading_a_half_deleted_checkpoint_is_an_error_that_says_how_to_recover(tmp_path):
+    model, tokenizer = tiny_model(seed=0)
+    config = RLConfig(algorithm="grpo", episodes=4, group_size=2, max_new_tokens=4, num_envs=2)
+    trainer = RLTrainer(config, model, tokenizer, [agentenv.make(ENV) for _ in range(2)], ChatFormat(tokenizer))
+    trainer.save(tmp_path / "rl")
+    (tmp_path / "rl" / COMPLETE).unlink()  # what a kill while deleting it leaves
+    (tmp_path / "rl" / "trainer.json").unlink()
+    with pytest.raises(ConfigError, match=r"no complete checkpoint.*recover"):
+        trainer.load(tmp_path / "rl")
