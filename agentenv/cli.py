@@ -614,7 +614,8 @@ def _print_audit(report: Any) -> None:
         for r in misjudged:
             worst.add_row(r.case.id, str(r.case.label), f"{r.score:.3f}", r.case.response[:80], r.reason[:80])
         console.print(worst)
-    console.print(f"[dim]{report.overall.cases} cases in {report.seconds:.1f}s[/]")
+    auc = "" if math.isnan(report.auroc) else f", AUROC {report.auroc:.3f}"
+    console.print(f"[dim]{report.overall.cases} cases in {report.seconds:.1f}s{auc}[/]")
 
 
 def _recipe_source(recipe: str) -> Path:

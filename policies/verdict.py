@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agentenv.errors import ConfigError, check_range
+from agentenv.rewards.antihack import auroc
 
 
 @dataclass
@@ -73,24 +74,6 @@ class VerdictResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve (the probability a random positive outscores a random negative; ties count half)."""
-    pairs = sorted(zip(scores, labels, strict=True))
-    positives = sum(labels)
-    negatives = len(labels) - positives
-    if not positives or not negatives:
-        return float("nan")
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        mid_rank = (i + j + 1) / 2  # ranks are 1-based
-        rank_sum += mid_rank * sum(label for _, label in pairs[i:j])
-        i = j
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 class VerdictData:

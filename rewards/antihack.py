@@ -284,6 +284,24 @@ class ErrorRates:
         return _json_safe({**asdict(self), "fpr": self.fpr, "fnr": self.fnr})
 
 
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (the probability a random positive outscores a random negative; ties count half)."""
+    pairs = sorted(zip(scores, labels, strict=True))
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return float("nan")
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        mid_rank = (i + j + 1) / 2  # ranks are 1-based
+        rank_sum += mid_rank * sum(label for _, label in pairs[i:j])
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
 @dataclass(frozen=True)
 class CaseResult:
     case: AuditCase
@@ -309,6 +327,12 @@ class AuditReport:
     results: list[CaseResult]
     seconds: float = 0.0
 
+    @property
+    def auroc(self) -> float:
+        """Threshold-free: the probability that a random correct response outscores a random wrong one (NaN when
+        the cases have one label only)."""
+        return auroc([r.score for r in self.results], [r.case.label for r in self.results])
+
     def worst_cases(self, k: int = 10) -> list[CaseResult]:
         """The ``k`` misjudged cases the judge was surest about (furthest from the threshold on the wrong side)."""
         wrong = [r for r in self.results if r.wrong(self.threshold)]
@@ -325,6 +349,7 @@ class AuditReport:
             "threshold": self.threshold,
             "seconds": self.seconds,
             "overall": self.overall.to_dict(),
+            "auroc": _json_safe(self.auroc),
             "by_category": {k: v.to_dict() for k, v in self.by_category.items()},
             "by_attack": {k: v.to_dict() for k, v in self.by_attack.items()},
             "worst_cases": [r.to_dict() for r in self.worst_cases()],

@@ -100,7 +100,7 @@ def test_judge_audit_reads_a_model_folder_and_rejects_a_missing_one(tiny_folder,
     path = save_cases(cases[:8], tmp_path / "cases.jsonl")
     result = CliRunner().invoke(app, ["judge-audit", "--judge", f"model:{tiny_folder}", "--cases", str(path)])
     assert result.exit_code == 0, result.output
-    assert "FPR" in result.output or "false" in result.output.lower()
+    assert "AUROC" in result.output
     with pytest.raises(ConfigError, match="no model folder"):
         resolve_judge(f"model:{tmp_path}/nothing/here")
     with pytest.raises(ConfigError, match="openai:http"):
