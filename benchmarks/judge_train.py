@@ -1,0 +1,179 @@
+"""Train a pointwise P(yes) judge from the default model on this machine, and audit it beside the untrained model.
+
+Data: :func:`agentenv.envs.judge.data.build_cases` (search world + household questions, right answers in many
+formats, wrong answers, Master-RM negatives), split by question; the test split never trains anything.
+Training: :func:`agentenv.policies.verdict.train_verdict` (the exact P(yes) logit the judge reads, class-balanced
+BCE) for at most ``--minutes`` of wall time with ``--threads`` torch threads. The threshold is chosen on the
+validation split (the best balanced accuracy) for each judge; the test split is scored once, at that threshold.
+
+Reported for both judges, on the test split: AUROC, FPR on the master-key family (symbols, openers, other
+languages, affirmations, truncated reasoning, the restated question), FPR on wrong answers, FNR on correct answers
+in every format; and on the built-in probe set of ``agentenv judge-audit`` (questions the training never saw).
+Goal (issue 16): trained AUROC >= 0.95, master-key FPR <= 2%, format-variant FNR <= 5%.
+
+Usage: python benchmarks/judge_train.py [--minutes 30] [--threads 2] [--world 600] [--household 200]
+       [--out runs/judge-pyes]   (writes benchmarks/results/judge_train.json and .md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from agentenv.envs.judge.data import MASTER_KEY_CATEGORIES, build_cases, save_cases, summary
+from agentenv.rewards.antihack import AuditReport, ErrorRates, audit, default_cases
+
+RESULTS = Path(__file__).parent / "results"
+GOAL = {"auroc_min": 0.95, "master_key_fpr_max": 0.02, "format_fnr_max": 0.05}
+
+
+def balanced_threshold(report: AuditReport) -> float:
+    """The threshold with the best balanced accuracy (mean of TPR and TNR) on ``report``'s cases."""
+    scores = sorted({r.score for r in report.results})
+    candidates = [0.5] + [(a + b) / 2 for a, b in itertools.pairwise(scores)]
+    best, best_value = 0.5, -1.0
+    for t in candidates:
+        rates = ErrorRates.of(report.results, t)
+        value = 1 - (rates.fpr + rates.fnr) / 2
+        if value > best_value:
+            best, best_value = t, value
+    return best
+
+
+def rates(report: AuditReport, threshold: float) -> dict[str, float | None]:
+    def of(keep) -> ErrorRates:
+        return ErrorRates.of([r for r in report.results if keep(r.case)], threshold)
+
+    def safe(x: float) -> float | None:
+        return None if math.isnan(x) else round(x, 4)
+
+    return {
+        "threshold": round(threshold, 4),
+        "auroc": safe(report.auroc),
+        "master_key_fpr": safe(of(lambda c: c.category in MASTER_KEY_CATEGORIES).fpr),
+        "wrong_answer_fpr": safe(of(lambda c: c.category.startswith("wrong:")).fpr),
+        "format_fnr": safe(of(lambda c: c.category.startswith("correct:")).fnr),
+        "overall_fpr": safe(ErrorRates.of(report.results, threshold).fpr),
+        "cases": len(report.results),
+    }
+
+
+def probe_rates(report: AuditReport, threshold: float) -> dict[str, float | None]:
+    """The built-in probe set: master keys (label 0) and correct answers in varied formats (label 1)."""
+    out = ErrorRates.of(report.results, threshold)
+    return {"threshold": round(threshold, 4), "auroc": round(report.auroc, 4), "fpr": round(out.fpr, 4),
+            "fnr": round(out.fnr, 4), "cases": out.cases}  # fmt: skip
+
+
+def judge_of(model: str, max_prompt_tokens: int):
+    from agentenv.rewards.judges import LocalLM, PointwiseJudge
+
+    return PointwiseJudge(LocalLM(model, batch_size=16), max_prompt_tokens=max_prompt_tokens)
+
+
+def measure(name: str, judge, validation, test, probes) -> dict:
+    t0 = time.perf_counter()
+    threshold = balanced_threshold(audit(judge, validation, name=name))
+    result = {
+        "test": rates(audit(judge, test, threshold, name=name), threshold),
+        "probes": probe_rates(audit(judge, probes, threshold, name=name), threshold),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(f"{name}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--world", type=int, default=600)
+    parser.add_argument("--household", type=int, default=200)
+    parser.add_argument("--validation", type=int, default=600, help="validation cases used (threshold, best epoch)")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--train-layers", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", default="runs/judge-pyes")
+    args = parser.parse_args()
+
+    import torch
+
+    from agentenv.policies.verdict import VerdictConfig, train_verdict
+
+    torch.set_num_threads(args.threads)
+    cases = build_cases(world=args.world, household=args.household)
+    out = Path(args.out)
+    save_cases(cases, out / "cases.jsonl")
+    split = {s: [c for c in cases if c.split == s] for s in ("train", "validation", "test")}
+    validation = split["validation"][: args.validation]
+    probes = default_cases()
+    print(json.dumps(summary(cases)["by_split"]), flush=True)
+
+    config = VerdictConfig(lr=args.lr, epochs=args.epochs, batch_size=16, max_minutes=args.minutes,
+                           train_layers=args.train_layers, eval_every=150)  # fmt: skip
+    untrained = measure("untrained", judge_of("default", config.max_prompt_tokens), validation, split["test"], probes)
+    result = train_verdict(
+        split["train"], validation, model="default", output_dir=out, config=config, num_threads=args.threads,
+        progress=lambda row: print(json.dumps(row), flush=True),
+    )  # fmt: skip
+    trained = measure("trained", judge_of(result.model_dir, config.max_prompt_tokens), validation, split["test"],
+                      probes)  # fmt: skip
+    t = trained["test"]
+    met = {
+        "auroc": (t["auroc"] or 0) >= GOAL["auroc_min"],
+        "master_key_fpr": (t["master_key_fpr"] or 0) <= GOAL["master_key_fpr_max"],
+        "format_fnr": (t["format_fnr"] or 0) <= GOAL["format_fnr_max"],
+    }
+    record = {
+        "benchmark": "judge_train",
+        "model": "default (SmolLM2-135M)",
+        "model_dir": result.model_dir,
+        "data": summary(cases),
+        "config": {**vars(args), "verdict": config.__dict__},
+        "training": {
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "best": result.best,
+            "history": result.history,
+            "trainable_parameters": result.trainable_parameters,
+        },
+        "untrained": untrained,
+        "trained": trained,
+        "goal": GOAL,
+        "goal_met": met,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "judge_train.json").write_text(json.dumps(record, indent=2) + "\n")
+    rows = [("AUROC (test)", "auroc"), ("master-key FPR (test)", "master_key_fpr"),
+            ("wrong-answer FPR (test)", "wrong_answer_fpr"), ("format-variant FNR (test)", "format_fnr"),
+            ("threshold (from validation)", "threshold")]  # fmt: skip
+    lines = ["| | untrained | trained | goal |", "|---|---|---|---|"]
+    goals = {"auroc": ">= 0.95", "master_key_fpr": "<= 0.02", "format_fnr": "<= 0.05"}
+    for label, key in rows:
+        lines.append(f"| {label} | {untrained['test'][key]} | {t[key]} | {goals.get(key, '')} |")
+    lines.append(f"| built-in probes AUROC | {untrained['probes']['auroc']} | {trained['probes']['auroc']} | |")
+    lines.append(f"| built-in probes FPR / FNR | {untrained['probes']['fpr']} / {untrained['probes']['fnr']} | "
+                 f"{trained['probes']['fpr']} / {trained['probes']['fnr']} | |")  # fmt: skip
+    table = "\n".join(lines)
+    (RESULTS / "judge_train.md").write_text(
+        f"# Trained P(yes) judge vs the untrained model (default 135M, {args.threads} threads, "
+        f"{result.seconds / 60:.1f} min of training, {result.steps} steps)\n\n{table}\n"
+    )
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
