@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 import gymnasium
@@ -29,7 +30,8 @@ def closest(word: str, choices: Iterable[str], n: int = 5) -> list[str]:
 def check_choice(field: str, value: object, allowed: Iterable[object]) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``allowed``."""
     allowed = list(allowed)
-    if value not in allowed:
+    # True == 1 and 1.0 == 1 in Python: a bool must match a bool, and a non-bool must not match one.
+    if not any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed):
         hint = closest(str(value), [str(a) for a in allowed], n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         raise ConfigError(f"{field}={value!r} is not allowed; choose one of {allowed}.{did_you_mean}")
@@ -38,10 +40,15 @@ def check_choice(field: str, value: object, allowed: Iterable[object]) -> None:
 def check_range(
     field: str, value: object, low: float | None = None, high: float | None = None, *, integer: bool = False
 ) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a number (an int if ``integer``) within [low, high]."""
+    """Raise :class:`ConfigError` unless ``value`` is a finite number (an int if ``integer``) within [low, high].
+
+    NaN compares false to every bound and inf passes open ones, so both are refused here, by name.
+    """
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{field}={value!r} must be {'an int' if integer else 'a number'}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{field}={value!r} must be a finite number")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ConfigError(f"{field}={value!r} is out of range; allowed: {bounds}")
