@@ -9,12 +9,24 @@ calls; all of them may import the core, so the shared pieces live here.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentenv.core import InvalidAction, tool_call_from_dict
+from agentenv.core import _CONTROL, _SURROGATE, InvalidAction, tool_call_from_dict
 from agentenv.spaces import ToolCall
+
+#: What the arguments of one tool call may hold, checked after decoding (:func:`argument_problem`): strings of at
+#: most ``MAX_ARGUMENT_CHARS`` characters each and ``MAX_ARGUMENT_TOTAL_CHARS`` in all (keys included), at most
+#: ``MAX_ARGUMENT_VALUES`` values, nested at most ``MAX_ARGUMENT_DEPTH`` deep.
+MAX_ARGUMENT_CHARS = 1_000_000
+MAX_ARGUMENT_TOTAL_CHARS = 4_000_000
+MAX_ARGUMENT_VALUES = 100_000
+MAX_ARGUMENT_DEPTH = 32
+_ALLOWED_TEXT = (
+    "any text but NUL, other control characters (tab, newline and carriage return are fine) and lone surrogates"
+)
 
 # A block runs to its close tag or, cut off by a token limit, to the end of the text (group 2 is then empty).
 _TOOL_CALL_BLOCK = re.compile(r"<tool_call>(.*?)(</tool_call>|\Z)", re.IGNORECASE | re.DOTALL)
@@ -113,7 +125,71 @@ def call_from_json(raw: Any) -> ToolCall | InvalidAction:
         return tool_call_from_dict(raw)
     if "arguments" not in body and "parameters" in body:
         body = {**body, "arguments": body["parameters"]}
+    if isinstance(body.get("arguments"), str) and body["arguments"].strip():
+        arguments = loads_json(body["arguments"])
+        if isinstance(arguments, InvalidAction):
+            return InvalidAction(f"tool call {body.get('name')!r}: arguments are {arguments.reason}")
+        body = {**body, "arguments": arguments}
     return tool_call_from_dict(body)
+
+
+def argument_problem(call: ToolCall) -> str | None:
+    """Why a decoded call cannot be run, or ``None``: a name that is not a clean string, or arguments that are not a
+    JSON object of clean, bounded values (the caps above; NaN and infinities are not JSON).
+
+    Every call, read from text or passed parsed, goes through this after decoding: a JSON escape such as
+    ``\\u0000`` or ``\\ud800`` only becomes a NUL or a surrogate then. Iterative, so no nesting raises
+    ``RecursionError``.
+    """
+    name = call.name
+    if not isinstance(name, str) or not name or _CONTROL.search(name) or _SURROGATE.search(name):
+        return "a tool call needs a name: a non-empty string without control characters"
+    if not isinstance(call.arguments, dict):
+        return f"{name}: arguments must be a JSON object, got {json_type(call.arguments)}"
+    pending: list[tuple[str, Any, int]] = [("arguments", call.arguments, 0)]
+    values = total = 0
+    while pending:
+        path, value, depth = pending.pop()
+        values += 1
+        if values > MAX_ARGUMENT_VALUES:
+            return f"{name}: arguments hold more than {MAX_ARGUMENT_VALUES:,} values"
+        if isinstance(value, str):
+            total += len(value)
+            problem = _text_problem(value)
+            if problem:
+                return f"{name}: {path} {problem}"
+        elif isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_ARGUMENT_DEPTH:
+                return f"{name}: {path} is nested deeper than {MAX_ARGUMENT_DEPTH} levels"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        return f"{name}: {path} has a key that is not a string ({json_type(key)})"
+                    total += len(key)
+                    problem = _text_problem(key)
+                    if problem:
+                        return f"{name}: a key of {path} {problem}"
+                    pending.append((f"{path}.{key[:40]}", item, depth + 1))
+            else:
+                pending.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{name}: {path} is {value}, which is not a JSON number"
+        elif not (value is None or isinstance(value, (bool, int, float))):
+            return f"{name}: {path} is a {type(value).__name__}, not a JSON value"
+        if total > MAX_ARGUMENT_TOTAL_CHARS:
+            return f"{name}: arguments hold more than {MAX_ARGUMENT_TOTAL_CHARS:,} characters in all"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if len(text) > MAX_ARGUMENT_CHARS:
+        return f"has {len(text):,} characters; the limit is {MAX_ARGUMENT_CHARS:,} per value"
+    if _SURROGATE.search(text):
+        return f"holds a lone surrogate (not valid Unicode); allowed: {_ALLOWED_TEXT}"
+    found = _CONTROL.search(text)
+    if found:
+        return f"holds the control character {found.group()!r}; allowed: {_ALLOWED_TEXT}"
+    return None
 
 
 def loads_json(text: str) -> Any | InvalidAction:
@@ -124,6 +200,8 @@ def loads_json(text: str) -> Any | InvalidAction:
         return json.loads(fenced.group(1) if fenced else text)
     except json.JSONDecodeError as e:
         return InvalidAction(f"not valid JSON ({e.msg})")
+    except ValueError as e:  # e.g. an integer longer than Python's int_max_str_digits
+        return InvalidAction(f"not valid JSON ({e})")
     except RecursionError:
         return InvalidAction("not valid JSON (nested too deeply)")
 
@@ -196,6 +274,11 @@ def invalid_call_feedback(problem: str, tools: Any, *, style: str = "hermes") ->
 
 
 __all__ = [
+    "MAX_ARGUMENT_CHARS",
+    "MAX_ARGUMENT_DEPTH",
+    "MAX_ARGUMENT_TOTAL_CHARS",
+    "MAX_ARGUMENT_VALUES",
+    "argument_problem",
     "call_from_json",
     "format_tool_result",
     "invalid_call_feedback",

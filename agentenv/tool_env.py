@@ -6,14 +6,17 @@ tool env needs and gets subtly wrong when each writes its own:
 
 * a turn may be parsed calls (``ToolCall`` / list, what the rollout engine sends), or text holding ``<tool_call>``
   blocks or a bare JSON call (what scripted policies, SFT data and humans write) — both step the same;
-* a turn that holds no call, an unknown tool, or arguments that do not fit the schema is an *invalid turn* whose
-  observation says what was wrong and shows a correct call; the episode goes on;
+* every call, text or parsed, is checked once after decoding (:func:`~agentenv.tool_calls.argument_problem`: NUL,
+  control characters, lone surrogates, over-long or too deeply nested values); a turn that holds no call, an
+  unknown tool, or arguments that fail that check or do not fit the schema is an *invalid turn* whose observation
+  says what was wrong and shows a correct call; the episode goes on;
 * a well-formed call whose tool fails (a file that does not exist, a bad regex) is a valid turn whose observation
   is the error: the agent learns from it, as it would from a shell;
 * several calls in one turn run in order (at most ``max_calls_per_turn``), their outputs numbered; a call that
   ends the episode (e.g. ``submit``) stops the rest;
 * long outputs are clipped by :func:`clip_output` (head and tail kept, the cut said), so one ``cat`` of a huge
-  file cannot blow up the context.
+  file cannot blow up the context; lone surrogates in outputs (undecodable file names) become U+FFFD, so an
+  observation is always encodable. Other raw text, NUL and ANSI escapes included, reaches the agent as it is.
 """
 
 from __future__ import annotations
@@ -23,10 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agentenv.core import Action, InvalidAction, TextEnv
+from agentenv.core import _SURROGATE, Action, InvalidAction, TextEnv
 from agentenv.errors import check_range
 from agentenv.spaces import ToolCall
-from agentenv.tool_calls import invalid_call_feedback, json_schema_errors, parse_tool_calls, tool_schemas
+from agentenv.tool_calls import (
+    argument_problem,
+    invalid_call_feedback,
+    json_schema_errors,
+    parse_tool_calls,
+    tool_schemas,
+)
 
 
 class ToolError(Exception):
@@ -98,6 +107,9 @@ class ToolEnv(TextEnv):
         for call in calls:
             if isinstance(call, InvalidAction):
                 return self._invalid(call.reason)
+            problem = argument_problem(call)
+            if problem:
+                return self._invalid(problem)
             if call.name not in self._schemas:
                 return self._invalid(f"there is no tool {call.name!r}")
             errors = json_schema_errors(call.arguments, self._schemas[call.name])
@@ -123,7 +135,7 @@ class ToolEnv(TextEnv):
                 outputs.append((None, f"Not run: at most {self.max_calls_per_turn} tool calls per turn."))
                 break
             result = self._run_tool(call)
-            outputs.append((call, clip_output(result.output, self.max_tool_output)))
+            outputs.append((call, clip_output(_SURROGATE.sub("\ufffd", result.output), self.max_tool_output)))
             for key, value in result.reward_parts.items():
                 parts[key] = parts.get(key, 0.0) + float(value)
             info.update(result.info)
