@@ -1,4 +1,5 @@
-"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, grid, new, demo, judge-audit, redteam."""
+"""The ``agentenv`` command: list, info, play, check, rollout, eval, train, grid, new, demo, judge-audit, redteam,
+clean."""
 
 from __future__ import annotations
 
@@ -720,6 +721,29 @@ def demo(
     results = run_recipe(loaded, console=console)
     _print_evaluations(loaded.name, results)
     console.print(f"report: {folder / 'report.html'}  plot: {folder / 'curves.png'}  model: {folder / 'final'}")
+
+
+@app.command()
+def clean(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing")] = False,
+    base_dir: Annotated[
+        Path | None, typer.Option(help="Where the sandboxes put their folders (default: the temp dir)")
+    ] = None,
+) -> None:
+    """Remove what the sandboxes of killed processes left: their workdirs (tmpfs quotas unmounted) and cgroups.
+
+    Only folders and cgroups whose owner mark names a process that is gone; never a live process's. Opening a
+    sandbox does the same on its folder, at most once a minute.
+    """
+    from agentenv.sandbox import reclaim_leftovers
+
+    found = reclaim_leftovers(base_dir, dry_run=dry_run)
+    for leftover in found:
+        what = f"{leftover.kind} {leftover.path}" + (" (tmpfs mounted)" if leftover.mounted else "")
+        console.print(f"{'would remove' if dry_run else 'removed'} {what} of dead process {leftover.owner_pid}",
+                      soft_wrap=True)  # fmt: skip
+    if not found:
+        console.print("nothing to clean")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,15 @@ Limits (:class:`Limits`) of the bubblewrap and local backends, see :func:`limit_
   sandbox's uid (bubblewrap), no core files; plus the wall-clock timeout. Output beyond ``output_bytes`` per stream
   is dropped (head and tail kept) while it is read, so a command cannot exhaust the host's memory by printing.
 
+Commands whose arguments add up to more than :data:`INLINE_COMMAND_MAX` bytes reach the sandbox as a script file in
+its ``/tmp`` (removed after the command), never through argv, whose size the kernel caps. ``read_file`` and
+``read_bytes`` read at most ``max_bytes`` (:data:`READ_LIMIT` by default) and never block on a FIFO.
+
+Crash safety: a process killed with SIGKILL cannot remove its sandboxes, so each sandbox folder (and pool folder,
+and cgroup) carries its owner's mark in its name: boot id, PID namespace, pid and start time (:func:`_owner_mark`).
+:func:`reclaim_leftovers` removes those whose owner is gone (unmounting a tmpfs quota first); :func:`open_sandbox`
+runs it on its base folder at most every :data:`RECLAIM_EVERY` seconds, ``agentenv clean`` on demand.
+
 Without cgroups (not root, a read-only cgroup file system, no controllers) memory and processes fall back to those
 per-process rlimits (the sum of the processes' memory is then not bounded); without the tmpfs (not root) disk space
 is bounded per file only (``file_size_mb``). Either fallback warns once per process. With a disk quota a
@@ -105,6 +114,11 @@ SANDBOX_UID_SLOTS = 100_000
 #: Label on docker containers made by this module (value: ``<hostname>:<pid>`` of the owning process).
 DOCKER_LABEL = "agentenv.sandbox"
 _FOLDER_PREFIX = "agentenv-sandbox-"
+#: The most :meth:`Sandbox.read_file` reads unless told otherwise (a bigger file raises :class:`SandboxError`).
+READ_LIMIT = 16 * 2**20
+#: Commands whose arguments add up to more bytes than this reach the sandbox as a script file in its ``/tmp``, never
+#: through argv (the kernel caps one argument at 128 KiB and all of them at ``ARG_MAX``).
+INLINE_COMMAND_MAX = 8192
 
 
 class SandboxError(ValueError):
@@ -112,6 +126,10 @@ class SandboxError(ValueError):
 
     An agent's tool call that causes it is an invalid turn, not a crash.
     """
+
+
+class FileTooLargeError(SandboxError):
+    """A file read refused because it holds more bytes than the reader's ``max_bytes``."""
 
 
 # ---- limits and results ------------------------------------------------------------------------------------
@@ -311,7 +329,8 @@ class WorkdirPool:
         check_range("size", size, 0, integer=True)
         self.source, self.size = _check_source(source), size
         self.base_dir = _base_dir(base_dir)
-        self.folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}pool-", dir=self.base_dir))
+        _reclaim_now_and_then(self.base_dir)
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}pool-{_owner_mark()}-", dir=self.base_dir))
         self._state = _PoolState(self.source, size, self.folder)
         thread = threading.Thread(target=self._state.fill, name="agentenv-workdir-pool", daemon=True)
         thread.start()
@@ -339,6 +358,118 @@ class WorkdirPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- owners: what a killed process leaves behind is reclaimed --------------------------------------------------
+
+#: How often (seconds) opening a sandbox also looks for leftovers of dead processes in its base folder.
+RECLAIM_EVERY = 60.0
+_OWNED = re.compile(r"(?:pool-|probe-)?([0-9a-f]{8})\.(\d+)\.(\d+)\.(\d+)-")
+_LEGACY_CGROUP = re.compile(r"(\d+)-\d+$")
+_last_reclaim: dict[str, float] = {}
+_reclaim_lock = threading.Lock()
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot: ``/proc/<pid>/stat`` field 22); ``None`` if none runs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rfind(b")") + 2 :].split()[19])
+
+
+@lru_cache(maxsize=1)
+def _boot_and_namespace() -> tuple[str, int]:
+    """This boot (the first 8 hex digits of its id) and PID namespace: a pid means one process only within both."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    return boot, os.stat("/proc/self/ns/pid").st_ino
+
+
+def _owner_mark() -> str:
+    """``boot.pidns.pid.start`` of this process, put in the names of the folders and cgroups it makes, so that
+    a later process can tell when their owner is dead (the start time, so that a reused pid does not fool it)."""
+    try:
+        boot, namespace = _boot_and_namespace()
+        start = _process_start(os.getpid())
+    except (OSError, ValueError, IndexError):  # no /proc (not Linux): folders then carry no owner
+        return "unowned"
+    return f"{boot}.{namespace}.{os.getpid()}.{start}"
+
+
+def _owner_dead(name: str) -> int | None:
+    """The pid of the dead process that owned the folder or cgroup ``name`` (its part after the prefix), or ``None``:
+    owner alive, or in another PID namespace of this boot (then this process cannot tell), or no owner mark."""
+    found = _OWNED.match(name)
+    if found is None:
+        return None
+    boot, namespace, pid, start = found.group(1), int(found.group(2)), int(found.group(3)), int(found.group(4))
+    try:
+        my_boot, my_namespace = _boot_and_namespace()
+    except (OSError, ValueError):
+        return None
+    if boot != my_boot:  # made before the last reboot
+        return pid
+    if namespace != my_namespace:
+        return None
+    return None if _process_start(pid) == start else pid
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A sandbox folder (workdir and ``/tmp``, or a pool's copies) or a cgroup whose owning process is dead."""
+
+    kind: str  # "folder" or "cgroup"
+    path: Path
+    owner_pid: int
+    mounted: bool = False  # a folder with its tmpfs quota still mounted
+
+
+def reclaim_leftovers(base_dir: str | Path | None = None, *, dry_run: bool = False) -> list[Leftover]:
+    """Remove what the sandboxes of dead processes left behind: their folders in ``base_dir`` (default: the temp
+    dir; a tmpfs quota on one is unmounted first) and their cgroups. Returns what was removed (with ``dry_run``:
+    what would be).
+
+    A folder or cgroup is removed only when its name carries an owner mark (pid and start time, see
+    :func:`_owner_mark`) of a process that is gone; a live owner's, one in another PID namespace, or one without a
+    mark is never touched. ``open_sandbox`` runs this on its base folder at most every :data:`RECLAIM_EVERY`
+    seconds; ``agentenv clean`` runs it on demand.
+    """
+    base = Path(base_dir) if base_dir is not None else Path(tempfile.gettempdir())
+    found: list[Leftover] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(base):
+            if not entry.name.startswith(_FOLDER_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid = _owner_dead(entry.name[len(_FOLDER_PREFIX) :])
+            if pid is not None:
+                path = Path(entry.path)
+                found.append(Leftover("folder", path, pid, mounted=os.path.ismount(path)))
+    if not _cgroups_off():
+        with contextlib.suppress(OSError):
+            found += _stale_cgroups(_cgroup_parents()[1])
+    if not dry_run:
+        for leftover in found:
+            if leftover.kind == "folder":
+                _remove_tree(leftover.path)
+            else:
+                _remove_cgroup(leftover.path)
+    return found
+
+
+def _reclaim_now_and_then(base: Path) -> None:
+    """:func:`reclaim_leftovers` on ``base``, unless this process did so less than :data:`RECLAIM_EVERY` s ago."""
+    now = time.monotonic()
+    with _reclaim_lock:
+        last = _last_reclaim.get(str(base))
+        if last is not None and now - last < RECLAIM_EVERY:
+            return
+        _last_reclaim[str(base)] = now
+    try:
+        reclaim_leftovers(base)
+    except OSError as e:  # never a reason not to open a sandbox
+        _warn_once("reclaim", f"could not remove the sandboxes that dead processes left in {base}: {e}")
 
 
 # ---- limits of the whole sandbox: cgroups and a tmpfs quota ------------------------------------------------
@@ -437,13 +568,38 @@ def _enable_v2_controllers(parent: Path) -> None:
     control.write_text("+memory +pids")
 
 
-def _remove_stale_cgroups(parent: Path) -> None:
-    """Remove the empty sandbox cgroups that crashed processes left under ``parent``."""
-    for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
-        pid = folder.name[len(_CGROUP_PREFIX) :].split("-")[0]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+def _stale_cgroups(parents: Sequence[Path]) -> list[Leftover]:
+    """The sandbox cgroups under ``parents`` whose owning process is dead (see :func:`reclaim_leftovers`; cgroups
+    named by older versions, ``<pid>-<n>``, when no process has that pid)."""
+    found = []
+    for parent in parents:
+        for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
+            name = folder.name[len(_CGROUP_PREFIX) :]
+            pid = _owner_dead(name)
+            legacy = _LEGACY_CGROUP.match(name)
+            if pid is None and legacy is not None and not os.path.exists(f"/proc/{legacy.group(1)}"):
+                pid = int(legacy.group(1))
+            if pid is not None and folder.is_dir():
+                found.append(Leftover("cgroup", folder, pid))
+    return found
+
+
+def _remove_cgroup(folder: Path) -> None:
+    """Kill what is left in a dead owner's cgroup, then remove it (retrying while the processes exit)."""
+    with contextlib.suppress(OSError):
+        (folder / "cgroup.kill").write_text("1")
+    with contextlib.suppress(OSError, ValueError):
+        for pid in (folder / "cgroup.procs").read_text().split():
             with contextlib.suppress(OSError):
-                folder.rmdir()
+                os.kill(int(pid), signal.SIGKILL)
+    for _ in range(200):
+        try:
+            folder.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)
 
 
 @lru_cache(maxsize=1)
@@ -461,13 +617,14 @@ def _cgroup_parents() -> tuple[str, tuple[Path, ...]]:
         try:
             if {"memory", "pids"} <= set((unified / "cgroup.controllers").read_text().split()):
                 _enable_v2_controllers(unified)
-                _remove_stale_cgroups(unified)
+                for stale in _stale_cgroups([unified]):
+                    _remove_cgroup(stale.path)
                 return "v2", (unified,)
         except OSError as e:
             problem = f"cgroup v2: {e}"
     if "memory" in own and "pids" in own:
-        for parent in (own["memory"], own["pids"]):
-            _remove_stale_cgroups(parent)
+        for stale in _stale_cgroups([own["memory"], own["pids"]]):
+            _remove_cgroup(stale.path)
         return "v1", (own["memory"], own["pids"])
     raise OSError(errno.ENOENT, problem)
 
@@ -477,7 +634,7 @@ class _Cgroups:
 
     def __init__(self, limits: Limits):
         self.version, parents = _cgroup_parents()
-        name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_CGROUP_NAMES)}"
+        name = f"{_CGROUP_PREFIX}{_owner_mark()}-{next(_CGROUP_NAMES)}"
         self.folders = [parent / name for parent in parents]
         self.memory, self.pids = self.folders[0], self.folders[-1]
         memory, made = str(limits.memory_mb * 2**20), []
@@ -598,7 +755,7 @@ def _disk_quota_problem() -> str | None:
         return "no tmpfs quota off Linux"
     if os.geteuid() != 0:
         return "no tmpfs quota without root"
-    probe = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}probe-"))
+    probe = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}probe-{_owner_mark()}-"))
     try:
         _mount_quota(probe, 1)
         _unmount(probe)
@@ -665,6 +822,10 @@ def _clean_env(home: str, tmp: str) -> dict[str, str]:
 def _check_text(field: str, value: str) -> None:
     if "\0" in value:
         raise SandboxError(f"{field} contains a NUL byte")
+    try:
+        value.encode("utf-8", "surrogateescape")  # undecodable bytes of file names are fine, lone surrogates not
+    except UnicodeEncodeError:
+        raise SandboxError(f"{field} contains a lone surrogate (not valid Unicode)") from None
 
 
 class _Resources:
@@ -793,9 +954,15 @@ class Sandbox:
             pending.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
         return self.workdir.joinpath(*resolved)
 
-    def read_file(self, path: str) -> str:
+    def read_file(self, path: str, *, max_bytes: int = READ_LIMIT) -> str:
         """The UTF-8 text of a file in the sandbox (``FileNotFoundError``, ``IsADirectoryError``,
-        ``UnicodeDecodeError`` as usual; :class:`SandboxError` for a path outside the root)."""
+        ``UnicodeDecodeError`` as usual; :class:`SandboxError` for a path outside the root, a file that is not a
+        regular file, or one of more than ``max_bytes`` bytes)."""
+        return self.read_bytes(path, max_bytes=max_bytes).decode("utf-8")
+
+    def read_bytes(self, path: str, *, max_bytes: int = READ_LIMIT) -> bytes:
+        """The bytes of a regular file in the sandbox; a bigger file than ``max_bytes`` raises :class:`SandboxError`
+        before anything is read, and no more than ``max_bytes + 1`` bytes are ever read (the file may grow)."""
         host = self._host_path(path)
         if host.is_dir():
             raise IsADirectoryError(f"{path!r} is a directory")
@@ -804,9 +971,13 @@ class Sandbox:
             status = os.fstat(f.fileno())
             if not stat.S_ISREG(status.st_mode):
                 raise SandboxError(f"{path!r} is not a regular file")
-            if status.st_size > self.limits.file_size_mb * 2**20:
-                raise SandboxError(f"{path!r} is larger than file_size_mb={self.limits.file_size_mb}")
-            return f.read().decode("utf-8")
+            too_big = f"{path!r} has more than max_bytes={max_bytes} bytes"
+            if status.st_size > max_bytes:
+                raise FileTooLargeError(too_big)
+            data = f.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise FileTooLargeError(too_big)
+            return data
 
     def write_file(self, path: str, text: str) -> None:
         """Write ``text`` (UTF-8) to a file in the sandbox, creating its folders; owned by the sandbox's uid."""
@@ -878,6 +1049,16 @@ def _shell() -> tuple[str, str]:
     return ("/bin/bash", "-c") if os.path.exists("/bin/bash") else ("/bin/sh", "-c")
 
 
+def _argv_bytes(argv: Sequence[str]) -> int:
+    return sum(len(arg.encode("utf-8", "surrogateescape")) + 1 for arg in argv)
+
+
+def _script(argv: Sequence[str], shell: str) -> bytes:
+    """A script for ``shell`` that does what ``argv`` does: the command of ``[shell, "-c", command]`` itself."""
+    text = argv[2] if len(argv) == 3 and argv[:2] == [shell, "-c"] else f"exec {shlex.join(argv)}"
+    return text.encode("utf-8", "surrogateescape") + b"\n"
+
+
 def _prlimit(limits: Limits, *, processes: bool) -> list[str]:
     """``prlimit`` options that set soft = hard limits (the command can lower them, never raise them)."""
     mb = 2**20
@@ -929,7 +1110,36 @@ class _ProcessSandbox(Sandbox):
     def _run(
         self, argv: list[str], shown: str, *, timeout: float, cwd: str | None, env: dict[str, str], stdin: str | None
     ) -> ExecResult:
-        popen_argv, popen_env, popen_cwd = self._popen(argv, self._cwd(cwd), env)
+        sandbox_cwd = self._cwd(cwd)
+        if _argv_bytes(argv) <= INLINE_COMMAND_MAX:
+            return self._run_argv(argv, shown, timeout=timeout, cwd=sandbox_cwd, env=env, stdin=stdin)
+        name = f".agentenv-command-{uuid.uuid4().hex}"
+        script = self.tmp / name
+        try:
+            fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with open(fd, "wb") as f:
+                f.write(_script(argv, _shell()[0]))
+        except OSError as e:  # the sandbox's disk is full, or its /tmp is gone
+            with contextlib.suppress(OSError):
+                script.unlink()
+            problem = f"the command ({_argv_bytes(argv)} bytes) could not be passed to the sandbox: {e.strerror or e}"
+            return ExecResult(shown, 126, "", problem + "\n", False, 0.0)
+        try:
+            inside = posixpath.join(self._tmp_inside, name)
+            return self._run_argv([_shell()[0], inside], shown, timeout=timeout, cwd=sandbox_cwd, env=env, stdin=stdin)
+        finally:
+            with contextlib.suppress(OSError):
+                script.unlink()
+
+    @property
+    def _tmp_inside(self) -> str:
+        """The sandbox's ``/tmp`` as its commands see it."""
+        return "/tmp"
+
+    def _run_argv(
+        self, argv: list[str], shown: str, *, timeout: float, cwd: str, env: dict[str, str], stdin: str | None
+    ) -> ExecResult:
+        popen_argv, popen_env, popen_cwd = self._popen(argv, cwd, env)
         cgroups = self._resources.cgroups
         oom_kills = cgroups.oom_kills() if cgroups is not None else 0
         start = time.monotonic()
@@ -1329,6 +1539,10 @@ class LocalSandbox(_ProcessSandbox):
     def _cwd(self, cwd: str | None) -> str:
         return str(self._host_path(cwd)) if cwd is not None else self.root
 
+    @property
+    def _tmp_inside(self) -> str:
+        return str(self.tmp)
+
 
 # ---- docker -------------------------------------------------------------------------------------------------
 
@@ -1459,6 +1673,10 @@ class DockerSandbox(Sandbox):
         if argv[:2] == list(_shell()):
             argv = [*self._shell, argv[2]]
         workdir = self._resolve(cwd) if cwd is not None else self.root
+        if _argv_bytes(argv) > INLINE_COMMAND_MAX:  # beyond what exec takes as arguments: a script file instead
+            name = f".agentenv-command-{uuid.uuid4().hex}"
+            self._client.api.put_archive(self.container_id, "/tmp", _tar_file(name, _script(argv, self._shell[0])))
+            argv = [self._shell[0], f"/tmp/{name}"]
         if stdin is not None:  # exec has no simple stdin: put it in a file and redirect
             name = f".agentenv-stdin-{time.monotonic_ns()}"
             self._client.api.put_archive(self.container_id, "/tmp", _tar_file(name, stdin.encode("utf-8")))
@@ -1494,7 +1712,7 @@ class DockerSandbox(Sandbox):
             raise SandboxError(f"{path!r} is outside the sandbox root {self.root}")
         return resolved
 
-    def read_file(self, path: str) -> str:
+    def read_bytes(self, path: str, *, max_bytes: int = READ_LIMIT) -> bytes:
         from docker.errors import NotFound
 
         resolved = self._resolve(path)
@@ -1504,14 +1722,17 @@ class DockerSandbox(Sandbox):
             raise FileNotFoundError(f"{path}: no such file") from None
         if info.get("mode", 0) & (1 << 31):  # Go's os.ModeDir
             raise IsADirectoryError(f"{path} is a directory")
-        if info.get("size", 0) > self.limits.file_size_mb * 2**20:
-            raise SandboxError(f"{path!r} is larger than file_size_mb={self.limits.file_size_mb}")
+        if info.get("size", 0) > max_bytes:
+            raise FileTooLargeError(f"{path!r} has more than max_bytes={max_bytes} bytes")
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = tar.next()
-            extracted = tar.extractfile(member) if member is not None else None
+            extracted = tar.extractfile(member) if member is not None and member.isreg() else None
             if extracted is None:
-                raise FileNotFoundError(f"{path}: not a regular file")
-            return extracted.read().decode("utf-8")
+                raise SandboxError(f"{path!r} is not a regular file")
+            data = extracted.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise FileTooLargeError(f"{path!r} has more than max_bytes={max_bytes} bytes")
+            return data
 
     def write_file(self, path: str, text: str) -> None:
         resolved = self._resolve(path)
@@ -1621,7 +1842,9 @@ def open_sandbox(
     if backend == "local":
         warnings.warn("backend='local' runs commands on the host without isolation", stacklevel=2)
     base = source.base_dir if isinstance(source, WorkdirPool) and "base_dir" not in kwargs else None
-    folder = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX, dir=_base_dir(kwargs.get("base_dir", base))))
+    base = _base_dir(kwargs.get("base_dir", base))
+    _reclaim_now_and_then(base)
+    folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{_owner_mark()}-", dir=base))
     workdir = folder / "work"
     try:
         no_disk_quota = _disk_quota_off()
