@@ -35,6 +35,9 @@ from agentenv.tool_calls import tool_call_text
 from agentenv.tool_env import ToolEnv, ToolError, ToolResult, clip_output, function_tool
 
 DIFFICULTIES = ("easy", "medium", "hard")
+#: The file tools (view, str_replace, insert) read UTF-8 text files of at most this many bytes and refuse bigger or
+#: binary ones with a message (bash's head, sed -n, grep -n read parts of them): the host's work per call is bounded.
+MAX_FILE_BYTES = 4 * 2**20
 
 INSTRUCTIONS = (
     "You are a software engineer fixing a bug in a Python repository. The repository is your working directory. "
@@ -213,19 +216,24 @@ class SWEEnv(ToolEnv):
             hidden = "-not -path '*/.*' -not -path '*__pycache__*'"
             found = self.box.run(f"find {shlex.quote(target)} -maxdepth 2 {hidden} | sort | head -400")
             return found.output
-        lines = self._read(target).splitlines()
+        text = self._read(target)
+        total = _line_count(text)
         first = max(1, int(start) or 1)
-        last = min(len(lines), int(end) or len(lines))
-        if first > max(1, len(lines)):
-            raise ToolError(f"{path} has {len(lines)} lines")
-        return "\n".join(f"{n:6d}\t{lines[n - 1]}" for n in range(first, last + 1)) or "(empty file)"
+        last = min(total, int(end) or total)
+        if first > max(1, total):
+            raise ToolError(f"{path} has {total} lines")
+        shown, following = _numbered(text, first, last, self.max_tool_output)
+        if following <= last:
+            shown += (f"\n[... lines {following}-{last} not shown (at most {self.max_tool_output} characters per "
+                      f"output); view with start={following} to see them]")  # fmt: skip
+        return shown or "(empty file)"
 
     def tool_create(self, path: str, text: str) -> str:
         target = self._path(path)
         if self._exists(target):
             raise ToolError(f"{path} already exists; use str_replace or insert to change it")
         self._write(target, text)
-        return f"Created {path} ({len(text.splitlines())} lines)."
+        return f"Created {path} ({_line_count(text)} lines)."
 
     def tool_str_replace(self, path: str, old: str, new: str) -> str:
         target = self._path(path)
@@ -238,20 +246,19 @@ class SWEEnv(ToolEnv):
         updated = text[:at] + new + text[at + len(old) :]
         self._write(target, updated)
         first = text.count("\n", 0, at) + 1
-        shown = updated.splitlines()[max(0, first - 3) : first + new.count("\n") + 2]
-        snippet = "\n".join(f"{n:6d}\t{line}" for n, line in enumerate(shown, max(1, first - 2)))
+        snippet, _ = _numbered(updated, max(1, first - 2), first + new.count("\n") + 2, self.max_tool_output)
         return f"Edited {path}. Lines around the change:\n{snippet}"
 
     def tool_insert(self, path: str, line: int, text: str) -> str:
         target = self._path(path)
-        lines = self._read(target).splitlines(keepends=True)
-        line = int(line)
-        if not 0 <= line <= len(lines):
-            raise ToolError(f"line must be in 0..{len(lines)} for {path}")
-        if lines and not lines[-1].endswith("\n") and line == len(lines):
-            lines[-1] += "\n"
-        self._write(target, "".join([*lines[:line], text if text.endswith("\n") else text + "\n", *lines[line:]]))
-        return f"Inserted {len(text.splitlines())} line(s) after line {line} of {path}."
+        content = self._read(target)
+        total, line = _line_count(content), int(line)
+        if not 0 <= line <= total:
+            raise ToolError(f"line must be in 0..{total} for {path}")
+        at = _line_start(content, line + 1)
+        before = content[:at] + ("\n" if at and content[at - 1] != "\n" else "")
+        self._write(target, before + (text if text.endswith("\n") else text + "\n") + content[at:])
+        return f"Inserted {_line_count(text)} line(s) after line {line} of {path}."
 
     def tool_run_tests(self, tests: list[str] | None = None) -> ToolResult:
         selected = [str(t) for t in tests or []]
@@ -284,7 +291,8 @@ class SWEEnv(ToolEnv):
         if grade.tampering:
             text = f"Submitted. Scored 0: {grade.tampering}."
         elif grade.dropped:
-            text += f" Not graded (only source changes count): {', '.join(d['path'] for d in grade.dropped[:10])}."
+            paths = ", ".join(d["path"] for d in info["grading"]["dropped"][:10])
+            text += f" Not graded (only source changes count): {paths}."
         return ToolResult(text, reward_parts=parts, terminated=True, success=passed == total and not grade.tampering,
                           info=info)  # fmt: skip
 
@@ -336,18 +344,36 @@ class SWEEnv(ToolEnv):
             raise ToolError(str(e)) from None
 
     def _read(self, path: str) -> str:
+        """The text of a file for the file tools: at most :data:`MAX_FILE_BYTES` read, binary files refused."""
+        from agentenv.sandbox import FileTooLargeError
+
         try:
-            return self.box.read_file(path)
-        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
-            raise ToolError(f"{path}: {type(e).__name__}: {e}") from None
-        except ValueError as e:  # paths that leave the repository
+            data = self.box.read_bytes(path, max_bytes=MAX_FILE_BYTES)
+        except FileTooLargeError:
+            raise ToolError(
+                f"{path} is larger than {MAX_FILE_BYTES // 2**20} MiB, more than the file tools read; use bash "
+                "(head, sed -n 'A,Bp', grep -n) to work on parts of it"
+            ) from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            raise ToolError(f"{path}: {type(e).__name__}: {e.strerror or e}") from None
+        except ValueError as e:  # SandboxError: paths that leave the repository, not a regular file
             raise ToolError(str(e)) from None
+        except OSError as e:
+            raise ToolError(f"{path}: {e.strerror or e}") from None
+        try:
+            if b"\0" not in data:
+                return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        raise ToolError(f"{path} is a binary file (NUL bytes or not UTF-8); the file tools edit text: use bash")
 
     def _write(self, path: str, text: str) -> None:
         try:
             self.box.write_file(path, text)
-        except (IsADirectoryError, NotADirectoryError, ValueError) as e:
+        except ValueError as e:  # SandboxError
             raise ToolError(f"{path}: {e}") from None
+        except OSError as e:  # a folder in the way, the sandbox's disk full...
+            raise ToolError(f"{path}: {e.strerror or e}") from None
 
     def _close_box(self) -> None:
         if self.box is not None:
@@ -364,3 +390,39 @@ class SWEEnv(ToolEnv):
             return None
         command = "patch -p1 -s <<'AGENTENV_EOF'\n" + self.task.patch.rstrip("\n") + "\nAGENTENV_EOF"
         return [tool_call_text("bash", {"command": command}), tool_call_text("submit")]
+
+
+def _line_count(text: str) -> int:
+    """Lines as ``wc -l`` and ``grep -n`` count them (a last line without a newline counts too)."""
+    return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+
+
+def _line_start(text: str, line: int) -> int:
+    """Where 1-based line ``line`` of ``text`` starts (``len(text)`` past the end), newlines counted chunk by chunk:
+    no list of lines is ever made."""
+    need, at, chunk = line - 1, 0, 1 << 16
+    while need > 0 and at < len(text):
+        stop = min(len(text), at + chunk)
+        count = text.count("\n", at, stop)
+        if count < need:
+            need, at = need - count, stop
+            continue
+        for _ in range(need):
+            at = text.index("\n", at, stop) + 1
+        need = 0
+    return at if need == 0 else len(text)
+
+
+def _numbered(text: str, first: int, last: int, budget: int) -> tuple[str, int]:
+    """Lines ``first..last`` of ``text`` numbered like ``cat -n``, as many as fit in ``budget`` characters (a line
+    longer than that is cut), and the number of the first line not shown."""
+    shown: list[str] = []
+    at, n = _line_start(text, first), first
+    while n <= last and at < len(text) and budget > 0:
+        stop = text.find("\n", at)
+        stop = len(text) if stop < 0 else stop
+        line = text[at : min(stop, at + budget)] + (" [... line cut]" if stop - at > budget else "")
+        shown.append(f"{n:6d}\t{line}")
+        budget -= len(shown[-1]) + 1
+        at, n = stop + 1, n + 1
+    return "\n".join(shown), n

@@ -92,8 +92,15 @@ class Grade:
     output: str = ""
 
     def info(self) -> dict[str, Any]:
-        return {"applied": list(self.applied), "dropped": list(self.dropped), "tampering": self.tampering,
+        """JSON-ready, and encodable: undecodable bytes of file names show as U+FFFD."""
+        dropped = [{**d, "path": shown_path(d["path"])} for d in self.dropped]
+        return {"applied": [shown_path(p) for p in self.applied], "dropped": dropped, "tampering": self.tampering,
                 "report": self.finished}  # fmt: skip
+
+
+def shown_path(path: str) -> str:
+    """A path from the file system as text an agent or a log can take (undecodable bytes become U+FFFD)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # ---- which changes count ---------------------------------------------------------------------------------------
@@ -283,11 +290,19 @@ class Grader:
                     grading.run(f"rm -f -- {_quote(relative)}")
                 else:
                     grading.write_file(relative, text)
-            for relative, text in kept.items():
+            # Deletions first: a file the agent turned into a folder is removed before the folder's files are written.
+            deleted = [relative for relative, text in kept.items() if text is None]
+            if deleted:
+                grading.run("rm -f -- " + " ".join(_quote(relative) for relative in deleted))
+            for relative, text in list(kept.items()):
                 if text is None:
-                    grading.run(f"rm -f -- {_quote(relative)}")
-                else:
+                    continue
+                try:
                     grading.write_file(relative, text)
+                except (OSError, ValueError) as e:  # a folder of it is a file there (that change was dropped)
+                    del kept[relative]
+                    why = getattr(e, "strerror", None) or str(e)
+                    dropped.append({"path": relative, "reason": f"could not be applied in the graded tree ({why})"})
             grading.write_file(canary, _canary_source(must_pass, must_fail))
             command = self.task.command([canary, *tests], junitxml=report)
             result = grading.run(command, timeout=self.timeout)
