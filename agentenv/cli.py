@@ -170,8 +170,10 @@ def info(env_id: str, kw: KwOption = None, seed: int = 0) -> None:
             console.print(c.description)
         console.print(f"reward modes: {', '.join(base.reward_modes)}   max_turns: {base.max_turns}")
         console.print("knobs: " + ", ".join(f"{k}={v!r}" for k, v in _knobs(env_id).items()))
-        console.print(f"\n[bold]instructions[/]\n{base.instructions}")
-        console.print(f"\n[bold]first observation[/] (seed={seed}, task_id={reset_info['task_id']})\n{observation}")
+        console.print(f"\n[bold]instructions[/]\n{_shown(base.instructions)}")
+        console.print(
+            f"\n[bold]first observation[/] (seed={seed}, task_id={reset_info['task_id']})\n{_shown(observation)}"
+        )
         if reset_info.get("optimal_steps") is not None:
             console.print(f"\noptimal_steps: {reset_info['optimal_steps']}")
     finally:
@@ -191,8 +193,8 @@ def play(
     try:
         observation, info = env.reset(seed=seed)
         base = env.unwrapped
-        console.print(f"[dim]{base.instructions}[/]\n")
-        console.print(observation)
+        console.print(f"[dim]{_shown(base.instructions)}[/]\n")
+        console.print(_shown(observation))
         total, done = 0.0, False
         while not done:
             try:
@@ -205,20 +207,31 @@ def play(
                 console.print(":hint (admissible commands), :walkthrough (a solution), :quit")
                 continue
             if line.strip() == ":hint":
-                console.print(", ".join(base.admissible_commands() or ["(this env cannot list commands)"]))
+                console.print(_shown(", ".join(base.admissible_commands() or ["(this env cannot list commands)"])))
                 continue
             if line.strip() == ":walkthrough":
-                console.print(" | ".join(base.walkthrough() or ["(no walkthrough)"]))
+                console.print(_shown(" | ".join(base.walkthrough() or ["(no walkthrough)"])))
                 continue
             observation, reward, terminated, truncated, info = env.step(line)
             total += reward
             done = terminated or truncated
             flag = " [yellow](invalid)[/]" if info.get("invalid_action") else ""
-            console.print(f"{observation}\n[dim]reward {reward:+.3f}, turn {info['turn']}/{base.max_turns}[/]{flag}")
+            console.print(
+                f"{_shown(observation)}\n[dim]reward {reward:+.3f}, turn {info['turn']}/{base.max_turns}[/]{flag}"
+            )
         verdict = "[green]solved[/]" if info.get("success") else "[red]not solved[/]"
         console.print(f"\nepisode over: {verdict}, return {total:.3f}")
     finally:
         env.close()
+
+
+def _shown(text: str) -> str:
+    """Env text for the console: control characters visible (:func:`~agentenv.core.terminal_text`), no markup."""
+    from rich.markup import escape
+
+    from agentenv.core import terminal_text
+
+    return escape(terminal_text(text))
 
 
 @app.command()

@@ -11,10 +11,19 @@ Task seeds come in disjoint ranges per split (:data:`SPLITS`): with ``split="tes
 test task ``i``; ``reset()`` draws one from the env's seeded generator; ``pool_size=N`` restricts a split to its
 first ``N`` tasks (a fixed training pool); ``reset(options={"task_id": ...})`` replays any task.
 
-:class:`TextEnv` itself parses the raw turn (wrong types, empty or huge turns, NUL bytes, ANSI escapes and
-invalid UTF-8 become *invalid turns*, handled by ``_step_invalid``, never exceptions), counts turns, truncates
-at ``max_turns`` like Gymnasium's ``TimeLimit`` (``truncated=True``, ``terminated=False``), caps observation
-length, applies the invalid-action penalty and fills the documented ``info`` keys:
+Bad configuration fails at once with a :class:`~agentenv.errors.ConfigError` naming the field: constructor kwargs
+are checked against the ``__init__`` annotations before ``__init__`` runs (a bool must be a bool, a float finite,
+a list of str not a bare str) and then by each env's range and choice checks; ``reset``'s ``seed`` must be ``None``
+or an int in [0, 2**63) (:data:`MAX_SEED`; never a bool) and ``options`` ``None`` or a dict whose keys are
+``task_id`` and the env's :attr:`TextEnv.reset_options` (a misspelt key is not silently ignored).
+
+:class:`TextEnv` itself parses the raw turn (wrong types, empty or huge turns, NUL bytes, ANSI escapes,
+invalid UTF-8 and, in command games, a line break inside the turn (:attr:`TextEnv.multiline_actions`) become
+*invalid turns*, handled by ``_step_invalid``, never exceptions), counts turns, truncates at ``max_turns`` like
+Gymnasium's ``TimeLimit`` (``truncated=True``, ``terminated=False``), caps observation length, applies the
+invalid-action penalty and fills the ``info`` keys in the table below. Observations reach the agent raw;
+``render()`` shows them with control characters escaped (:func:`terminal_text`), as ``agentenv play`` and the HTML
+viewer do.
 
 ==================  ==========  =================================================================================
 key                 when        meaning
@@ -39,13 +48,18 @@ import hashlib
 import inspect
 import json
 import math
+import numbers
+import os
 import re
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from agentenv.errors import ConfigError, check_choice, check_range, closest
+from agentenv.errors import ConfigError, check_choice, check_range, closest, short_repr
 from agentenv.spaces import ActionSpace, TextSpace, ToolCall
 
 Action = str | ToolCall | list[ToolCall]
@@ -54,10 +68,18 @@ SPLITS = ("train", "validation", "test")
 #: Each split owns task seeds [base, base + SPLIT_SIZE): disjoint, and all below 2**31.
 SPLIT_BASE = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
 SPLIT_SIZE = 100_000_000
+#: The largest ``reset(seed=...)``: seeds are ints in [0, 2**63), what an int64 holds (numpy arrays, JSON readers
+#: in most languages). Within that range a seed plays task ``seed % pool_size`` (``SPLIT_SIZE`` without a pool).
+MAX_SEED = 2**63 - 1
 
 # C0/C1 control characters other than tab, newline and carriage return; ESC covers ANSI escape sequences.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Line breaks inside a turn (after stripping its ends): a text game reads one command per turn.
+_LINE_BREAK = re.compile(r"[\r\n\u2028\u2029]")
+# What a terminal acts on instead of showing: C0/C1 controls but tab and newline, DEL, lone surrogates, and the
+# bidirectional overrides that reorder what is shown.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -87,10 +109,13 @@ def hash_split(key: str) -> str:
     return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
 
-def parse_action(action: Any, *, max_length: int, accepts_tools: bool) -> Action | InvalidAction:
+def parse_action(
+    action: Any, *, max_length: int, accepts_tools: bool, multiline: bool = True
+) -> Action | InvalidAction:
     """Read a raw agent turn into a ``str`` or tool call(s), or an :class:`InvalidAction` saying why not.
 
-    Never raises: whatever the agent produced is data.
+    With ``multiline=False`` (command games), a text turn must be one line once its ends are stripped. Never raises:
+    whatever the agent produced is data.
     """
     if isinstance(action, (bytes, bytearray)):
         try:
@@ -118,6 +143,8 @@ def parse_action(action: Any, *, max_length: int, accepts_tools: bool) -> Action
         return InvalidAction("the turn contains control characters (NUL, escape sequences, ...)")
     if not action.strip():
         return InvalidAction("the turn is empty")
+    if not multiline and _LINE_BREAK.search(action.strip()):
+        return InvalidAction("the turn has several lines; send one command per turn, on one line")
     return str(action)  # np.str_ and other str subclasses become plain str
 
 
@@ -134,6 +161,10 @@ def tool_call_from_dict(raw: dict) -> ToolCall | InvalidAction:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError as e:
             return InvalidAction(f"tool call {name!r}: arguments are not valid JSON ({e.msg})")
+        except ValueError as e:  # an integer longer than Python's int_max_str_digits
+            return InvalidAction(f"tool call {name!r}: arguments are not valid JSON ({e})")
+        except RecursionError:
+            return InvalidAction(f"tool call {name!r}: arguments are not valid JSON (nested too deeply)")
     if not isinstance(arguments, dict):
         return InvalidAction(f"tool call {name!r}: arguments must be a JSON object")
     return ToolCall(name, arguments)
@@ -151,6 +182,12 @@ class TextEnv(gym.Env[str, Action]):
     hack_module: ClassVar[str | None] = None
     #: JSON schemas of tools; empty for free-text envs.
     tools: ClassVar[tuple[dict[str, Any], ...]] = ()
+    #: Whether a text turn may span lines. Command games (the default) read one command per turn, so a turn with a
+    #: line break inside is an invalid turn; envs that read prose (a verdict after its reasoning) set it, and envs
+    #: with ``tools`` always take several lines (a tool call in text spans lines).
+    multiline_actions: ClassVar[bool] = False
+    #: Keys of ``reset(options=...)`` that ``_reset`` reads, besides ``task_id``; any other key is a ConfigError.
+    reset_options: ClassVar[tuple[str, ...]] = ()
     #: Default system prompt; subclasses may set ``self.instructions`` per task.
     instructions: str = ""
 
@@ -216,10 +253,11 @@ class TextEnv(gym.Env[str, Action]):
 
     # ---- the Gymnasium API ------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        seed = _check_seed(seed)
+        options = self._check_options(options)
         super().reset(seed=seed)
         self.turn = 0
         self._started, self._done = True, False
-        options = dict(options or {})
         self.task_seed = self._task_seed(seed, options.pop("task_id", None))
         observation, info = self._reset(self.task_seed, options)
         info = {
@@ -234,12 +272,34 @@ class TextEnv(gym.Env[str, Action]):
         self._last_action, self._last_observation = None, self._fit(observation)
         return self._last_observation, info
 
+    def _check_options(self, options: Any) -> dict[str, Any]:
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"options={short_repr(options)} must be a dict (or None)")
+        allowed = ("task_id", *self.reset_options)
+        for key in options:
+            if key not in allowed:
+                hint = closest(key if isinstance(key, str) else short_repr(key), allowed, n=1)
+                did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+                raise ConfigError(
+                    f"unknown reset option {short_repr(key)} for {type(self).__name__}.{did_you_mean} "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        return dict(options)
+
     def _task_seed(self, seed: int | None, task_id: Any) -> int:
         if task_id is not None:
-            tag, _, number = str(task_id).rpartition("-")
-            if tag != self.task_tag or not number.isdigit():
+            tag, _, number = task_id.rpartition("-") if isinstance(task_id, str) else ("", "", "")
+            if (
+                tag != self.task_tag
+                or not (number.isascii() and number.isdigit())
+                or len(number) > len(str(MAX_SEED))
+                or int(number) > MAX_SEED
+            ):
                 raise ConfigError(
-                    f"options['task_id']={task_id!r} is not a task of this env; expected '{self.task_tag}-<seed>'"
+                    f"options['task_id']={short_repr(task_id)} is not a task of this env; "
+                    f"expected '{self.task_tag}-<seed>' with a seed in [0, 2**63)"
                 )
             return int(number)
         span = self.pool_size or SPLIT_SIZE
@@ -259,7 +319,12 @@ class TextEnv(gym.Env[str, Action]):
         if self._done:
             raise gym.error.ResetNeeded("the episode is over (terminated or truncated); call reset()")
         self.turn += 1
-        parsed = parse_action(action, max_length=self.action_space.max_length, accepts_tools=bool(self.tools))
+        parsed = parse_action(
+            action,
+            max_length=self.action_space.max_length,
+            accepts_tools=bool(self.tools),
+            multiline=self.multiline_actions or bool(self.tools),
+        )
         if isinstance(parsed, InvalidAction):
             observation, reward, terminated, info = self._step_invalid(parsed.reason)
             info = {**info, "invalid_action": True, "invalid_reason": parsed.reason}
@@ -280,12 +345,14 @@ class TextEnv(gym.Env[str, Action]):
         return self._last_observation, reward, terminated, truncated, info
 
     def render(self) -> str | None:
+        """The last turn and observation as text for a terminal: control characters shown as escapes (``\\x1b``),
+        so tool output cannot move the cursor or recolour the screen. The agent still reads the raw observation."""
         if self.render_mode != "ansi":
             return None
         head = f"[turn {self.turn}/{self.turn_limit}]"
         if self._last_action is not None:
             head += f" > {self._last_action}"
-        return f"{head}\n{self._last_observation}\n"
+        return terminal_text(f"{head}\n{self._last_observation}\n")
 
     def close(self) -> None:
         """Release resources. Safe to call any number of times."""
@@ -322,18 +389,48 @@ class TextEnv(gym.Env[str, Action]):
         return observation[: limit - len(note)] + note
 
 
+def terminal_text(text: str) -> str:
+    """``text`` safe to print on a terminal or a page: control characters other than newline and tab (NUL, ANSI
+    escape sequences, C1 controls, carriage returns), DEL, lone surrogates and bidirectional overrides become visible
+    escapes such as ``\\x1b`` or ``\\r``. For what people read; the agent's observations stay raw."""
+    return _UNPRINTABLE.sub(_visible, text)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return "\\r" if code == 13 else f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _describe(parsed: Action | InvalidAction, raw: Any) -> str:
+    """The turn as ``render`` shows it; bounded and safe on any value (huge, deeply nested, unprintable)."""
     if isinstance(parsed, InvalidAction):
-        text = repr(raw)
-        return text if len(text) <= 80 else text[:77] + "..."
+        return short_repr(raw)
     if isinstance(parsed, str):
         return parsed
     calls = [parsed] if isinstance(parsed, ToolCall) else parsed
-    return "; ".join(f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in calls)
+    return "; ".join(f"{c.name if isinstance(c.name, str) else short_repr(c.name)}({_arguments_text(c.arguments)})"
+                     for c in calls)  # fmt: skip
+
+
+def _arguments_text(arguments: Any) -> str:
+    try:
+        return json.dumps(arguments, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # not JSON, or nested too deeply: shown only
+        return short_repr(arguments, limit=200)
+
+
+def _check_seed(seed: Any) -> int | None:
+    """``reset``'s seed: ``None`` or an int in [0, :data:`MAX_SEED`] (numpy integers too; never a bool)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={short_repr(seed)} must be an int in [0, 2**63) or None")
+    return int(seed)
 
 
 def _check_kwargs(cls: type, kwargs: dict[str, Any]) -> None:
-    """Unknown constructor kwargs fail with the list of allowed ones (works for ``gym.make`` too)."""
+    """Constructor kwargs, checked before ``__init__`` runs (so ``gym.make`` too): unknown names fail with the
+    allowed ones, and each value must fit its ``__init__`` annotation (:func:`type_problem`)."""
     allowed = env_kwargs(cls)
     if allowed is None:
         return
@@ -345,21 +442,146 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any]) -> None:
                 f"{cls.__name__} got an unknown keyword argument {name!r}.{did_you_mean} "
                 f"Allowed: {', '.join(sorted(allowed))}"
             )
+    hints = env_kwarg_types(cls)
+    for name, value in kwargs.items():
+        expected = type_problem(value, hints.get(name, Any))
+        if expected:
+            raise ConfigError(f"{name}={short_repr(value)} must be {expected}")
 
 
-def env_kwargs(cls: type) -> dict[str, inspect.Parameter] | None:
-    """Keyword arguments accepted by an env class (its own and its bases' ``__init__``); ``None`` if open."""
-    params: dict[str, inspect.Parameter] = {}
+def _init_chain(cls: type) -> tuple[list[Any], bool]:
+    """The ``__init__`` functions that take an env class's keyword arguments, most derived first, and whether the
+    last one still forwards ``**kwargs`` to a base that does not name them (an open signature)."""
+    inits = []
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
             continue
-        signature = inspect.signature(init)
-        own = {n: p for n, p in signature.parameters.items() if n != "self"}
-        var_kw = any(p.kind is p.VAR_KEYWORD for p in own.values())
-        for name, p in own.items():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                params.setdefault(name, p)
-        if not var_kw:
-            return params  # this __init__ forwards nothing further up
-    return None
+        inits.append(init)
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+            return inits, False  # this __init__ forwards nothing further up
+    return inits, True
+
+
+def _keyword_parameters(init: Any) -> dict[str, inspect.Parameter]:
+    return {
+        n: p
+        for n, p in inspect.signature(init).parameters.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def env_kwargs(cls: type) -> dict[str, inspect.Parameter] | None:
+    """Keyword arguments accepted by an env class (its own and its bases' ``__init__``); ``None`` if open."""
+    inits, open_ended = _init_chain(cls)
+    if open_ended:
+        return None
+    params: dict[str, inspect.Parameter] = {}
+    for init in inits:
+        for name, p in _keyword_parameters(init).items():
+            params.setdefault(name, p)
+    return params
+
+
+def env_kwarg_types(cls: type) -> dict[str, Any]:
+    """The annotation of each keyword argument of an env class, resolved to types (``Any`` where there is none or
+    it cannot be resolved). The most derived ``__init__`` that names an argument decides its type."""
+    hints: dict[str, Any] = {}
+    for init in _init_chain(cls)[0]:
+        try:
+            resolved = typing.get_type_hints(init)
+        except Exception:  # a name only imported for type checkers: resolve what can be, one at a time
+            resolved = {}
+            for name, p in _keyword_parameters(init).items():
+                try:
+                    resolved[name] = (
+                        eval(p.annotation, init.__globals__) if isinstance(p.annotation, str) else p.annotation
+                    )
+                except Exception:
+                    resolved[name] = Any
+        for name, p in _keyword_parameters(init).items():
+            hints.setdefault(name, resolved.get(name, Any) if p.annotation is not p.empty else Any)
+    return hints
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """What ``value`` must be to fit the annotation ``hint`` (e.g. ``"a bool (True or False)"``), or ``None`` if it
+    fits. Strict where configs go wrong: a bool is not an int, a str is not a list of str, a float is finite;
+    annotations it does not know (type variables, protocols) admit anything."""
+    return None if _admits(value, hint) else _hint_text(hint)
+
+
+def _union_args(hint: Any) -> tuple[Any, ...] | None:
+    origin = typing.get_origin(hint)
+    return typing.get_args(hint) if origin is typing.Union or origin is types.UnionType else None
+
+
+def _admits(value: Any, hint: Any) -> bool:
+    if hint is Any or hint is object:
+        return True
+    arms = _union_args(hint)
+    if arms is not None:
+        return any(_admits(value, arm) for arm in arms)
+    if hint is None or hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in typing.get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value))
+        )
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, os.PathLike):
+        return isinstance(value, (str, os.PathLike))
+    container = typing.get_origin(hint) or hint
+    if not isinstance(container, type):
+        return True
+    if not isinstance(value, container):
+        return False
+    if isinstance(value, (str, bytes)) and not issubclass(container, (str, bytes)):
+        return False  # a bare "name" is not a list of names
+    args = typing.get_args(hint)
+    if not args or not isinstance(value, (list, tuple, set, frozenset, dict)):
+        return True
+    if isinstance(value, dict):
+        return len(args) != 2 or all(_admits(k, args[0]) and _admits(v, args[1]) for k, v in value.items())
+    if container is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        return len(value) == len(args) and all(_admits(v, a) for v, a in zip(value, args, strict=True))
+    return all(_admits(v, args[0]) for v in value)
+
+
+def _hint_text(hint: Any) -> str:
+    arms = _union_args(hint)
+    if arms is not None:
+        return " or ".join(dict.fromkeys(_hint_text(arm) for arm in arms))
+    if hint is None or hint is type(None):
+        return "None"
+    if typing.get_origin(hint) is typing.Literal:
+        return f"one of {list(typing.get_args(hint))}"
+    named = {bool: "a bool (True or False)", int: "an int", float: "a finite number", str: "a str"}
+    if hint in named:
+        return named[hint]
+    if isinstance(hint, type) and issubclass(hint, os.PathLike):
+        return "a path"
+    container = typing.get_origin(hint) or hint
+    args = typing.get_args(hint)
+    name = getattr(container, "__name__", str(container))
+    name = {"Sequence": "list", "MutableSequence": "list", "Iterable": "list", "Collection": "list"}.get(name, name)
+    name = {"Mapping": "dict", "MutableMapping": "dict"}.get(name, name)
+    if name == "dict" and len(args) == 2:
+        return f"a dict of {_plural(args[0])} to {_plural(args[1])}"
+    if args and (container is not tuple or args[-1] is Ellipsis):
+        return f"a {name} of {_plural(args[0])}"
+    return f"a {name}"
+
+
+def _plural(hint: Any) -> str:
+    text = _hint_text(hint)
+    return text.split(" ", 1)[1] if text.startswith(("a ", "an ")) else text

@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec, find_highest_version, parse_env_id
 
-from agentenv.errors import ConfigError, UnknownEnvError, closest
+from agentenv.errors import ConfigError, UnknownEnvError, closest, short_repr
 
 NAMESPACE = "AgentEnv"
 ENTRY_POINT_GROUP = "agentenv.envs"
@@ -139,6 +139,9 @@ def resolve_id(env_id: str) -> str:
 
 def make(id: str | EnvSpec, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` with AgentEnv's errors: unknown ids list the closest registered ones."""
+    render_mode = kwargs.get("render_mode")
+    if render_mode is not None and not isinstance(render_mode, str):  # gym.make reads it before the env can check
+        raise ConfigError(f"render_mode={short_repr(render_mode)} must be a str or None")
     return gym.make(resolve_id(id) if isinstance(id, str) else id, **kwargs)
 
 

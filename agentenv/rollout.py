@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 
 from agentenv.chat_format import ChatFormat
-from agentenv.core import TextEnv
+from agentenv.core import TextEnv, terminal_text
 from agentenv.errors import ConfigError
 from agentenv.spaces import ToolCall
 from agentenv.tool_calls import format_tool_result
@@ -392,8 +392,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def write_html(episodes: Iterable[Episode], path: str | Path, title: str = "AgentEnv episodes") -> int:
-    """A self-contained HTML page to read episodes turn by turn; returns how many it holds."""
-    from html import escape
+    """A self-contained HTML page to read episodes turn by turn; returns how many it holds.
+
+    Env and agent text is shown as written, control characters as visible escapes (``\\x1b``).
+    """
+    from html import escape as html_escape
+
+    def escape(text: str) -> str:
+        return html_escape(terminal_text(text))
 
     rows = []
     episodes = list(episodes)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import warnings
@@ -17,8 +18,8 @@ import gymnasium as gym
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.utils.env_checker import data_equivalence
 
-from agentenv.core import TextEnv
-from agentenv.errors import EnvContractError
+from agentenv.core import _UNPRINTABLE, TextEnv
+from agentenv.errors import ConfigError, EnvContractError
 from agentenv.registry import make, resolve_id
 from agentenv.spaces import TextSpace
 
@@ -34,7 +35,13 @@ BAD_ACTIONS: dict[str, Any] = {
     "wrong type (int)": 42,
     "wrong type (None)": None,
     "wrong type (dict)": {"not": "a tool call"},
+    "deeply nested list": functools.reduce(lambda inner, _: [inner], range(100_000), []),
 }
+#: A turn that command games (``multiline_actions`` false, no tools) must refuse: two commands on two lines.
+MULTI_LINE_TURN = "look\ngo north"
+#: ``reset`` arguments that must raise :class:`~agentenv.errors.ConfigError`.
+BAD_SEEDS: tuple[Any, ...] = (True, -1, 2**63, 1.5, "0")
+BAD_OPTIONS: tuple[Any, ...] = (["task_id"], {"no_such_option": 1})
 
 
 @dataclass
@@ -60,9 +67,11 @@ def check_env(
     """Run Gymnasium's ``check_env`` plus the AgentEnv contract on a registered env (made with ``kwargs``).
 
     Checks: Gymnasium's checker (no warnings allowed); text spaces and the documented info keys; same seed ->
-    same episode; each of :data:`BAD_ACTIONS` is an invalid turn, never an exception; rewards finite; the turn
-    limit truncates; the walkthrough (when the env has one) solves the task in ``optimal_steps``; render; close()
-    twice; the spec pickles and remakes the same env; ``make_vec`` (sync) steps text.
+    same episode; each of :data:`BAD_ACTIONS` (and :data:`MULTI_LINE_TURN` in a command game) is an invalid turn,
+    never an exception; :data:`BAD_SEEDS` and :data:`BAD_OPTIONS` make ``reset`` raise ConfigError; rewards finite;
+    the turn limit truncates; the walkthrough (when the env has one) solves the task in ``optimal_steps``; render
+    shows control characters escaped; close() twice; the spec pickles and remakes the same env; ``make_vec`` (sync)
+    steps text.
     """
     env_id = resolve_id(env_id)
     report = CheckReport(env_id)
@@ -84,6 +93,7 @@ def check_env(
     run("text spaces and info keys", lambda: _spaces_and_info(new_env, seeds[0]))
     run("same seed, same episode", lambda: _determinism(new_env, seeds, max_steps))
     run("bad actions are invalid turns", lambda: _bad_actions(new_env, seeds[0]))
+    run("bad seeds and options are ConfigErrors", lambda: _bad_resets(new_env))
     run("rewards finite, episode ends", lambda: _random_episodes(new_env, seeds, max_steps))
     run("max_turns truncates", lambda: _turn_limit(new_env, seeds[0]))
     run("walkthrough solves the task", lambda: _walkthrough(new_env, seeds))
@@ -165,6 +175,24 @@ def _bad_actions(new_env: Callable[..., gym.Env], seed: int) -> None:
             assert info.get("invalid_action") is True, f"{name}: info['invalid_action'] is not True"
             assert _finite(reward), f"{name}: reward {reward!r} is not finite"
             assert observation in env.observation_space, f"{name}: observation is outside the observation space"
+        base = env.unwrapped
+        if not (base.multiline_actions or base.tools):
+            env.reset(seed=seed)
+            info = env.step(MULTI_LINE_TURN)[4]
+            assert info.get("invalid_action") is True, "a command game must refuse a turn of several lines"
+    finally:
+        env.close()
+
+
+def _bad_resets(new_env: Callable[..., gym.Env]) -> None:
+    env = new_env()
+    try:
+        for kwargs in [{"seed": s} for s in BAD_SEEDS] + [{"options": o} for o in BAD_OPTIONS]:
+            try:
+                env.reset(**kwargs)
+            except ConfigError:
+                continue
+            raise AssertionError(f"reset({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) must raise ConfigError")
     finally:
         env.close()
 
@@ -228,9 +256,12 @@ def _render(new_env: Callable[..., gym.Env], seed: int) -> None:
     env = new_env(render_mode="ansi")
     try:
         env.reset(seed=seed)
-        assert isinstance(env.render(), str), "render() in 'ansi' mode must return a str"
-        env.step(_some_action(env.unwrapped))
-        assert isinstance(env.render(), str), "render() in 'ansi' mode must return a str"
+        for action in (None, _some_action(env.unwrapped), "\x1b[2J\x00"):
+            if action is not None:
+                env.step(action)
+            text = env.render()
+            assert isinstance(text, str), "render() in 'ansi' mode must return a str"
+            assert not _UNPRINTABLE.search(text), "render() must show control characters escaped (terminal_text)"
     finally:
         env.close()
 

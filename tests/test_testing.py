@@ -52,13 +52,23 @@ class NeverFlagsInvalid(Guess):
         return "Whatever.", 0.0, False, {"invalid_action": False}
 
 
-for cls in (Guess, Nondeterministic, CrashesOnBadInput, LyingRewardParts, BadInfo):
+class IgnoresBadSeeds(Guess):
+    def reset(self, *, seed=None, options=None):
+        return super().reset(seed=None if isinstance(seed, bool) else seed, options=options)  # seed=True: random
+
+
+class RendersRawControls(Guess):
+    def render(self):
+        return "\x1b[2J" + super().render()
+
+
+for cls in (Guess, Nondeterministic, CrashesOnBadInput, LyingRewardParts, BadInfo, IgnoresBadSeeds, RendersRawControls):
     agentenv.register(f"CheckTest{cls.__name__}-v0", f"tests.test_testing:{cls.__name__}", kwargs={"max_turns": 20})
 
 
 def test_a_good_env_passes_every_check():
     report = check_env("AgentEnv/CheckTestGuess-v0")
-    assert report.ok and len(report.passed) == 11 and not report.failed
+    assert report.ok and len(report.passed) == 12 and not report.failed
 
 
 @pytest.mark.parametrize(
@@ -68,6 +78,8 @@ def test_a_good_env_passes_every_check():
         ("CrashesOnBadInput", "bad actions are invalid turns"),
         ("LyingRewardParts", "text spaces and info keys"),
         ("BadInfo", "text spaces and info keys"),
+        ("IgnoresBadSeeds", "bad seeds and options are ConfigErrors"),
+        ("RendersRawControls", "render ansi"),
     ],
 )
 def test_contract_breaches_are_reported_by_name(name, failing_check):

@@ -99,6 +99,7 @@ class JudgeEnv(TextEnv):
     family = "judge"
     hack_module = "agentenv.envs.judge.hacks"
     reward_modes = ("sparse", "dense")
+    multiline_actions = True  # a verdict may follow its reasoning on later lines
 
     def __init__(
         self, *, mode: str = "pointwise", reasoning: bool = False, data_size: str = "default", max_turns: int = 2,

@@ -221,7 +221,10 @@ class SearchEnv(ToolEnv):
             check_choice("answer_types", t, ANSWER_TYPES)
         if types is not None and not types:
             raise ConfigError("answer_types must name at least one type (or be None for all)")
+        from agentenv.envs.search.world import WORLD_SIZES
+
         check_range("world_seed", world_seed, 0, integer=True)
+        check_choice("world_size", world_size, list(WORLD_SIZES))  # checked for pydocs too: a typo is still a typo
         check_range("distractor_rate", distractor_rate, 0.0, 5.0)
         check_range("top_k", top_k, 1, 10, integer=True)
         check_range("page_chars", page_chars, 200, 20_000, integer=True)
