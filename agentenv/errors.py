@@ -24,10 +24,20 @@ class EnvContractError(AssertionError):
 
 def short_repr(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to about ``limit`` characters, for error messages: safe on huge or deeply nested values."""
-    shortener = reprlib.Repr()
+    shortener = _ShortRepr()
     shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
     shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 6
-    return shortener.repr(value)
+    try:
+        return shortener.repr(value)
+    except Exception:  # a repr that fails in a way reprlib does not catch
+        return f"<{type(value).__name__} object>"
+
+
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:  # repr of an int past sys.get_int_max_str_digits() raises ValueError
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
 
 
 def closest(word: str, choices: Iterable[str], n: int = 5) -> list[str]:

@@ -182,10 +182,11 @@ def test_every_kwarg_of_every_env_refuses_values_of_the_wrong_type(env_id):
 
 
 # ---- 4. bad turns are invalid turns -----------------------------------------------------------------------------
-def test_a_deeply_nested_list_is_an_invalid_turn_and_renders():
+def test_a_deeply_nested_or_unprintable_action_is_an_invalid_turn_and_renders():
     env = agentenv.make("AgentEnv/KeyDoor-s3k1d2-v0", render_mode="ansi")
     env.reset(seed=0)
-    for action in (deep_list(100_000), deep_dict(100_000), {"name": "go", "arguments": deep_dict(100_000)}):
+    huge_int = 10**5000  # its repr raises ValueError (past sys.get_int_max_str_digits())
+    for action in (deep_list(100_000), deep_dict(100_000), {"name": "go", "arguments": deep_dict(100_000)}, huge_int):
         observation, reward, _, _, info = env.step(action)
         assert info["invalid_action"] and observation.startswith("Invalid action") and math.isfinite(reward)
         assert len(env.render()) < 2000
