@@ -322,8 +322,9 @@ class NumericMatch(Reward):
         table = dict(UNITS)
         for name, entry in (extra_units or {}).items():
             ok = isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
-            if not ok or isinstance(entry[1], bool) or not isinstance(entry[1], (int, float)) or entry[1] <= 0:
-                raise ConfigError(f"extra_units[{name!r}]={entry!r} must be (dimension, positive factor)")
+            factor = entry[1] if ok else None
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < math.inf:
+                raise ConfigError(f"extra_units[{name!r}]={entry!r} must be (dimension, positive finite factor)")
             table[name] = (entry[0], float(entry[1]))
         self.rel_tol, self.abs_tol, self.units, self.separator = float(rel_tol), float(abs_tol), units, separator
         self.table = table

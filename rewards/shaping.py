@@ -92,6 +92,8 @@ class CentredSigmoid(Reward):
     def __init__(self, reward: Reward, *, temperature: float = 1.0, reference_value: float | None = None):
         super().__init__()
         check_range("temperature", temperature, 1e-6)
+        if reference_value is not None:
+            check_range("reference_value", reference_value)
         self.reward = reward
         self.temperature = float(temperature)
         self.reference_value = reference_value
@@ -143,6 +145,7 @@ class FormatPenalty(Reward):
     def __init__(self, check: Reward, *, penalty: float = 1.0, threshold: float = 0.5):
         super().__init__()
         check_range("penalty", penalty, 0.0)
+        check_range("threshold", threshold)
         self.check, self.penalty, self.threshold = check, float(penalty), float(threshold)
 
     def score_batch(self, samples: Sequence[Sample]) -> list[Score]:

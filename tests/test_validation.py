@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import agentenv
 from agentenv import ConfigError, TextEnv, ToolCall
 from agentenv.errors import check_range
+from agentenv.rewards import CentredSigmoid, ExactMatch, FormatPenalty, NumericMatch
 
 # Every env a plugin registered (first-party families included), not the ones other tests register by hand.
 ALL_IDS = [i for i in agentenv.env_ids() if agentenv.registry.card(i).source]
@@ -298,3 +299,18 @@ def test_the_html_viewer_shows_controls_visibly(tmp_path):
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
     assert not RAW_CONTROL.search(page)
     assert "\\x00 \\x1b[31mred" in page and "\\x07bell" in page and "Say\\x1b[2J" in page and "hi\\x00" in page
+
+
+REWARD_KNOBS = {
+    "NumericMatch.extra_units": (lambda v: NumericMatch(extra_units={"mi": ("length", v)}), "extra_units"),
+    "FormatPenalty.threshold": (lambda v: FormatPenalty(ExactMatch(), threshold=v), "threshold"),
+    "CentredSigmoid.reference_value": (lambda v: CentredSigmoid(ExactMatch(), reference_value=v), "reference_value"),
+}
+
+
+@pytest.mark.parametrize("knob", list(REWARD_KNOBS))
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_reward_knobs_refuse_non_finite_numbers(knob, value):
+    make_reward, field = REWARD_KNOBS[knob]
+    with pytest.raises(ConfigError, match=field):
+        make_reward(value)
