@@ -543,8 +543,11 @@ def _admits(value: Any, hint: Any) -> bool:
     container = typing.get_origin(hint) or hint
     if not isinstance(container, type):
         return True
-    if not isinstance(value, container):
-        return False
+    try:
+        if not isinstance(value, container):
+            return False
+    except TypeError:  # a protocol that is not runtime-checkable, a TypedDict: not checked
+        return True
     if isinstance(value, (str, bytes)) and not issubclass(container, (str, bytes)):
         return False  # a bare "name" is not a list of names
     args = typing.get_args(hint)

@@ -3,6 +3,9 @@ invalid turns; what reaches a terminal or a page shows control characters visibl
 
 import math
 import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -180,6 +183,42 @@ def test_every_kwarg_of_every_env_refuses_values_of_the_wrong_type(env_id):
         for value in _wrong_values(hint):
             with pytest.raises(ConfigError, match=rf"{name}="):
                 agentenv.make(env_id, **{name: value})
+
+
+class Knobs(TextEnv):
+    """A plugin-style env whose knobs are only annotated: the base class checks them."""
+
+    def __init__(
+        self,
+        *,
+        mode: Literal["fast", "slow"] = "fast",
+        names: Sequence[str] = (),
+        weights: dict[str, float] | None = None,
+        data: Path | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "quick"}, r"mode='quick' must be one of \['fast', 'slow'\]"),
+        ({"names": "alice"}, r"names='alice' must be a list of str"),
+        ({"names": ["alice", 3]}, r"names=\['alice', 3\] must be a list of str"),
+        ({"weights": {"a": "heavy"}}, r"weights=.* must be a dict of str to finite number or None"),
+        ({"weights": {"a": math.nan}}, r"weights=.* must be a dict of str to finite number or None"),
+        ({"data": 3}, r"data=3 must be a path or None"),
+    ],
+)
+def test_annotated_kwargs_of_any_env_are_checked_before_it_is_built(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Knobs(**kwargs)
+
+
+def test_annotated_kwargs_that_fit_are_accepted():
+    Knobs(mode="slow", names=("alice",), weights={"a": 1, "b": 0.5}, data="data.jsonl")
+    Knobs(names=["bob"], data=Path("x"))
 
 
 # ---- 4. bad turns are invalid turns -----------------------------------------------------------------------------
