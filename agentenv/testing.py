@@ -256,9 +256,13 @@ def _render(new_env: Callable[..., gym.Env], seed: int) -> None:
     env = new_env(render_mode="ansi")
     try:
         env.reset(seed=seed)
+        done = False
         for action in (None, _some_action(env.unwrapped), "\x1b[2J\x00"):
             if action is not None:
-                env.step(action)
+                if done:  # a one-turn env (a judge) or a quick game ended on the previous action
+                    env.reset(seed=seed)
+                *_, terminated, truncated, _ = env.step(action)
+                done = terminated or truncated
             text = env.render()
             assert isinstance(text, str), "render() in 'ansi' mode must return a str"
             assert not _UNPRINTABLE.search(text), "render() must show control characters escaped (terminal_text)"
