@@ -101,6 +101,11 @@ def main() -> None:
     parser.add_argument("--train-layers", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default="runs/judge-pyes")
+    parser.add_argument(
+        "--audit-only", action="store_true",
+        help="skip training: audit the judge in OUT/final (OUT/verdict.json says how it was trained); the untrained "
+        "model's audit comes from OUT/untrained.json when a run saved it",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -118,11 +123,24 @@ def main() -> None:
 
     config = VerdictConfig(lr=args.lr, epochs=args.epochs, batch_size=16, max_minutes=args.minutes,
                            train_layers=args.train_layers, eval_every=150)  # fmt: skip
-    untrained = measure("untrained", judge_of("default", config.max_prompt_tokens), validation, split["test"], probes)
-    result = train_verdict(
-        split["train"], validation, model="default", output_dir=out, config=config, num_threads=args.threads,
-        progress=lambda row: print(json.dumps(row), flush=True),
-    )  # fmt: skip
+    saved = out / "untrained.json"
+    if args.audit_only and saved.is_file():
+        untrained = json.loads(saved.read_text())
+    else:
+        untrained = measure("untrained", judge_of("default", config.max_prompt_tokens), validation, split["test"],
+                            probes)  # fmt: skip
+        saved.write_text(json.dumps(untrained, indent=2) + "\n")
+    if args.audit_only:
+        from agentenv.policies.verdict import VerdictResult
+
+        done = json.loads((out / "verdict.json").read_text())
+        result = VerdictResult(str(out / "final"), done["steps"], done["seconds"], done["history"], done["best"],
+                               done.get("trainable_parameters", 0))  # fmt: skip
+    else:
+        result = train_verdict(
+            split["train"], validation, model="default", output_dir=out, config=config, num_threads=args.threads,
+            progress=lambda row: print(json.dumps(row), flush=True),
+        )  # fmt: skip
     trained = measure("trained", judge_of(result.model_dir, config.max_prompt_tokens), validation, split["test"],
                       probes)  # fmt: skip
     t = trained["test"]
