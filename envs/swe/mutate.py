@@ -32,6 +32,7 @@ import ast
 import bisect
 import io
 import itertools
+import threading
 import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -433,11 +434,22 @@ def mutation_sites(source: str, file: str = "<module>", operators: Iterable[str]
         raise ValueError(f"operators={sorted(unknown)} are unknown; choose from {list(OPERATORS)}")
     if "\r" in source.replace("\r\n", ""):
         return []
-    tree = ast.parse(source)
+    tree = parse(source)
     finder = _Finder(_Source(source), file, chosen)
     finder.body([s for s in tree.body if not _is_docstring(s)])
     unique = {(m.line, m.col, m.end_line, m.end_col, m.operator, m.replacement): m for m in finder.sites}
     return [unique[key] for key in sorted(unique)]
+
+
+#: CPython 3.11's parser keeps its recursion depth in shared state, so parses in two threads at once can fail with
+#: "SystemError: AST constructor recursion depth mismatch" (the task builder evaluates mutants in threads).
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(source: str) -> ast.Module:
+    """``ast.parse(source)``, one thread at a time (see :data:`_PARSE_LOCK`)."""
+    with _PARSE_LOCK:
+        return ast.parse(source)
 
 
 def apply_mutation(source: str, mutation: Mutation) -> str:
@@ -454,7 +466,7 @@ def apply_mutation(source: str, mutation: Mutation) -> str:
         raise MutationError(f"{mutation.describe()}: the source there reads {source[start:end]!r}")
     mutant = source[:start] + mutation.replacement + source[end:]
     try:
-        ast.parse(mutant)
+        parse(mutant)
     except SyntaxError as e:
         raise MutationError(f"{mutation.describe()}: the mutant does not parse ({e.msg})") from None
     return mutant
