@@ -187,8 +187,9 @@ def main() -> None:
                  f"{trained['probes']['fpr']} / {trained['probes']['fnr']} | |")  # fmt: skip
     table = "\n".join(lines)
     (RESULTS / "judge_train.md").write_text(
-        f"# Trained P(yes) judge vs the untrained model (default 135M, {args.threads} threads, "
-        f"{result.seconds / 60:.1f} min of training, {result.steps} steps)\n\n{table}\n"
+        f"# Trained P(yes) judge vs the untrained model (default 135M, {args.threads} threads, a "
+        f"{args.minutes:g}-minute training budget: {result.steps} steps, {result.seconds / 60:.1f} min with the "
+        f"validation pass)\n\n{table}\n"
     )
     print(table)
 
