@@ -83,15 +83,15 @@ class VerdictData:
     def __init__(self, judge: Any, cases: Sequence[Any]):
         from agentenv.rewards.base import Sample
 
-        self.cases = list(cases)
+        self.cases: list[Any] = []
         self.ids: list[list[int]] = []
         self.labels: list[int] = []
         backend = judge.backend
-        for case in list(self.cases):
+        for case in cases:
             sample = case.sample() if hasattr(case, "sample") else Sample(**case)
             if not sample.response.strip():  # the judge scores an empty response 0 without asking the model
-                self.cases.remove(case)
                 continue
+            self.cases.append(case)
             chat = judge.fit(judge._render(judge.template), judge._fields(sample)).chat
             self.ids.append(backend.encode(chat)[-judge.budget() :])
             self.labels.append(int(case.label))
