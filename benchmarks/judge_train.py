@@ -12,7 +12,8 @@ in every format; and on the built-in probe set of ``agentenv judge-audit`` (ques
 Goal (issue 16): trained AUROC >= 0.95, master-key FPR <= 2%, format-variant FNR <= 5%.
 
 Usage: python benchmarks/judge_train.py [--minutes 30] [--threads 2] [--world 600] [--household 200]
-       [--out runs/judge-pyes]   (writes benchmarks/results/judge_train.json and .md)
+       [--train-master-keys 3] [--autocast auto] [--out runs/judge-pyes]
+       (writes benchmarks/results/judge_train.json and .md)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import platform
+import random
 import sys
 import time
 from pathlib import Path
@@ -72,6 +74,22 @@ def probe_rates(report: AuditReport, threshold: float) -> dict[str, float | None
             "fnr": round(out.fnr, 4), "cases": out.cases}  # fmt: skip
 
 
+def thin_master_keys(cases: list, keep: int | None) -> list:
+    """At most ``keep`` cases of the master-key family per question (a deterministic choice per question); the
+    rest unchanged. The family is easy and nine per question would crowd the wrong answers out of a short run."""
+    if keep is None:
+        return list(cases)
+    by_group: dict[str, list] = {}
+    for case in cases:
+        if case.category in MASTER_KEY_CATEGORIES:
+            by_group.setdefault(case.group_id, []).append(case)
+    kept = set()
+    for group, family in by_group.items():
+        random.Random(f"thin|{group}").shuffle(family)
+        kept |= {case.id for case in family[:keep]}
+    return [c for c in cases if c.category not in MASTER_KEY_CATEGORIES or c.id in kept]
+
+
 def judge_of(model: str, max_prompt_tokens: int):
     from agentenv.rewards.judges import LocalLM, PointwiseJudge
 
@@ -100,6 +118,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--train-layers", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--train-master-keys",
+        type=int,
+        default=3,
+        help="master-key negatives kept per training question (of 9); validation and test keep all",
+    )
+    parser.add_argument("--autocast", default="auto", choices=("auto", "bf16", "off"))
     parser.add_argument("--out", default="runs/judge-pyes")
     parser.add_argument(
         "--audit-only", action="store_true",
@@ -121,8 +146,10 @@ def main() -> None:
     probes = default_cases()
     print(json.dumps(summary(cases)["by_split"]), flush=True)
 
+    split["train"] = thin_master_keys(split["train"], args.train_master_keys)
+    print(f"training on {len(split['train'])} cases", flush=True)
     config = VerdictConfig(lr=args.lr, epochs=args.epochs, batch_size=16, max_minutes=args.minutes,
-                           train_layers=args.train_layers, eval_every=150)  # fmt: skip
+                           train_layers=args.train_layers, eval_every=150, autocast=args.autocast)  # fmt: skip
     saved = out / "untrained.json"
     if args.audit_only and saved.is_file():
         untrained = json.loads(saved.read_text())
@@ -153,7 +180,7 @@ def main() -> None:
         "benchmark": "judge_train",
         "model": "default (SmolLM2-135M)",
         "model_dir": result.model_dir,
-        "data": summary(cases),
+        "data": {**summary(cases), "train_cases_used": len(split["train"])},
         "config": {**vars(args), "verdict": config.__dict__},
         "training": {
             "steps": result.steps,

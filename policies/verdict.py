@@ -6,9 +6,10 @@ optimises exactly that quantity — binary cross-entropy of the same logit on th
 rendered chat — so the folder it writes is the judge: ``PointwiseJudge(LocalLM("runs/…/final"))``, or
 ``agentenv judge-audit --judge model:runs/…/final``.
 
-Training is full fine-tuning of the causal LM (the default 135M model fits a CPU), in batches of similar length
-(little padding), with AdamW, linear warm-up and decay, a budget in minutes as well as epochs, an evaluation on the
-validation cases after each epoch (AUROC, accuracy), and the best epoch kept.
+Training fine-tunes the top blocks of the causal LM (``train_layers``; the default 135M model fits a CPU), in
+batches of similar length (little padding), bf16 matmuls where the hardware has them, AdamW with linear warm-up and
+a decay that ends with the epochs or the budget in minutes (whichever is first), an evaluation on the validation
+cases after each epoch or every ``eval_every`` steps (AUROC, accuracy), and the best evaluation's weights kept.
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ class VerdictConfig:
     #: Train only the top N transformer blocks (and the final norm); the rest and the embeddings stay frozen, which
     #: cuts the backward pass and the optimizer state. ``None`` trains everything.
     train_layers: int | None = 8
+    #: Matmuls in bfloat16 during training (the weights, the optimizer and the evaluation stay float32): ``"auto"``
+    #: uses it where the hardware computes bf16 natively (a CUDA GPU, a CPU with AVX512-BF16 or AMX; ~1.7x faster
+    #: steps on this project's CPU), ``"bf16"`` always, ``"off"`` never.
+    autocast: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise ConfigError(f"autocast={self.autocast!r} must be 'auto', 'bf16' or 'off'")
         check_range("lr", self.lr, 1e-9, 1.0)
         check_range("epochs", self.epochs, 1, 1000, integer=True)
         check_range("batch_size", self.batch_size, 1, 4096, integer=True)
@@ -113,6 +120,21 @@ def _batches(lengths: Sequence[int], size: int, rng: random.Random | None) -> li
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+def autocast_of(setting: str, device: str = "cpu") -> Any:
+    """The autocast context for ``setting`` (see :attr:`VerdictConfig.autocast`); a null context for float32."""
+    import contextlib
+
+    import torch
+
+    native = device == "cuda" or (
+        hasattr(torch.cpu, "_is_avx512_bf16_supported")
+        and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    )
+    if setting == "bf16" or (setting == "auto" and native):
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def blocks_of(model: Any) -> Any:
@@ -225,9 +247,17 @@ def train_verdict(
     params = [p for p in lm_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(1, int(config.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    budget = None if config.max_minutes is None else config.max_minutes * 60
+    cast = autocast_of(config.autocast, lm_model.device.type)
+
+    def lr_at(step: int, elapsed: float) -> float:
+        """Linear warm-up over the first ``warmup`` steps, then linear decay to 0 at the end of the run — the end
+        of the epochs or of the time budget, whichever comes first (a budget that stops the run early would
+        otherwise leave the learning rate at its peak)."""
+        done = step / total if budget is None else max(step / total, elapsed / budget)
+        decay = (1 - done) / max(1e-9, 1 - config.warmup)
+        return config.lr * max(0.0, min((step + 1) / warmup, decay, 1.0))
+
     lm_model.train()
     start = time.monotonic()
     history: list[dict[str, Any]] = []
@@ -251,7 +281,10 @@ def train_verdict(
 
     for _ in range(config.epochs):
         for batch in _batches([len(r) for r in train.ids], config.batch_size, rng):
-            logit = verdict_logits(lm_model, [train.ids[i] for i in batch], yes, no, pad_id)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, time.monotonic() - start)
+            with cast:
+                logit = verdict_logits(lm_model, [train.ids[i] for i in batch], yes, no, pad_id).float()
             labels = torch.tensor([float(train.labels[i]) for i in batch])
             w = torch.tensor([weights[train.labels[i]] for i in batch])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels, weight=w)
@@ -261,14 +294,14 @@ def train_verdict(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            schedule.step()
             step += 1
             if progress and step % 10 == 0:
-                progress({"step": step, "of": total, "loss": round(loss.item(), 4),
+                lr = float(f"{optimizer.param_groups[0]['lr']:.3g}")
+                progress({"step": step, "of": total, "loss": round(loss.item(), 4), "lr": lr,
                           "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
             if config.eval_every and step % config.eval_every == 0:
                 check(step / steps_per_epoch)
-            if config.max_minutes is not None and time.monotonic() - start > config.max_minutes * 60:
+            if budget is not None and time.monotonic() - start > budget:
                 out_of_time = True
                 break
         if not config.eval_every or step % config.eval_every:
