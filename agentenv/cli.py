@@ -561,6 +561,15 @@ def judge_audit(
     limit: Annotated[int | None, typer.Option(min=1, help="At most N cases, spread over the categories")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases per judge call")] = 16,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report (every case) as JSON")] = None,
+    pairwise: Annotated[
+        bool,
+        typer.Option(
+            "--pairwise",
+            help="Audit a pairwise judge (model:/openai: build a PairwiseJudge) on pairs of a correct and a wrong "
+            "response: error and position-inconsistency rates. --cases may hold pairs (a, b, label A/B) or "
+            "pointwise cases, which are paired by question",
+        ),
+    ] = False,
 ) -> None:
     """Audit a judge: false positives on master-key probes and wrong answers, false negatives on correct ones.
 
@@ -571,6 +580,9 @@ def judge_audit(
 
     from agentenv.rewards.antihack import audit, default_cases, guarded, load_cases, resolve_judge, spread
 
+    if pairwise:
+        _audit_pairwise(judge, cases, limit, batch_size, output)
+        return
     loaded = load_cases(cases) if cases is not None else None
     skipped = loaded.skipped if loaded else []
     for number, why in skipped[:10]:
@@ -597,22 +609,62 @@ def judge_audit(
         console.print(f"wrote {output}")
 
 
+def _audit_pairwise(judge: str, cases: Path | None, limit: int | None, batch_size: int, output: Path | None) -> None:
+    from agentenv.envs.judge.data import pairwise_cases
+    from agentenv.errors import ConfigError
+    from agentenv.rewards.antihack import audit_pairwise, default_cases, load_cases, resolve_judge
+
+    pairs: list[dict[str, Any]] | None = None
+    if cases is not None:
+        rows = []
+        with cases.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ConfigError(f"{cases}:{n}: not valid JSON ({e.msg})") from e
+        if rows and all(isinstance(r, dict) and {"a", "b", "label", "question"} <= r.keys() for r in rows):
+            pairs = rows
+    if pairs is None:
+        pairs = pairwise_cases(load_cases(cases).cases if cases is not None else default_cases())
+    todo = list({str(p.get("pair_id", i)): p for i, p in enumerate(pairs)}.values())[:limit]
+    if not todo:
+        raise ConfigError(f"{cases or 'the built-in cases'}: no pair of a correct and a wrong response to one question")
+    report = audit_pairwise(resolve_judge(judge, "pairwise"), todo, batch_size, name=judge)
+    table = Table(title=f"pairwise judge audit: {judge} ({report.pairs} pairs, both orders)")
+    for column in ("wrong response's category", "pairs", "error rate", "inconsistency rate"):
+        table.add_column(column, justify="left" if column.startswith("wrong") else "right")
+    for category, row in sorted(report.by_category.items()):
+        table.add_row(category, str(row["pairs"]), f"{row['error_rate']:.1%}", f"{row['inconsistency_rate']:.1%}")
+    table.add_section()
+    table.add_row("[bold]overall[/]", str(report.pairs), f"{report.error_rate:.1%}", f"{report.inconsistency_rate:.1%}")
+    console.print(table)
+    console.print(f"[dim]{report.pairs} pairs in {report.seconds:.1f}s; error: the combined preference does not favour "
+                  "the correct response; inconsistent: the two orders' verdicts pick the same position[/]")  # fmt: skip
+    if output is not None:
+        output.write_text(json.dumps({"cases": str(cases) if cases else "built-in", **report.to_dict()}, indent=1))
+        console.print(f"wrote {output}")
+
+
 def _print_audit(report: Any) -> None:
     def pct(x: float) -> str:
         return "-" if math.isnan(x) else f"{x:.1%}"
 
-    def add(table: Table, label: str, r: Any) -> None:
+    def add(table: Table, label: str, r: Any, auc: float) -> None:
         table.add_row(label, str(r.cases), f"{r.false_positives}/{r.negatives}", pct(r.fpr),
                       f"{r.false_negatives}/{r.positives}", pct(r.fnr),
-                      _fmt(r.mean_negative_score), _fmt(r.mean_positive_score))  # fmt: skip
+                      _fmt(r.mean_negative_score), _fmt(r.mean_positive_score), _fmt(auc))  # fmt: skip
 
     table = Table(title=f"judge audit: {report.judge} (accepts at score >= {report.threshold:g})")
-    for column in ("category", "cases", "FP", "FPR", "FN", "FNR", "mean score (label 0)", "mean score (label 1)"):
+    columns = ("category", "cases", "FP", "FPR", "FN", "FNR", "mean score (label 0)", "mean score (label 1)", "AUROC")
+    for column in columns:
         table.add_column(column, justify="left" if column == "category" else "right")
+    aucs = report.category_auroc()
     for label, r in sorted(report.by_category.items(), key=lambda item: (item[1].positives > 0, item[0])):
-        add(table, label, r)
+        add(table, label, r, aucs.get(label, math.nan))
     table.add_section()
-    add(table, "[bold]overall[/]", report.overall)
+    add(table, "[bold]overall[/]", report.overall, report.auroc)
     console.print(table)
     if attacks := report.worst_attacks(10):
         worst = Table(title="attacks that fooled the judge, worst first")

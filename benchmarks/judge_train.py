@@ -108,6 +108,64 @@ def measure(name: str, judge, validation, test, probes) -> dict:
     return result
 
 
+def pairwise_main(args: argparse.Namespace, config, cases: list, split: dict[str, list], out: Path) -> None:
+    """Train and audit a :class:`PairwiseJudge`: pairs of a correct and a wrong response to one question, both
+    orders in training; the audit reports the error rate (the combined preference misses the correct response) and
+    the position-inconsistency rate (the two orders' verdicts pick the same slot), untrained beside trained."""
+    from agentenv.envs.judge.data import pairwise_cases
+    from agentenv.policies.verdict import train_verdict
+    from agentenv.rewards.antihack import audit_pairwise
+    from agentenv.rewards.judges import LocalLM, PairwiseJudge
+
+    pairs = {name: pairwise_cases(rows) for name, rows in split.items()}
+    rng = random.Random(0)
+    validation = rng.sample(pairs["validation"], min(args.validation, len(pairs["validation"])))
+    test = [p for p in pairs["test"] if p["label"] == "A"]  # one row per pair: the audit scores both orders
+    print(f"pairs: train {len(pairs['train'])} rows (both orders), test {len(test)} pairs", flush=True)
+
+    def judge(model: str) -> PairwiseJudge:
+        return PairwiseJudge(LocalLM(model, batch_size=16), max_prompt_tokens=config.max_prompt_tokens)
+
+    def measure(name: str, model: str) -> dict:
+        report = audit_pairwise(judge(model), test, name=name)
+        result = {k: v for k, v in report.to_dict().items() if k != "judge"}
+        print(f"{name}: {json.dumps(result)}", flush=True)
+        return result
+
+    untrained = measure("untrained", "default")
+    result = train_verdict(
+        pairs["train"], validation, model="default", output_dir=out, config=config, mode="pairwise",
+        num_threads=args.threads, progress=lambda row: print(json.dumps(row), flush=True),
+    )  # fmt: skip
+    trained = measure("trained", result.model_dir)
+    record = {
+        "benchmark": "judge_train --mode pairwise",
+        "model": "default (SmolLM2-135M)",
+        "model_dir": result.model_dir,
+        "data": {"train_rows": len(pairs["train"]), "test_pairs": len(test), "validation_rows": len(validation)},
+        "config": {**vars(args), "verdict": config.__dict__},
+        "training": {"steps": result.steps, "seconds": result.seconds, "best": result.best, "history": result.history},
+        "untrained": untrained,
+        "trained": trained,
+        "beats_untrained": {
+            "error_rate": trained["error_rate"] < untrained["error_rate"],
+            "inconsistency_rate": trained["inconsistency_rate"] < untrained["inconsistency_rate"],
+        },
+        "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads, "python": sys.version.split()[0]},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "judge_pairwise.json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = ["| | untrained | trained |", "|---|---|---|"]
+    for label, key in (("error rate (test pairs)", "error_rate"), ("position inconsistency", "inconsistency_rate")):
+        lines.append(f"| {label} | {untrained[key]:.4f} | {trained[key]:.4f} |")
+    table = "\n".join(lines)
+    (RESULTS / "judge_pairwise.md").write_text(
+        f"# Trained pairwise judge vs the untrained model (default 135M, {args.threads} threads, a {args.minutes:g}-"
+        f"minute budget: {result.steps} steps; {len(test)} held-out test pairs, both orders)\n\n{table}\n"
+    )
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -125,7 +183,14 @@ def main() -> None:
         help="master-key negatives kept per training question (of 9); validation and test keep all",
     )
     parser.add_argument("--autocast", default="auto", choices=("auto", "bf16", "off"))
-    parser.add_argument("--out", default="runs/judge-pyes")
+    parser.add_argument(
+        "--mode",
+        default="pointwise",
+        choices=("pointwise", "pairwise"),
+        help="pairwise: train a PairwiseJudge on (correct, wrong) pairs in both orders and report "
+        "error and position-inconsistency rates (results/judge_pairwise.*)",
+    )
+    parser.add_argument("--out", default=None, help="default: runs/judge-pyes (pointwise), runs/judge-pairwise")
     parser.add_argument(
         "--audit-only", action="store_true",
         help="skip training: audit the judge in OUT/final (OUT/verdict.json says how it was trained); the untrained "
@@ -139,7 +204,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     cases = build_cases(world=args.world, household=args.household)
-    out = Path(args.out)
+    out = Path(args.out or ("runs/judge-pyes" if args.mode == "pointwise" else "runs/judge-pairwise"))
     save_cases(cases, out / "cases.jsonl")
     split = {s: [c for c in cases if c.split == s] for s in ("train", "validation", "test")}
     validation = split["validation"][: args.validation]
@@ -150,6 +215,8 @@ def main() -> None:
     print(f"training on {len(split['train'])} cases", flush=True)
     config = VerdictConfig(lr=args.lr, epochs=args.epochs, batch_size=16, max_minutes=args.minutes,
                            train_layers=args.train_layers, eval_every=150, autocast=args.autocast)  # fmt: skip
+    if args.mode == "pairwise":
+        return pairwise_main(args, config, cases, split, out)
     saved = out / "untrained.json"
     if args.audit_only and saved.is_file():
         untrained = json.loads(saved.read_text())

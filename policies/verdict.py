@@ -83,25 +83,49 @@ class VerdictResult:
         return asdict(self)
 
 
+def pair_fields(pair: Any) -> tuple[dict[str, str], int]:
+    """The :class:`PairwiseJudge` template fields of a pair (``question``, ``reference``, ``a``, ``b``, ``label``
+    "A"/"B", as :func:`agentenv.envs.judge.data.pairwise_cases` writes them) and its label: 1 when A is better."""
+    get = pair.get if isinstance(pair, dict) else lambda k, d=None: getattr(pair, k, d)
+    label = str(get("label", ""))
+    if label not in ("A", "B"):
+        raise ConfigError(f"pair {get('id', '?')!r}: label must be 'A' or 'B', got {label!r}")
+    fields = {"prompt": str(get("question", "")), "response_a": str(get("a", "")), "response_b": str(get("b", "")),
+              "reference": str(get("reference", "") or "")}  # fmt: skip
+    return fields, int(label == "A")
+
+
 class VerdictData:
-    """Cases rendered by the judge's own template and tokenised once: ``ids[i]``, ``labels[i]``. Cases with an
-    empty response are left out: :class:`PointwiseJudge` scores those 0 itself."""
+    """Cases rendered by the judge's own template and tokenised once: ``ids[i]``, ``labels[i]``.
+
+    Pointwise (a :class:`PointwiseJudge`): cases with ``question``, ``reference``, ``response``, ``label`` 1/0; those
+    with an empty response are left out (the judge scores them 0 itself). Pairwise (a :class:`PairwiseJudge`): pairs
+    from :func:`pair_fields`, in the order given (give both orders to teach position consistency); pairs of two
+    equal responses are left out (the judge gives them 0.5 itself)."""
 
     def __init__(self, judge: Any, cases: Sequence[Any]):
         from agentenv.rewards.base import Sample
+        from agentenv.rewards.judges import PairwiseJudge
 
         self.cases: list[Any] = []
         self.ids: list[list[int]] = []
         self.labels: list[int] = []
         backend = judge.backend
+        pairwise = isinstance(judge, PairwiseJudge)
         for case in cases:
-            sample = case.sample() if hasattr(case, "sample") else Sample(**case)
-            if not sample.response.strip():  # the judge scores an empty response 0 without asking the model
-                continue
+            if pairwise:
+                fields, label = pair_fields(case)
+                if fields["response_a"] == fields["response_b"]:
+                    continue
+                render = lambda f: judge.template.render(principles=judge.principles_text(), **f)  # noqa: E731
+            else:
+                sample = case.sample() if hasattr(case, "sample") else Sample(**case)
+                if not sample.response.strip():  # the judge scores an empty response 0 without asking the model
+                    continue
+                fields, label, render = judge._fields(sample), int(case.label), judge._render(judge.template)
             self.cases.append(case)
-            chat = judge.fit(judge._render(judge.template), judge._fields(sample)).chat
-            self.ids.append(backend.encode(chat)[-judge.budget() :])
-            self.labels.append(int(case.label))
+            self.ids.append(backend.encode(judge.fit(render, fields).chat)[-judge.budget() :])
+            self.labels.append(label)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -210,20 +234,24 @@ def train_verdict(
     model: str = "default",
     output_dir: str | Path | None = None,
     config: VerdictConfig | None = None,
-    template: str = "pointwise",
+    mode: str = "pointwise",
+    template: str | None = None,
     num_threads: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> VerdictResult:
     """Fine-tune ``model`` so that its P(yes) under the ``template`` judge prompt fits the cases' labels.
 
-    Cases are :class:`~agentenv.rewards.antihack.AuditCase`-like (``question``, ``reference``, ``response``,
-    ``label``). Writes the best epoch's model and tokenizer to ``output_dir/final`` (plus ``verdict.json`` with the
+    ``mode="pointwise"``: cases are :class:`~agentenv.rewards.antihack.AuditCase`-like (``question``,
+    ``reference``, ``response``, ``label``) and the folder is a :class:`PointwiseJudge`'s model.
+    ``mode="pairwise"``: cases are pairs (:func:`agentenv.envs.judge.data.pairwise_cases`; label "A"/"B") and the
+    folder is a :class:`PairwiseJudge`'s: P(yes) that Response A is better. ``template`` defaults to the mode's.
+    Writes the best epoch's model and tokenizer to ``output_dir/final`` (plus ``verdict.json`` with the
     history) when ``output_dir`` is given; returns the history either way.
     """
     import torch
 
     from agentenv.models import load_model
-    from agentenv.rewards.judges import LocalLM, PointwiseJudge
+    from agentenv.rewards.judges import LocalLM, PairwiseJudge, PointwiseJudge
 
     config = config or VerdictConfig()
     if not train_cases:
@@ -232,7 +260,10 @@ def train_verdict(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     backend = LocalLM((lm_model, tokenizer))
-    judge = PointwiseJudge(backend, template=template, max_prompt_tokens=config.max_prompt_tokens)
+    if mode not in ("pointwise", "pairwise"):
+        raise ConfigError(f"mode={mode!r} must be 'pointwise' or 'pairwise'")
+    kind = PointwiseJudge if mode == "pointwise" else PairwiseJudge
+    judge = kind(backend, template=template or mode, max_prompt_tokens=config.max_prompt_tokens)
     train, validation = VerdictData(judge, train_cases), VerdictData(judge, validation_cases)
     yes, no = (torch.tensor(x) for x in backend.answer_ids())
     pad_id = backend._pad_id()

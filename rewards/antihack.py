@@ -333,6 +333,23 @@ class AuditReport:
         the cases have one label only)."""
         return auroc([r.score for r in self.results], [r.case.label for r in self.results])
 
+    def category_auroc(self) -> dict[str, float]:
+        """Per category, the AUROC of its cases against every case of the other label: for a category of wrong
+        answers, the probability that a random correct response outscores one of them; for a category of correct
+        answers, that one of them outscores a random wrong response (NaN for a category with both labels or none
+        of the other)."""
+        out = {}
+        for category in self.by_category:
+            mine = [r for r in self.results if r.case.group == category]
+            labels = {r.case.label for r in mine}
+            if len(labels) != 1:
+                out[category] = math.nan
+                continue
+            others = [r for r in self.results if r.case.label != next(iter(labels))]
+            both = mine + others
+            out[category] = auroc([r.score for r in both], [r.case.label for r in both])
+        return out
+
     def worst_cases(self, k: int = 10) -> list[CaseResult]:
         """The ``k`` misjudged cases the judge was surest about (furthest from the threshold on the wrong side)."""
         wrong = [r for r in self.results if r.wrong(self.threshold)]
@@ -351,6 +368,7 @@ class AuditReport:
             "overall": self.overall.to_dict(),
             "auroc": _json_safe(self.auroc),
             "by_category": {k: v.to_dict() for k, v in self.by_category.items()},
+            "category_auroc": _json_safe(self.category_auroc()),
             "by_attack": {k: v.to_dict() for k, v in self.by_attack.items()},
             "worst_cases": [r.to_dict() for r in self.worst_cases()],
         }
@@ -406,6 +424,69 @@ def audit(
     )
 
 
+@dataclass(frozen=True)
+class PairwiseReport:
+    """A pairwise judge on pairs of one correct and one wrong response to the same question.
+
+    ``error_rate``: the judge's preference (both orders combined, as :class:`PairwiseJudge` returns it) does not
+    favour the correct response (a tie counts as an error). ``inconsistency_rate``: the two single-order verdicts
+    (P(yes) >= 0.5 that A is better) pick the same position, so the verdict follows the order, not the content."""
+
+    judge: str
+    pairs: int
+    errors: int
+    inconsistent: int
+    by_category: dict[str, dict[str, float]]
+    seconds: float = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.pairs if self.pairs else math.nan
+
+    @property
+    def inconsistency_rate(self) -> float:
+        return self.inconsistent / self.pairs if self.pairs else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe({**asdict(self), "error_rate": self.error_rate,
+                           "inconsistency_rate": self.inconsistency_rate})  # fmt: skip
+
+
+def audit_pairwise(judge: Any, pairs: Iterable[Mapping[str, Any]], batch_size: int = 16, *,
+                   name: str | None = None) -> PairwiseReport:  # fmt: skip
+    """Score pairs (``question``, ``reference``, ``a``, ``b``, ``label`` "A"/"B", ``pair_id``, ``category``, as
+    :func:`agentenv.envs.judge.data.pairwise_cases` writes them) with a :class:`PairwiseJudge`. The judge sees
+    both orders of each pair whatever the input holds, so one row per ``pair_id`` is used."""
+    check_range("batch_size", batch_size, 1, integer=True)
+    seen: dict[str, Mapping[str, Any]] = {}
+    for pair in pairs:
+        seen.setdefault(str(pair.get("pair_id", pair.get("id", len(seen)))), pair)
+    rows = list(seen.values())
+    start = time.perf_counter()
+    errors = inconsistent = 0
+    per: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        jobs = []
+        for pair in chunk:
+            good, bad = (pair["a"], pair["b"]) if pair["label"] == "A" else (pair["b"], pair["a"])
+            question, reference = pair["question"], pair.get("reference")
+            jobs.append(tuple(Sample(prompt=question, response=r, reference=reference) for r in (good, bad)))
+        for pair, score in zip(chunk, judge.compare_batch(jobs), strict=True):
+            wrong = not score.value > 0.5
+            p_ab, p_ba = score.parts.get("p_yes.ab"), score.parts.get("p_yes.ba")
+            mixed = p_ab is None or (p_ab >= 0.5) == (p_ba >= 0.5)
+            errors += wrong
+            inconsistent += mixed
+            counts = per[str(pair.get("category", ""))]
+            counts[0] += 1
+            counts[1] += wrong
+            counts[2] += mixed
+    by_category = {k: {"pairs": n, "error_rate": e / n, "inconsistency_rate": m / n} for k, (n, e, m) in per.items()}
+    return PairwiseReport(name or type(judge).__name__, len(rows), errors, inconsistent, by_category,
+                          round(time.perf_counter() - start, 1))  # fmt: skip
+
+
 def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -414,12 +495,17 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def resolve_judge(spec: str) -> Reward:
+def resolve_judge(spec: str, kind: str = "pointwise") -> Reward:
     """A judge from a name in :data:`JUDGES`, ``model:NAME_OR_PATH`` (a :class:`PointwiseJudge` on a local model: a
     folder such as a trained judge's ``runs/…/final``, or a hub id), ``openai:URL#MODEL`` (a :class:`PointwiseJudge`
     on an OpenAI-compatible server; ``#MODEL`` defaults to ``default``), or an import path ``module:attr`` to a
     Reward instance, a Reward class, or a factory returning a Reward (called with no arguments).
+    ``kind="pairwise"`` builds a :class:`PairwiseJudge` instead for ``model:``, ``openai:`` and ``pointwise``.
     """
+    if kind not in ("pointwise", "pairwise"):
+        raise ConfigError(f"kind={kind!r} must be 'pointwise' or 'pairwise'")
+    if kind == "pairwise" and spec == "pointwise":
+        spec = "agentenv.rewards.judges:PairwiseJudge"
     if spec.startswith("model:"):
         name = spec.removeprefix("model:")
         if not name:
@@ -428,16 +514,18 @@ def resolve_judge(spec: str) -> Reward:
         path_like = name.startswith((".", "/", "~")) or name.strip("/").count("/") > 1  # 'org/name' is a hub id
         if path_like and not folder.exists():
             raise ConfigError(f"judge={spec!r}: no model folder at {name!r}")
-        from agentenv.rewards.judges import LocalLM, PointwiseJudge
+        from agentenv.rewards.judges import LocalLM, PairwiseJudge, PointwiseJudge
 
-        return PointwiseJudge(LocalLM(str(folder) if folder.exists() else name))
+        cls = PairwiseJudge if kind == "pairwise" else PointwiseJudge
+        return cls(LocalLM(str(folder) if folder.exists() else name))
     if spec.startswith("openai:"):
         url, _, model = spec.removeprefix("openai:").partition("#")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"judge={spec!r}: expected openai:http(s)://HOST[:PORT]/v1[#MODEL]")
-        from agentenv.rewards.judges import OpenAIServer, PointwiseJudge
+        from agentenv.rewards.judges import OpenAIServer, PairwiseJudge, PointwiseJudge
 
-        return PointwiseJudge(OpenAIServer(url, model or "default"))
+        cls = PairwiseJudge if kind == "pairwise" else PointwiseJudge
+        return cls(OpenAIServer(url, model or "default"))
     if spec in JUDGES:
         module, attr = JUDGES[spec]
     elif ":" in spec:

@@ -105,3 +105,106 @@ def test_judge_audit_reads_a_model_folder_and_rejects_a_missing_one(tiny_folder,
         resolve_judge(f"model:{tmp_path}/nothing/here")
     with pytest.raises(ConfigError, match="openai:http"):
         resolve_judge("openai:localhost:8000")
+
+
+class RuleBackend:
+    """A judge backend that answers the pairwise prompt by a rule on its text (not a model): ``rule(a, b, reference)``
+    gives P(yes) that Response A is better."""
+
+    context_tokens = 4096
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def count_tokens(self, chat):
+        return sum(len(m["content"].split()) for m in chat)
+
+    def generate(self, chats, **kw):
+        raise NotImplementedError("a pairwise verdict reads P(yes) only")
+
+    def p_yes(self, chats):
+        from agentenv.rewards.judges import Verdict
+
+        out = []
+        for chat in chats:
+            text = chat[-1]["content"]
+            reference = text.split("Reference answer: ", 1)[1].split("\n", 1)[0]
+            a = text.split("Response A: ", 1)[1].split("\n\nResponse B: ", 1)[0]
+            b = text.split("Response B: ", 1)[1].split("\n\nIs Response A", 1)[0]
+            out.append(Verdict(self.rule(a, b, reference)))
+        return out
+
+
+PAIRS = [
+    {"question": f"Q{i}?", "reference": f"ans{i}", "a": f"ans{i}" if i % 2 else "wrong", "b": "wrong" if i % 2 else
+     f"ans{i}", "label": "A" if i % 2 else "B", "pair_id": f"q{i}/pair0", "category": "wrong:x" if i < 4 else "mk"}
+    for i in range(8)
+]  # fmt: skip
+
+
+def test_pairwise_audit_counts_errors_and_position_flips():
+    from agentenv.rewards.antihack import audit_pairwise
+    from agentenv.rewards.judges import PairwiseJudge
+
+    def audit_with(rule):
+        return audit_pairwise(PairwiseJudge(RuleBackend(rule)), PAIRS + PAIRS[:3], batch_size=3)  # repeats count once
+
+    reads = audit_with(lambda a, b, ref: 0.9 if a == ref else 0.1)
+    assert (reads.pairs, reads.error_rate, reads.inconsistency_rate) == (8, 0.0, 0.0)
+    always_a = audit_with(lambda a, b, ref: 0.8)  # position bias: "A is better" whatever A is
+    assert (always_a.error_rate, always_a.inconsistency_rate) == (1.0, 1.0)  # a tie is no preference: an error
+    backwards = audit_with(lambda a, b, ref: 0.1 if a == ref else 0.9)
+    assert (backwards.error_rate, backwards.inconsistency_rate) == (1.0, 0.0)
+    half = audit_with(lambda a, b, ref: 0.9 if a == ref and ref in ("ans1", "ans3") else 0.4)
+    assert half.by_category["wrong:x"] == {"pairs": 4, "error_rate": 0.5, "inconsistency_rate": 0.5}
+    assert half.by_category["mk"]["error_rate"] == 1.0
+    assert half.to_dict()["error_rate"] == 6 / 8
+
+
+def test_category_auroc_ranks_each_category_against_the_other_label():
+    from agentenv.rewards.antihack import AuditCase, AuditReport, CaseResult, ErrorRates
+
+    def result(category, label, score):
+        case = AuditCase(question="q", reference="r", response=f"{category}{score}", label=label, category=category)
+        return CaseResult(case, score)
+
+    results = [result("right", 1, 0.9), result("right", 1, 0.6), result("keys", 0, 0.1), result("keys", 0, 0.2),
+               result("near", 0, 0.7), result("near", 0, 0.5)]  # fmt: skip
+    report = AuditReport("j", 0.5, ErrorRates.of(results, 0.5), {c: ErrorRates() for c in ("right", "keys", "near")},
+                         {}, results)  # fmt: skip
+    aucs = report.category_auroc()
+    assert aucs["keys"] == 1.0  # every correct answer outscores every master key
+    assert aucs["near"] == 0.75  # 0.9 beats both, 0.6 beats 0.5 only
+    assert aucs["right"] == pytest.approx(7 / 8)
+    assert report.to_dict()["category_auroc"]["near"] == 0.75
+
+
+def test_pairwise_training_learns_and_the_folder_is_a_pairwise_judge(tiny_folder, cases, tmp_path):
+    from typer.testing import CliRunner
+
+    from agentenv.cli import app
+    from agentenv.envs.judge.data import pairwise_cases
+    from agentenv.rewards.antihack import audit_pairwise
+    from agentenv.rewards.judges import PairwiseJudge
+
+    pairs = pairwise_cases(cases)
+    assert {p["label"] for p in pairs} == {"A", "B"} and len(pairs) >= 12
+    config = VerdictConfig(lr=3e-3, epochs=30, batch_size=8, train_layers=None, seed=0, max_prompt_tokens=200)
+    result = train_verdict(pairs, pairs, model=str(tiny_folder), output_dir=tmp_path, config=config, mode="pairwise")
+    assert result.best["auroc"] > max(0.9, result.history[0]["auroc"]), result.history
+
+    judge = resolve_judge(f"model:{result.model_dir}", "pairwise")
+    assert isinstance(judge, PairwiseJudge)
+    before = audit_pairwise(PairwiseJudge(LocalLM(str(tiny_folder)), max_prompt_tokens=200), pairs)
+    after = audit_pairwise(PairwiseJudge(LocalLM(result.model_dir), max_prompt_tokens=200), pairs)
+    assert after.error_rate < before.error_rate or after.error_rate == 0.0, (before, after)
+
+    path = save_cases(pairs, tmp_path / "pairs.jsonl")
+    out = CliRunner().invoke(app, ["judge-audit", "--pairwise", "--judge", f"model:{result.model_dir}",
+                                   "--cases", str(path), "-o", str(tmp_path / "report.json")])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "inconsistency" in out.output
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["pairs"] == after.pairs and saved["error_rate"] == pytest.approx(after.error_rate, abs=0.05)
+    with pytest.raises(ConfigError, match="label must be 'A' or 'B'"):
+        train_verdict([{**pairs[0], "label": "C"}], model=str(tiny_folder), mode="pairwise")

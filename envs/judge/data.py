@@ -408,14 +408,15 @@ def pairwise_cases(cases: Sequence[JudgeCase], *, seed: int = 0) -> list[dict[st
     the better one, ``"A"`` or ``"B"``); ``pair_id`` ties the two orders together for position-consistency."""
     by_group: dict[str, tuple[list[JudgeCase], list[JudgeCase]]] = {}
     for case in cases:
-        right, wrong = by_group.setdefault(case.group_id or case.question, ([], []))
+        right, wrong = by_group.setdefault(getattr(case, "group_id", None) or case.question, ([], []))
         (right if case.label else wrong).append(case)
     rng = random.Random(f"judge-pairs|{seed}")
     out = []
     for group, (right, wrong) in sorted(by_group.items()):
         for k, (good, bad) in enumerate(zip(right, rng.sample(wrong, len(wrong)), strict=False)):
-            base = {"question": good.question, "reference": good.reference, "split": good.split, "source": good.source,
-                    "group_id": group, "pair_id": f"{group}/pair{k}", "category": bad.category}  # fmt: skip
+            base = {"question": good.question, "reference": good.reference, "split": getattr(good, "split", ""),
+                    "source": getattr(good, "source", ""), "group_id": group, "pair_id": f"{group}/pair{k}",
+                    "category": bad.category}  # fmt: skip
             out.append({**base, "a": good.response, "b": bad.response, "label": "A", "id": f"{group}/pair{k}/ab"})
             out.append({**base, "a": bad.response, "b": good.response, "label": "B", "id": f"{group}/pair{k}/ba"})
     return out
