@@ -723,7 +723,11 @@ def train(
         err.print(f"[bold red]training stopped:[/] {escape(str(e))}. No final model was written; the last "
                   "checkpoint, if any, holds finite weights: lower the learning rate or check the data.")  # fmt: skip
         raise typer.Exit(1) from e
-    if main_process:
+    if main_process and loaded.verdict is not None:
+        from agentenv.recipes.verdict import print_verdict_results
+
+        print_verdict_results(console, results)
+    elif main_process:
         _print_evaluations(loaded.name, results)
 
 

@@ -19,75 +19,17 @@ Usage: python benchmarks/judge_train.py [--minutes 30] [--threads 2] [--world 60
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import os
 import platform
 import random
 import sys
-import time
 from pathlib import Path
 
-from agentenv.envs.judge.data import MASTER_KEY_CATEGORIES, build_cases, save_cases, summary
-from agentenv.rewards.antihack import AuditReport, ErrorRates, audit, default_cases
+from agentenv.envs.judge.data import build_cases, save_cases, summary
+from agentenv.envs.judge.evaluate import GOAL, goal_met, measure_pairwise, measure_pointwise, thin_master_keys
 
 RESULTS = Path(__file__).parent / "results"
-GOAL = {"auroc_min": 0.95, "master_key_fpr_max": 0.02, "format_fnr_max": 0.05}
-
-
-def balanced_threshold(report: AuditReport) -> float:
-    """The threshold with the best balanced accuracy (mean of TPR and TNR) on ``report``'s cases."""
-    scores = sorted({r.score for r in report.results})
-    candidates = [0.5] + [(a + b) / 2 for a, b in itertools.pairwise(scores)]
-    best, best_value = 0.5, -1.0
-    for t in candidates:
-        rates = ErrorRates.of(report.results, t)
-        value = 1 - (rates.fpr + rates.fnr) / 2
-        if value > best_value:
-            best, best_value = t, value
-    return best
-
-
-def rates(report: AuditReport, threshold: float) -> dict[str, float | None]:
-    def of(keep) -> ErrorRates:
-        return ErrorRates.of([r for r in report.results if keep(r.case)], threshold)
-
-    def safe(x: float) -> float | None:
-        return None if math.isnan(x) else round(x, 4)
-
-    return {
-        "threshold": round(threshold, 4),
-        "auroc": safe(report.auroc),
-        "master_key_fpr": safe(of(lambda c: c.category in MASTER_KEY_CATEGORIES).fpr),
-        "wrong_answer_fpr": safe(of(lambda c: c.category.startswith("wrong:")).fpr),
-        "format_fnr": safe(of(lambda c: c.category.startswith("correct:")).fnr),
-        "overall_fpr": safe(ErrorRates.of(report.results, threshold).fpr),
-        "cases": len(report.results),
-    }
-
-
-def probe_rates(report: AuditReport, threshold: float) -> dict[str, float | None]:
-    """The built-in probe set: master keys (label 0) and correct answers in varied formats (label 1)."""
-    out = ErrorRates.of(report.results, threshold)
-    return {"threshold": round(threshold, 4), "auroc": round(report.auroc, 4), "fpr": round(out.fpr, 4),
-            "fnr": round(out.fnr, 4), "cases": out.cases}  # fmt: skip
-
-
-def thin_master_keys(cases: list, keep: int | None) -> list:
-    """At most ``keep`` cases of the master-key family per question (a deterministic choice per question); the
-    rest unchanged. The family is easy and nine per question would crowd the wrong answers out of a short run."""
-    if keep is None:
-        return list(cases)
-    by_group: dict[str, list] = {}
-    for case in cases:
-        if case.category in MASTER_KEY_CATEGORIES:
-            by_group.setdefault(case.group_id, []).append(case)
-    kept = set()
-    for group, family in by_group.items():
-        random.Random(f"thin|{group}").shuffle(family)
-        kept |= {case.id for case in family[:keep]}
-    return [c for c in cases if c.category not in MASTER_KEY_CATEGORIES or c.id in kept]
 
 
 def judge_of(model: str, max_prompt_tokens: int):
@@ -96,14 +38,8 @@ def judge_of(model: str, max_prompt_tokens: int):
     return PointwiseJudge(LocalLM(model, batch_size=16), max_prompt_tokens=max_prompt_tokens)
 
 
-def measure(name: str, judge, validation, test, probes) -> dict:
-    t0 = time.perf_counter()
-    threshold = balanced_threshold(audit(judge, validation, name=name))
-    result = {
-        "test": rates(audit(judge, test, threshold, name=name), threshold),
-        "probes": probe_rates(audit(judge, probes, threshold, name=name), threshold),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+def measure(name: str, judge, validation, test) -> dict:
+    result = measure_pointwise(judge, validation, test, name=name)
     print(f"{name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -114,7 +50,6 @@ def pairwise_main(args: argparse.Namespace, config, cases: list, split: dict[str
     the position-inconsistency rate (the two orders' verdicts pick the same slot), untrained beside trained."""
     from agentenv.envs.judge.data import pairwise_cases
     from agentenv.policies.verdict import train_verdict
-    from agentenv.rewards.antihack import audit_pairwise
     from agentenv.rewards.judges import LocalLM, PairwiseJudge
 
     pairs = {name: pairwise_cases(rows) for name, rows in split.items()}
@@ -127,8 +62,7 @@ def pairwise_main(args: argparse.Namespace, config, cases: list, split: dict[str
         return PairwiseJudge(LocalLM(model, batch_size=16), max_prompt_tokens=config.max_prompt_tokens)
 
     def measure(name: str, model: str) -> dict:
-        report = audit_pairwise(judge(model), test, name=name)
-        result = {k: v for k, v in report.to_dict().items() if k != "judge"}
+        result = measure_pairwise(judge(model), test, name=name)
         print(f"{name}: {json.dumps(result)}", flush=True)
         return result
 
@@ -208,7 +142,6 @@ def main() -> None:
     save_cases(cases, out / "cases.jsonl")
     split = {s: [c for c in cases if c.split == s] for s in ("train", "validation", "test")}
     validation = split["validation"][: args.validation]
-    probes = default_cases()
     print(json.dumps(summary(cases)["by_split"]), flush=True)
 
     split["train"] = thin_master_keys(split["train"], args.train_master_keys)
@@ -221,8 +154,7 @@ def main() -> None:
     if args.audit_only and saved.is_file():
         untrained = json.loads(saved.read_text())
     else:
-        untrained = measure("untrained", judge_of("default", config.max_prompt_tokens), validation, split["test"],
-                            probes)  # fmt: skip
+        untrained = measure("untrained", judge_of("default", config.max_prompt_tokens), validation, split["test"])
         saved.write_text(json.dumps(untrained, indent=2) + "\n")
     if args.audit_only:
         from agentenv.policies.verdict import VerdictResult
@@ -235,14 +167,9 @@ def main() -> None:
             split["train"], validation, model="default", output_dir=out, config=config, num_threads=args.threads,
             progress=lambda row: print(json.dumps(row), flush=True),
         )  # fmt: skip
-    trained = measure("trained", judge_of(result.model_dir, config.max_prompt_tokens), validation, split["test"],
-                      probes)  # fmt: skip
+    trained = measure("trained", judge_of(result.model_dir, config.max_prompt_tokens), validation, split["test"])
     t = trained["test"]
-    met = {
-        "auroc": (t["auroc"] or 0) >= GOAL["auroc_min"],
-        "master_key_fpr": (t["master_key_fpr"] or 0) <= GOAL["master_key_fpr_max"],
-        "format_fnr": (t["format_fnr"] or 0) <= GOAL["format_fnr_max"],
-    }
+    met = goal_met(t)
     record = {
         "benchmark": "judge_train",
         "model": "default (SmolLM2-135M)",

@@ -24,6 +24,7 @@ import yaml
 
 from agentenv.errors import ConfigError, UnknownEnvError, check_choice, check_range, closest
 from agentenv.policies.rl import RLConfig, check_positive
+from agentenv.policies.verdict import VerdictConfig
 
 
 class _Loader(yaml.SafeLoader):
@@ -212,6 +213,44 @@ def _chat(line: str, where: str) -> list[dict[str, Any]]:
 
 
 @dataclass
+class VerdictSection(VerdictConfig):
+    """Train a judge's verdict directly (:func:`agentenv.policies.verdict.train_verdict`): the P(yes) fine-tune
+    (RewardDance) of a ``pointwise`` or ``pairwise`` judge, on the verification data of the Judge envs. The data is
+    ``cases`` (a JSONL with a ``split`` per case, as ``agentenv.envs.judge.data.save_cases`` writes) or built from
+    ``world``/``household``/``swe``/``episodes`` questions; ``train_master_keys`` thins the master-key family of
+    the training split to that many a question (``None``: all). The rest are :class:`VerdictConfig`'s knobs."""
+
+    mode: str = "pointwise"
+    cases: str | None = None
+    world: int = 600
+    household: int = 200
+    swe: int = 0
+    episodes: int = 0
+    master_keys: int = 6
+    train_master_keys: int | None = 3
+    validation: int = 600  # validation cases used (the threshold, the best evaluation)
+    lr: float = 1e-4
+
+    def validate(self, prefix: str) -> None:
+        check_choice(f"{prefix}mode", self.mode, ("pointwise", "pairwise"))
+        for name in ("world", "household", "swe", "episodes"):
+            check_range(f"{prefix}{name}", getattr(self, name), 0, 100_000, integer=True)
+        check_range(f"{prefix}master_keys", self.master_keys, 0, 50, integer=True)
+        if self.train_master_keys is not None:
+            check_range(f"{prefix}train_master_keys", self.train_master_keys, 0, 50, integer=True)
+        check_range(f"{prefix}validation", self.validation, 1, integer=True)
+        if self.cases is not None:
+            if not Path(self.cases).is_file():
+                raise ConfigError(f"{prefix}cases={self.cases!r}: no such file")
+        elif not (self.world or self.household or self.swe or self.episodes):
+            raise ConfigError(f"{prefix.rstrip('.')}: give cases, or some world/household/swe/episodes questions")
+
+    def verdict_config(self) -> VerdictConfig:
+        names = {f.name for f in dataclasses.fields(VerdictConfig)}
+        return VerdictConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+
+@dataclass
 class EvalSection:
     episodes: int = 32  # test tasks 0..episodes-1 of each evaluated env
     temperature: float = 0.0
@@ -250,6 +289,7 @@ class Recipe:
     model: ModelSection = field(default_factory=ModelSection)
     sft: SFTSection | None = None
     rl: RLConfig | None = None
+    verdict: VerdictSection | None = None
     eval: EvalSection = field(default_factory=EvalSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -257,11 +297,17 @@ class Recipe:
         check_range("seed", self.seed, 0, integer=True)
         if not self.name or "/" in self.name:
             raise ConfigError(f"name={self.name!r} must be a non-empty name without '/'")
-        if self.sft is None and self.rl is None:
-            raise ConfigError("a recipe needs an 'sft' section, an 'rl' section, or both")
+        if self.verdict is not None and (self.sft is not None or self.rl is not None):
+            raise ConfigError("a recipe with a 'verdict' section trains a judge: leave out 'sft' and 'rl' (train a "
+                              "reasoning judge with sft/rl on an AgentEnv/Judge-*-Think env instead)")  # fmt: skip
+        if self.sft is None and self.rl is None and self.verdict is None:
+            raise ConfigError("a recipe needs an 'sft' section, an 'rl' section, or both (or a 'verdict' section)")
         if self.rl is not None:
             self.rl.validate("rl.")
-        for section in ("output", "sft", "eval", "model", "env"):  # the ones that read files or import envs last
+        sections = (
+            ("output", "verdict", "model") if self.verdict is not None else ("output", "sft", "eval", "model", "env")
+        )
+        for section in sections:  # the ones that read files or import envs last
             value = getattr(self, section)
             if value is not None:
                 value.validate(f"{section}.")

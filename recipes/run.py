@@ -173,6 +173,12 @@ def demonstrations(recipe: Recipe) -> list[list[dict]]:
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
     """Run every stage of ``recipe``; returns ``results.json``'s content (evaluations and timings)."""
+    if recipe.verdict is not None:  # a judge, not a policy: recipes/verdict.py
+        from agentenv.recipes.verdict import run_verdict_recipe
+
+        if resume:
+            raise ConfigError("a verdict recipe cannot --resume yet: run it again into a fresh output.dir")
+        return run_verdict_recipe(recipe, console=console)
     import torch
 
     import agentenv

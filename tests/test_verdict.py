@@ -208,3 +208,57 @@ def test_pairwise_training_learns_and_the_folder_is_a_pairwise_judge(tiny_folder
     assert saved["pairs"] == after.pairs and saved["error_rate"] == pytest.approx(after.error_rate, abs=0.05)
     with pytest.raises(ConfigError, match="label must be 'A' or 'B'"):
         train_verdict([{**pairs[0], "label": "C"}], model=str(tiny_folder), mode="pairwise")
+
+
+@pytest.mark.parametrize("mode", ["pointwise", "pairwise"])
+def test_a_verdict_recipe_trains_and_audits_a_judge(tiny_folder, tmp_path, mode):
+    from typer.testing import CliRunner
+
+    from agentenv.cli import app
+    from agentenv.recipes.config import load_recipe
+    from agentenv.recipes.run import run_recipe
+
+    recipe = {
+        "name": "tiny-judge",
+        "model": {"name": str(tiny_folder), "num_threads": 1},
+        "verdict": {"mode": mode, "world": 12, "household": 4, "master_keys": 2, "epochs": 1, "batch_size": 8,
+                    "lr": 1e-3, "validation": 16, "max_prompt_tokens": 200, "train_layers": 1},
+        "output": {"dir": str(tmp_path / "run")},
+    }  # fmt: skip
+    results = run_recipe(load_recipe(recipe))
+    out = tmp_path / "run"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["mode"] == mode and saved["training"]["steps"] >= 1
+    assert set(saved) >= {"untrained", "trained", "data", "seconds"} and results["trained"] == saved["trained"]
+    if mode == "pointwise":
+        test = saved["trained"]["test"]
+        assert test["cases"] == saved["data"]["by_split"]["test"] and 0.0 <= test["auroc"] <= 1.0
+        assert set(saved["goal_met"]) == {"auroc", "master_key_fpr", "format_fnr"}
+        assert "AUROC (test)" in (out / "report.md").read_text()
+    else:
+        assert saved["trained"]["pairs"] > 0 and 0.0 <= saved["trained"]["inconsistency_rate"] <= 1.0
+        assert "position inconsistency" in (out / "report.md").read_text()
+    flag = ["--pairwise"] if mode == "pairwise" else []
+    audited = CliRunner().invoke(app, ["judge-audit", *flag, "--judge", f"model:{out / 'final'}", "--cases",
+                                       str(out / "cases.jsonl"), "--limit", "8"])  # fmt: skip
+    assert audited.exit_code == 0, audited.output
+    with pytest.raises(ConfigError, match="holds a run already"):
+        run_recipe(load_recipe(recipe))
+
+
+def test_verdict_recipes_are_validated_before_anything_loads(tmp_path):
+    from agentenv.recipes.config import load_recipe
+
+    base = {"name": "j", "verdict": {"world": 10}, "output": {"dir": str(tmp_path / "r")}}
+    assert load_recipe("recipes/judge-pyes.yaml").verdict.max_minutes == 30
+    for override, message in [
+        (["verdict.mode=listwise"], "verdict.mode="),
+        (["verdict.lr=0"], "verdict.lr="),
+        (["verdict.world=0", "verdict.household=0"], "give cases"),
+        (["verdict.cases=/no/such.jsonl"], "no such file"),
+        (["verdict.autocast=fp8"], "autocast="),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_recipe(base, override)
+    with pytest.raises(ConfigError, match="leave out 'sft' and 'rl'"):
+        load_recipe({**base, "sft": {"episodes": 4}})

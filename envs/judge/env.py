@@ -166,12 +166,34 @@ class JudgeEnv(TextEnv):
     def walkthrough(self) -> list[str] | None:
         if self.label is None or self._done:
             return None
-        return [f"<think>The reference decides it.</think>\n{self.label}" if self.reasoning else self.label]
+        if not self.reasoning:
+            return [self.label]
+        return [f"<think>{self.reasoning_text()}</think>\n{self.label}"]
+
+    def reasoning_text(self) -> str:
+        """The demonstration's reasoning (quote, compare, conclude): the reference, what the response says, and
+        whether it gives the reference's answer — what the SFT stage of a reasoning judge imitates."""
+        case = self.case
+        if self.mode == "pointwise":
+            verdict = ("It gives the reference answer." if self.label == "Yes"
+                       else "It does not give the reference answer.")  # fmt: skip
+            quoted = f"The reference answer is {_quote(case.reference)}. The response says {_quote(case.response)}."
+            return f"{quoted} {verdict}"
+        good_first = self.label == "A"
+        a, b = (case["a"], case["b"]) if good_first else (case["b"], case["a"])
+        return (f"The reference answer is {_quote(case['reference'])}. Response A says {_quote(a)}. Response B says "
+                f"{_quote(b)}. Response {self.label} gives the reference answer.")  # fmt: skip
 
     def admissible_commands(self) -> list[str] | None:
         if self.reasoning:
             return None
         return list(self.choices)
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """``text`` in quotes on one line, its end kept when long (answers tend to come last)."""
+    flat = " ".join(str(text).split())
+    return f'"{flat}"' if len(flat) <= limit else f'"...{flat[-limit:]}"'
 
 
 def _spread(index: int, size: int) -> int:
