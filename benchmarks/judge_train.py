@@ -56,6 +56,8 @@ def pairwise_main(args: argparse.Namespace, config, cases: list, split: dict[str
     rng = random.Random(0)
     validation = rng.sample(pairs["validation"], min(args.validation, len(pairs["validation"])))
     test = [p for p in pairs["test"] if p["label"] == "A"]  # one row per pair: the audit scores both orders
+    if args.test_pairs and len(test) > args.test_pairs:
+        test = random.Random(1).sample(test, args.test_pairs)
     print(f"pairs: train {len(pairs['train'])} rows (both orders), test {len(test)} pairs", flush=True)
 
     def judge(model: str) -> PairwiseJudge:
@@ -124,6 +126,7 @@ def main() -> None:
         help="pairwise: train a PairwiseJudge on (correct, wrong) pairs in both orders and report "
         "error and position-inconsistency rates (results/judge_pairwise.*)",
     )
+    parser.add_argument("--test-pairs", type=int, default=400, help="pairwise: held-out pairs audited (0: all)")
     parser.add_argument("--out", default=None, help="default: runs/judge-pyes (pointwise), runs/judge-pairwise")
     parser.add_argument(
         "--audit-only", action="store_true",

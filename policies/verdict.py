@@ -358,3 +358,72 @@ def train_verdict(
     if output_dir is not None:
         (Path(output_dir) / "verdict.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+class OnlineVerdict:
+    """A pointwise P(yes) judge that keeps learning while it is used (policy–judge co-training): :attr:`judge`
+    scores responses, :meth:`fit` takes a few training steps on labelled cases, with the loss, the top-layer
+    freezing and the bf16 matmuls of :func:`train_verdict`. One model serves both (scoring runs without grad)."""
+
+    def __init__(
+        self, model: str = "default", *, lr: float = 5e-5, batch_size: int = 16, train_layers: int | None = 8,
+        max_prompt_tokens: int = 384, autocast: str = "auto", num_threads: int | None = None, seed: int = 0,
+    ):  # fmt: skip
+        import torch
+
+        from agentenv.models import load_model
+        from agentenv.rewards.judges import LocalLM, PointwiseJudge
+
+        self.config = VerdictConfig(lr=lr, batch_size=batch_size, train_layers=train_layers, autocast=autocast,
+                                    max_prompt_tokens=max_prompt_tokens, seed=seed)  # fmt: skip
+        self.model, self.tokenizer = load_model(model, num_threads=num_threads)
+        self.backend = LocalLM((self.model, self.tokenizer), batch_size=batch_size)
+        self.judge = PointwiseJudge(self.backend, max_prompt_tokens=max_prompt_tokens)
+        self.trainable = freeze_below(self.model, train_layers)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+        self.yes, self.no = (torch.tensor(x) for x in self.backend.answer_ids())
+        self.pad_id = self.backend._pad_id()
+        self.cast = autocast_of(autocast, self.model.device.type)
+        self.rng = random.Random(seed)
+        self.steps = 0
+
+    def p_yes(self, cases: Sequence[Any]) -> list[float]:
+        """The judge's P(yes) of each case (``question``, ``reference``, ``response``)."""
+        return [float(s.value) for s in self.judge.batch([c.sample() for c in cases])]
+
+    def fit(self, cases: Sequence[Any], steps: int) -> dict[str, float]:
+        """``steps`` optimizer steps on batches drawn from ``cases`` (class-balanced loss); the mean loss."""
+        import torch
+
+        data = VerdictData(self.judge, cases)
+        if not len(data) or steps <= 0:
+            return {"judge_loss": math.nan, "judge_steps": 0}
+        positives = sum(data.labels)
+        weights = {1: 1.0, 0: 1.0}
+        if 0 < positives < len(data):
+            weights = {1: len(data) / (2 * positives), 0: len(data) / (2 * (len(data) - positives))}
+        self.model.train()
+        losses = []
+        for _ in range(steps):
+            batch = self.rng.sample(range(len(data)), min(self.config.batch_size, len(data)))
+            with self.cast:
+                logit = verdict_logits(self.model, [data.ids[i] for i in batch], self.yes, self.no, self.pad_id)
+            labels = torch.tensor([float(data.labels[i]) for i in batch])
+            w = torch.tensor([weights[data.labels[i]] for i in batch])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), labels, weight=w)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"OnlineVerdict: the loss is {loss.item()} at step {self.steps + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            self.steps += 1
+            losses.append(loss.item())
+        return {"judge_loss": sum(losses) / len(losses), "judge_steps": len(losses)}
+
+    def save(self, path: str | Path) -> str:
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return str(path)

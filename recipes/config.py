@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from agentenv.errors import ConfigError, UnknownEnvError, check_choice, check_range, closest
+from agentenv.policies.cotrain import CoTrainConfig
 from agentenv.policies.rl import RLConfig, check_positive
 from agentenv.policies.verdict import VerdictConfig
 
@@ -251,6 +252,17 @@ class VerdictSection(VerdictConfig):
 
 
 @dataclass
+class CoTrainSection(CoTrainConfig):
+    """Policy–judge co-training (:mod:`agentenv.policies.cotrain`): the RL stage's reward comes from a judge that
+    keeps training on the policy's verified answers. Needs an ``rl`` section and an env that reports the question,
+    reference and verified answer (``AgentEnv/Search-World-Read-v0``)."""
+
+    def validate(self, prefix: str = "") -> None:
+        super().validate(prefix)
+        check_model_name(f"{prefix}judge", self.judge)
+
+
+@dataclass
 class EvalSection:
     episodes: int = 32  # test tasks 0..episodes-1 of each evaluated env
     temperature: float = 0.0
@@ -290,6 +302,7 @@ class Recipe:
     sft: SFTSection | None = None
     rl: RLConfig | None = None
     verdict: VerdictSection | None = None
+    cotrain: CoTrainSection | None = None
     eval: EvalSection = field(default_factory=EvalSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -302,12 +315,12 @@ class Recipe:
                               "reasoning judge with sft/rl on an AgentEnv/Judge-*-Think env instead)")  # fmt: skip
         if self.sft is None and self.rl is None and self.verdict is None:
             raise ConfigError("a recipe needs an 'sft' section, an 'rl' section, or both (or a 'verdict' section)")
+        if self.cotrain is not None and self.rl is None:
+            raise ConfigError("cotrain: co-training trains a judge alongside RL; the recipe needs an 'rl' section")
         if self.rl is not None:
             self.rl.validate("rl.")
-        sections = (
-            ("output", "verdict", "model") if self.verdict is not None else ("output", "sft", "eval", "model", "env")
-        )
-        for section in sections:  # the ones that read files or import envs last
+        policy = ("output", "sft", "cotrain", "eval", "model", "env")
+        for section in ("output", "verdict", "model") if self.verdict is not None else policy:  # files, envs last
             value = getattr(self, section)
             if value is not None:
                 value.validate(f"{section}.")

@@ -290,6 +290,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
         if recipe.rl is not None:
             c = recipe.rl
             envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
+            cotrainer = None
+            if recipe.cotrain is not None:  # the reward comes from a judge that keeps learning (policies/cotrain.py)
+                from agentenv.policies.cotrain import CoTrainer
+
+                if resume:
+                    raise ConfigError("a co-training recipe cannot --resume yet (the judge is not checkpointed)")
+                cotrainer = CoTrainer(recipe.cotrain, num_threads=recipe.model.num_threads, seed=recipe.seed)
+                envs = [cotrainer.wrap(env) for env in envs]
+                results["cotrain"] = cotrainer.history
             trainer = RLTrainer(c, model, tokenizer, envs, chat_format, seed=recipe.seed, env_id=recipe.env.id,
                                 accelerator=accelerator)  # fmt: skip
             if resumed_rl:
@@ -308,10 +317,23 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
                 log.log("rl", it, metrics)
                 _say(console, f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
                               f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
+                if cotrainer is not None:
+                    row = cotrainer.after_iteration(it)
+                    log.log("cotrain", it, row)
+                    pct = {k: "-" if row[k] is None else f"{row[k]:.0%}"
+                           for k in ("disagreement", "judge_fpr", "verified_success")}  # fmt: skip
+                    _say(console, f"    judge: disagreement {pct['disagreement']} with the verifier, FPR "
+                                  f"{pct['judge_fpr']}, verified success {pct['verified_success']}")  # fmt: skip
+                    save_results()
                 every = recipe.output.checkpoint_every
                 if (every and it % every == 0) or it == c.iterations:
                     trainer.save(rl_checkpoint)
             results["seconds"]["rl"] = results["seconds"].get("rl", 0) + time.perf_counter() - t0
+            if cotrainer is not None and main:
+                from agentenv.policies.cotrain import plot_monitor
+
+                results["cotrain_judge"] = cotrainer.save(out / "judge")
+                plot_monitor(cotrainer.history, out / "cotrain.png")
             for env in envs:
                 env.close()
 

@@ -15,8 +15,17 @@ PRESETS: dict[str, tuple[dict, str]] = {
 }
 
 
+#: Single-turn reading presets (``agentenv.envs.search.reading``): the gold documents are shown, no search.
+READING_PRESETS: dict[str, tuple[dict, str]] = {
+    "Search-World-Read-v0": ({"hops": 1}, "fictional world, the answering documents shown: answer in one turn"),
+}
+
+
 def register_envs() -> None:
     from agentenv.registry import register
 
     for name, (kwargs, description) in PRESETS.items():
         register(name, "agentenv.envs.search.env:SearchEnv", kwargs=kwargs, family="search", description=description)
+    for name, (kwargs, description) in READING_PRESETS.items():
+        register(name, "agentenv.envs.search.reading:ReadingEnv", kwargs=kwargs, family="reading",
+                 description=description)  # fmt: skip

@@ -1,0 +1,91 @@
+"""Policy–judge co-training: the policy is paid the judge's reward, the judge learns from verified answers, and the
+monitor compares the two (real reading env, real tiny models)."""
+
+import json
+import math
+
+import pytest
+
+import agentenv
+from agentenv import ConfigError
+from agentenv.models import tiny_model
+from agentenv.policies.cotrain import CoTrainConfig, CoTrainer, Judged
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    model, tokenizer = tiny_model(seed=0, texts=["Yes No Question Reference answer Response correct the is a"] * 50)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_the_policy_is_paid_the_judges_reward_and_the_verifier_is_kept(tiny_folder):
+    cotrainer = CoTrainer(CoTrainConfig(judge=str(tiny_folder), steps=2, batch_size=4))
+    env = cotrainer.wrap(agentenv.make("AgentEnv/Search-World-Read-v0"))
+    _, info = env.reset(seed=3)
+    right = env.unwrapped.walkthrough()[0]
+    _, reward, terminated, _, info = env.step(right)
+    assert terminated and info["verified"] == 1.0 and info["verifier_reward"] == 1.0
+    assert reward == info["judge_p_yes"] and 0.0 < reward < 1.0  # the judge's P(yes), not the verifier's 1.0
+    env.reset(seed=4)
+    _, reward, _, _, info = env.step(":")  # a master key: the verifier says 0, whatever the judge says
+    assert info["verified"] == 0.0 and reward == info["judge_p_yes"]
+    env.reset(seed=5)
+    _, reward, _, _, info = env.step("two\nlines")  # an invalid turn is not judged
+    assert "judge_p_yes" not in info and len(cotrainer.fresh) == 2
+
+
+def test_the_monitor_counts_disagreement_and_the_judge_trains_on_both_labels(tiny_folder):
+    cotrainer = CoTrainer(CoTrainConfig(judge=str(tiny_folder), steps=3, batch_size=4, threshold=0.5))
+    cotrainer.fresh = [Judged("q1", "5", "5", 1.0, 0.9), Judged("q2", "6", "7", 0.0, 0.8),
+                       Judged("q3", "8", "8", 1.0, 0.2), Judged("q4", "9", ":", 0.0, 0.1)]  # fmt: skip
+    row = cotrainer.after_iteration(1)
+    assert row["disagreement"] == 0.5 and row["judge_fpr"] == 0.5 and row["judge_fnr"] == 0.5
+    assert row["verified_success"] == 0.5 and row["judge_reward"] == pytest.approx(0.5)
+    assert row["judge_steps"] == 3 and math.isfinite(row["judge_loss"]) and cotrainer.learner.steps == 3
+    cotrainer.fresh = [Judged("q5", "1", "2", 0.0, 0.1)]
+    cotrainer.replay.clear()
+    row = cotrainer.after_iteration(2)  # one label only: the judge would learn to say it always; no steps
+    assert row["judge_steps"] == 0 and cotrainer.learner.steps == 3
+    assert row["judge_fnr"] is None and row["judge_loss"] is None  # undefined rates are null, not NaN, in JSON
+    assert [r["iteration"] for r in cotrainer.history] == [1, 2]
+
+
+def test_a_cotrain_recipe_runs_and_plots_the_monitor(tiny_folder, tmp_path):
+    from agentenv.recipes.config import load_recipe
+    from agentenv.recipes.run import run_recipe
+
+    recipe = {
+        "name": "tiny-cotrain",
+        "env": {"id": "AgentEnv/Search-World-Read-v0"},
+        "model": {"name": str(tiny_folder), "num_threads": 1},
+        "rl": {"algorithm": "grpo", "iterations": 2, "episodes": 4, "group_size": 2, "train_tasks": 16,
+               "epochs": 1, "minibatches": 1, "lr": 1e-4, "micro_batch_size": 4, "max_new_tokens": 4,
+               "max_context_tokens": 1024, "num_envs": 2},
+        "cotrain": {"judge": str(tiny_folder), "steps": 2, "batch_size": 4},
+        "eval": {"episodes": 2, "max_new_tokens": 4, "num_envs": 2, "before": False},
+        "output": {"dir": str(tmp_path / "run"), "tensorboard": False},
+    }  # fmt: skip
+    results = run_recipe(load_recipe(recipe))
+    rows = results["cotrain"]
+    assert [r["iteration"] for r in rows] == [1, 2] and all(r["answers"] >= 1 for r in rows)
+    out = tmp_path / "run"
+    assert (out / "cotrain.png").is_file() and (out / "judge" / "config.json").is_file()
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in logged if r.get("stage") == "cotrain"] == [1, 2]
+    assert json.loads((out / "results.json").read_text())["cotrain"] == rows
+
+
+def test_cotrain_recipes_are_checked():
+    from agentenv.recipes.config import load_recipe
+
+    base = load_recipe("recipes/cotrain-reading.yaml").to_dict()
+    assert base["cotrain"]["judge"] == "default"
+    with pytest.raises(ConfigError, match="needs an 'rl' section"):
+        load_recipe({**base, "rl": None, "sft": {"episodes": 2}})
+    with pytest.raises(ConfigError, match=r"cotrain\.reward="):
+        load_recipe(base, ["cotrain.reward=money"])
+    with pytest.raises(ConfigError, match=r"cotrain\.judge="):
+        load_recipe(base, ["cotrain.judge=/no/such/folder"])
