@@ -718,11 +718,7 @@ def train(
     try:
         results = run_recipe(loaded, resume=resume, console=console if main_process else None)
     except DivergedError as e:
-        from rich.markup import escape
-
-        err.print(f"[bold red]training stopped:[/] {escape(str(e))}. No final model was written; the last "
-                  "checkpoint, if any, holds finite weights: lower the learning rate or check the data.")  # fmt: skip
-        raise typer.Exit(1) from e
+        _diverged(e)
     if main_process and loaded.verdict is not None:
         from agentenv.recipes.verdict import print_verdict_results
 
@@ -758,6 +754,15 @@ def grid(
     console.print(f"table: {out / 'grid.md'}  plot: {out / 'grid.png'}  data: {out / 'grid.json'}")
 
 
+def _diverged(e: Exception) -> None:
+    """A run stopped on a non-finite loss, gradient or weight: say so without a traceback, exit 1."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]training stopped:[/] {escape(str(e))}. No final model was written; the last "
+              "checkpoint, if any, holds finite weights: lower the learning rate or check the data.")  # fmt: skip
+    raise typer.Exit(1) from e
+
+
 def _print_evaluations(name: str, results: dict[str, Any]) -> None:
     evaluations = results["evaluations"]
     envs = sorted({s.get("env_id", "") for s in evaluations.values()})
@@ -786,8 +791,13 @@ def demo(
     from agentenv.recipes.run import run_recipe
 
     folder = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    from agentenv.policies.rl import DivergedError
+
     loaded = load_recipe(packaged_recipe("demo"), [*(set_ or []), f"output.dir={folder}"])
-    results = run_recipe(loaded, console=console)
+    try:
+        results = run_recipe(loaded, console=console)
+    except DivergedError as e:
+        _diverged(e)
     _print_evaluations(loaded.name, results)
     console.print(f"report: {folder / 'report.html'}  plot: {folder / 'curves.png'}  model: {folder / 'final'}")
 
