@@ -128,6 +128,9 @@ class CoTrainer:
             if positives
             else math.nan,
         }
+        fooled = [s for s in fresh if s.p_yes >= t and not s.label]
+        row["fooled"] = [{"answer": s.answer[:120], "reference": s.reference, "p_yes": round(s.p_yes, 3)}
+                         for s in sorted(fooled, key=lambda s: -s.p_yes)[:3]]  # fmt: skip
         self.replay.extend(fresh)
         cases = [JudgeCase(question=s.question, reference=s.reference, response=s.answer, label=s.label,
                            category="policy", id=f"policy-{k}") for k, s in enumerate(self.replay)]  # fmt: skip
