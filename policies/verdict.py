@@ -161,6 +161,34 @@ def autocast_of(setting: str, device: str = "cpu") -> Any:
     return contextlib.nullcontext()
 
 
+def class_weights(labels: Sequence[int], balance: bool = True) -> dict[int, float]:
+    """Loss weights that make both labels count equally (all 1 when ``balance`` is off or one label is missing)."""
+    positives, n = sum(labels), len(labels)
+    if balance and 0 < positives < n:
+        return {1: n / (2 * positives), 0: n / (2 * (n - positives))}
+    return {1: 1.0, 0: 1.0}
+
+
+def train_step(model: Any, data: VerdictData, batch: Sequence[int], weights: dict[int, float], yes: Any, no: Any,
+               pad_id: int, cast: Any, optimizer: Any, params: Sequence[Any], where: str) -> float:  # fmt: skip
+    """One optimizer step of the class-weighted BCE of the verdict logit on ``batch``; the loss. A non-finite
+    loss raises :class:`FloatingPointError` naming ``where``."""
+    import torch
+
+    with cast:
+        logit = verdict_logits(model, [data.ids[i] for i in batch], yes, no, pad_id).float()
+    labels = torch.tensor([float(data.labels[i]) for i in batch])
+    w = torch.tensor([weights[data.labels[i]] for i in batch])
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels, weight=w)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: the loss is {loss.item()}; lower lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def blocks_of(model: Any) -> Any:
     """The stack of transformer blocks of a causal LM (the longest ``ModuleList`` in it)."""
     import torch
@@ -267,10 +295,7 @@ def train_verdict(
     train, validation = VerdictData(judge, train_cases), VerdictData(judge, validation_cases)
     yes, no = (torch.tensor(x) for x in backend.answer_ids())
     pad_id = backend._pad_id()
-    positives = sum(train.labels)
-    weights = {1: 1.0, 0: 1.0}
-    if config.balance and 0 < positives < len(train):
-        weights = {1: len(train) / (2 * positives), 0: len(train) / (2 * (len(train) - positives))}
+    weights = class_weights(train.labels, config.balance)
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -314,21 +339,12 @@ def train_verdict(
         for batch in _batches([len(r) for r in train.ids], config.batch_size, rng):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, time.monotonic() - start)
-            with cast:
-                logit = verdict_logits(lm_model, [train.ids[i] for i in batch], yes, no, pad_id).float()
-            labels = torch.tensor([float(train.labels[i]) for i in batch])
-            w = torch.tensor([weights[train.labels[i]] for i in batch])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels, weight=w)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_verdict: the loss is {loss.item()} at step {step + 1}; lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            loss = train_step(lm_model, train, batch, weights, yes, no, pad_id, cast, optimizer, params,
+                              f"train_verdict step {step + 1}")  # fmt: skip
             step += 1
             if progress and step % 10 == 0:
                 lr = float(f"{optimizer.param_groups[0]['lr']:.3g}")
-                progress({"step": step, "of": total, "loss": round(loss.item(), 4), "lr": lr,
+                progress({"step": step, "of": total, "loss": round(loss, 4), "lr": lr,
                           "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
             if config.eval_every and step % config.eval_every == 0:
                 check(step / steps_per_epoch)
@@ -394,32 +410,18 @@ class OnlineVerdict:
 
     def fit(self, cases: Sequence[Any], steps: int) -> dict[str, float]:
         """``steps`` optimizer steps on batches drawn from ``cases`` (class-balanced loss); the mean loss."""
-        import torch
 
         data = VerdictData(self.judge, cases)
         if not len(data) or steps <= 0:
             return {"judge_loss": math.nan, "judge_steps": 0}
-        positives = sum(data.labels)
-        weights = {1: 1.0, 0: 1.0}
-        if 0 < positives < len(data):
-            weights = {1: len(data) / (2 * positives), 0: len(data) / (2 * (len(data) - positives))}
+        weights = class_weights(data.labels)
         self.model.train()
         losses = []
         for _ in range(steps):
             batch = self.rng.sample(range(len(data)), min(self.config.batch_size, len(data)))
-            with self.cast:
-                logit = verdict_logits(self.model, [data.ids[i] for i in batch], self.yes, self.no, self.pad_id)
-            labels = torch.tensor([float(data.labels[i]) for i in batch])
-            w = torch.tensor([weights[data.labels[i]] for i in batch])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), labels, weight=w)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"OnlineVerdict: the loss is {loss.item()} at step {self.steps + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            self.optimizer.step()
+            losses.append(train_step(self.model, data, batch, weights, self.yes, self.no, self.pad_id, self.cast,
+                                     self.optimizer, self.params, f"OnlineVerdict step {self.steps + 1}"))  # fmt: skip
             self.steps += 1
-            losses.append(loss.item())
         return {"judge_loss": sum(losses) / len(losses), "judge_steps": len(losses)}
 
     def save(self, path: str | Path) -> str:
