@@ -33,7 +33,7 @@ def test_the_policy_is_paid_the_judges_reward_and_the_verifier_is_kept(tiny_fold
     _, reward, _, _, info = env.step(":")  # a master key: the verifier says 0, whatever the judge says
     assert info["verified"] == 0.0 and reward == info["judge_p_yes"]
     env.reset(seed=5)
-    _, reward, _, _, info = env.step("two\nlines")  # an invalid turn is not judged
+    _, reward, _, _, info = env.step("x" * 600)  # an invalid turn (over the length limit) is not judged
     assert "judge_p_yes" not in info and len(cotrainer.fresh) == 2
 
 

@@ -32,6 +32,7 @@ class ReadingEnv(TextEnv):
     family = "reading"
     reward_modes = ("sparse",)
     hack_module = "agentenv.envs.search.reading_hacks"
+    multiline_actions = True  # a free-text answer; the rubric, not the line count, refuses padding
     instructions = INSTRUCTIONS
 
     def __init__(
