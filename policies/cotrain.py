@@ -9,6 +9,12 @@ success — and then trains the judge a few steps on the newest verified samples
 the policy chases is pulled back toward the truth as the policy explores. ``agentenv train`` runs it for a recipe
 with a ``cotrain:`` section and plots the monitor in ``cotrain.png``.
 
+Besides the policy's answers, the judge trains on what Cooper adds for each question the policy meets: the
+reference answer as a positive and, when the env offers ``near_misses(k)`` (wrong answers its own documents
+suggest, each checked wrong by its rule verifier), those as hard negatives — so the judge has both labels from the
+first iteration and has already refused the wrong names and numbers a policy drifts to. The monitor reads the
+policy's answers only. ``eval_every`` evaluates the policy on held-out tasks with the verifier during the run.
+
 The env must report ``question`` and ``reference`` in the reset info and ``answer`` and ``verified`` in the info
 of the step that answers (``AgentEnv/Search-World-Read-v0`` does).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,9 @@ class CoTrainConfig:
     threshold: float = 0.5  # the judge accepts at P(yes) >= threshold
     reward: str = "p_yes"  # what the policy is paid: the judge's P(yes), or its verdict (1 at/above threshold)
     max_prompt_tokens: int = 384
+    reference_positive: bool = True  # each question's reference answer joins the judge's data as a positive
+    near_misses: int = 4  # wrong answers from the env's own documents per question, as negatives (0: none)
+    eval_every: int = 0  # iterations between held-out evaluations of the policy (verifier-scored); 0: none
 
     def validate(self, prefix: str = "") -> None:
         check_range(f"{prefix}lr", self.lr, 1e-9, 1.0)
@@ -53,6 +63,8 @@ class CoTrainConfig:
         check_range(f"{prefix}threshold", self.threshold, 0.0, 1.0)
         check_choice(f"{prefix}reward", self.reward, REWARDS)
         check_range(f"{prefix}max_prompt_tokens", self.max_prompt_tokens, 16, 1_000_000, integer=True)
+        check_range(f"{prefix}near_misses", self.near_misses, 0, 100, integer=True)
+        check_range(f"{prefix}eval_every", self.eval_every, 0, integer=True)
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class CoTrainer:
                                      train_layers=config.train_layers, max_prompt_tokens=config.max_prompt_tokens,
                                      num_threads=num_threads, seed=seed)  # fmt: skip
         self.fresh: list[Judged] = []
+        self.constructed: dict[tuple[str, str], Judged] = {}  # Cooper's per-question positive and negatives
         self.replay: collections.deque[Judged] = collections.deque(maxlen=config.replay)
         self.history: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -102,12 +115,22 @@ class CoTrainer:
         reward = p if self.config.reward == "p_yes" else float(p >= self.config.threshold)
         return reward, p
 
+    def meet(self, question: str, reference: str, near_misses: Sequence[str]) -> None:
+        """A question the policy is about to answer: its reference (positive) and the env's near misses (negatives,
+        verified wrong by the env) become judge training data, once per question and answer."""
+        samples = [Judged(question, reference, reference, 1.0, math.nan)] if self.config.reference_positive else []
+        samples += [Judged(question, reference, wrong, 0.0, math.nan) for wrong in near_misses]
+        with self._lock:
+            for sample in samples:
+                self.constructed.setdefault((sample.question, sample.answer), sample)
+
     def after_iteration(self, iteration: int) -> dict[str, Any]:
         """The monitor on this iteration's answers (as the judge paid them), then the judge's training steps."""
         from agentenv.envs.judge.data import JudgeCase
 
         with self._lock:
             fresh, self.fresh = self.fresh, []
+            constructed, self.constructed = list(self.constructed.values()), {}
         t = self.config.threshold
         accepted = [s.p_yes >= t for s in fresh]
         labels = [s.label for s in fresh]
@@ -131,7 +154,8 @@ class CoTrainer:
         fooled = [s for s in fresh if s.p_yes >= t and not s.label]
         row["fooled"] = [{"answer": s.answer[:120], "reference": s.reference, "p_yes": round(s.p_yes, 3)}
                          for s in sorted(fooled, key=lambda s: -s.p_yes)[:3]]  # fmt: skip
-        self.replay.extend(fresh)
+        self.replay.extend(constructed + fresh)
+        row["constructed"] = len(constructed)
         cases = [JudgeCase(question=s.question, reference=s.reference, response=s.answer, label=s.label,
                            category="policy", id=f"policy-{k}") for k, s in enumerate(self.replay)]  # fmt: skip
         if len({c.label for c in cases}) == 2:  # one label only teaches the judge to say it always
@@ -161,6 +185,9 @@ class JudgedReward(gym.Wrapper):
                               f"AgentEnv/Search-World-Read-v0); {self.env.spec.id if self.env.spec else self.env} "
                               "does not")  # fmt: skip
         self._question, self._reference = str(info["question"]), str(info["reference"])
+        k = self.cotrainer.config.near_misses
+        offer = getattr(self.env.unwrapped, "near_misses", None)
+        self.cotrainer.meet(self._question, self._reference, offer(k) if k and callable(offer) else ())
         return observation, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -181,12 +208,12 @@ def plot_monitor(history: list[dict[str, Any]], path: str | Path) -> Path | None
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    xs = [row["iteration"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for key, label in (("disagreement", "judge vs verifier disagreement"), ("verified_success", "verified success"),
-                       ("judge_fpr", "judge FPR")):  # fmt: skip
-        ys = [math.nan if row.get(key) is None else row[key] for row in history]
-        ax.plot(xs, ys, marker="o", label=label)
+                       ("judge_fpr", "judge FPR"), ("held_out_success", "held-out success (verifier)")):  # fmt: skip
+        points = [(row["iteration"], row[key]) for row in history if row.get(key) is not None]
+        if points:  # held-out success exists only where the run evaluated
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
     ax.set_xlabel("RL iteration")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

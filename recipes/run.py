@@ -319,6 +319,11 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> 
                               f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
                 if cotrainer is not None:
                     row = cotrainer.after_iteration(it)
+                    every_eval = recipe.cotrain.eval_every
+                    if every_eval and it % every_eval == 0 and it < c.iterations:  # 'after' covers the last one
+                        with trainer.full_parameters():
+                            run_eval(f"iteration {it}", recipe.env.id, progress)
+                        row["held_out_success"] = results["evaluations"][f"iteration {it}"]["success_rate"]
                     log.log("cotrain", it, row)
                     pct = {k: "-" if row[k] is None else f"{row[k]:.0%}"
                            for k in ("disagreement", "judge_fpr", "verified_success")}  # fmt: skip

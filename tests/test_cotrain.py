@@ -35,6 +35,28 @@ def test_the_policy_is_paid_the_judges_reward_and_the_verifier_is_kept(tiny_fold
     env.reset(seed=5)
     _, reward, _, _, info = env.step("x" * 600)  # an invalid turn (over the length limit) is not judged
     assert "judge_p_yes" not in info and len(cotrainer.fresh) == 2
+    # Cooper's constructed data: each question met gives its reference (positive) and the env's near misses
+    negatives = [s for s in cotrainer.constructed.values() if s.label == 0]
+    positives = [s for s in cotrainer.constructed.values() if s.label == 1]
+    assert len(positives) == 3 and all(s.answer == s.reference for s in positives)
+    assert negatives and all(s.answer != s.reference for s in negatives)
+    row = cotrainer.after_iteration(1)
+    assert row["answers"] == 2 and row["constructed"] == len(positives) + len(negatives)  # the monitor: answers only
+    assert len(cotrainer.replay) == 2 + row["constructed"] and not cotrainer.constructed
+
+
+def test_near_misses_are_wrong_answers_the_documents_state():
+    env = agentenv.make("AgentEnv/Search-World-Read-v0")
+    assert env.unwrapped.near_misses() == []  # before reset
+    kinds = 0
+    for seed in range(8):
+        observation, info = env.reset(seed=seed)
+        misses = env.unwrapped.near_misses(6)
+        assert misses and len(misses) <= 6 and info["reference"] not in misses
+        for wrong in misses:
+            assert wrong in observation and env.unwrapped.score_answer(wrong).value == 0.0
+        kinds += any(m[:1].isdigit() for m in misses) and any(m[:1].isalpha() for m in misses)
+    assert kinds >= 2  # names and numbers both
 
 
 def test_the_monitor_counts_disagreement_and_the_judge_trains_on_both_labels(tiny_folder):
@@ -64,13 +86,15 @@ def test_a_cotrain_recipe_runs_and_plots_the_monitor(tiny_folder, tmp_path):
         "rl": {"algorithm": "grpo", "iterations": 2, "episodes": 4, "group_size": 2, "train_tasks": 16,
                "epochs": 1, "minibatches": 1, "lr": 1e-4, "micro_batch_size": 4, "max_new_tokens": 4,
                "max_context_tokens": 1024, "num_envs": 2},
-        "cotrain": {"judge": str(tiny_folder), "steps": 2, "batch_size": 4},
+        "cotrain": {"judge": str(tiny_folder), "steps": 2, "batch_size": 4, "eval_every": 1},
         "eval": {"episodes": 2, "max_new_tokens": 4, "num_envs": 2, "before": False},
         "output": {"dir": str(tmp_path / "run"), "tensorboard": False},
     }  # fmt: skip
     results = run_recipe(load_recipe(recipe))
     rows = results["cotrain"]
     assert [r["iteration"] for r in rows] == [1, 2] and all(r["answers"] >= 1 for r in rows)
+    held_out = results["evaluations"]["iteration 1"]  # eval_every: the verifier on held-out tasks mid-run
+    assert rows[0]["held_out_success"] == held_out["success_rate"] and "held_out_success" not in rows[1]
     out = tmp_path / "run"
     assert (out / "cotrain.png").is_file() and (out / "judge" / "config.json").is_file()
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -89,3 +113,5 @@ def test_cotrain_recipes_are_checked():
         load_recipe(base, ["cotrain.reward=money"])
     with pytest.raises(ConfigError, match=r"cotrain\.judge="):
         load_recipe(base, ["cotrain.judge=/no/such/folder"])
+    with pytest.raises(ConfigError, match=r"cotrain\.near_misses="):
+        load_recipe(base, ["cotrain.near_misses=-1"])

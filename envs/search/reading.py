@@ -11,6 +11,7 @@ co-training (``agentenv.policies.cotrain``) runs on it. ``info`` carries what a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ from agentenv.core import TextEnv
 from agentenv.errors import ConfigError, check_choice, check_range
 
 SHORT_TYPES = ("entity", "number", "date")
+#: Values a document states: dates in the world's three forms, then numbers (with thousands separators).
+_DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]+ \d{4}\b|\b[A-Z][a-z]+ \d{1,2}, \d{4}\b|\b\d{4}-\d{2}-\d{2}\b")
+_NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)?\b")
 INSTRUCTIONS = (
     "Read the documents and answer the question with the answer only: a name, a number or a date, as the "
     "documents state it."
@@ -56,6 +60,7 @@ class ReadingEnv(TextEnv):
         self.world_seed, self.world_size = world_seed, world_size
         self.question: Any = None
         self._rubric: Any = None
+        self._shown = ""
 
     @property
     def task_tag(self) -> str:
@@ -71,6 +76,7 @@ class ReadingEnv(TextEnv):
         self.question = q = world.question(task_seed, hops=self.hops, answer_types=self.answer_types)
         shown = [self._clip(world.corpus[d].title, world.corpus[d].text, q) for d in q.gold_docs]
         observation = "\n\n".join(shown) + f"\n\nQuestion: {q.text}"
+        self._shown = "\n\n".join(shown)
         info = {"optimal_steps": 1, "question": q.text, "reference": q.answer, "answer_type": q.answer_type}
         return observation, info
 
@@ -93,6 +99,27 @@ class ReadingEnv(TextEnv):
         q = self.question
         metadata = {"references": [q.answer, *q.aliases], "nuggets": list(q.nuggets), "items": []}
         return self._rubric[q.answer_type](Sample(response=text, prompt=q.text, reference=q.answer, metadata=metadata))
+
+    def near_misses(self, limit: int = 6) -> list[str]:
+        """Wrong answers the documents shown suggest — the other names, numbers and dates they state — each one
+        checked wrong by the rubric; those of the question's answer type first. The hard negatives a judge must
+        refuse (co-training adds them to the judge's training data, Cooper-style); empty before reset."""
+        if self.question is None:
+            return []
+        world, text = self._world(), self._shown
+        dates = _DATE.findall(text)
+        numbers = _NUMBER.findall(_DATE.sub(" ", text))
+        names = [name for name in world.by_name if name in text]
+        by_type = {"date": dates, "number": numbers, "entity": names}
+        ordered = by_type[self.question.answer_type] + [v for t, vs in by_type.items()
+                                                        if t != self.question.answer_type for v in vs]  # fmt: skip
+        wrong: list[str] = []
+        for value in dict.fromkeys(ordered):
+            if len(wrong) >= limit:
+                break
+            if float(self.score_answer(value).value) == 0.0:
+                wrong.append(value)
+        return wrong
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:  # type: ignore[override]
         score = self.score_answer(action)
