@@ -4,8 +4,8 @@ One iteration, top to bottom (:meth:`RLTrainer.iteration`):
 
 1. play ``episodes`` episodes on training tasks (``group_size`` episodes per task seed) with the current policy;
 2. one no-grad pass gives the log-probs the update ratios start from (and values, and reference log-probs);
-3. the algorithm's advantage estimator (:mod:`agentenv.policies.advantages`) turns turn rewards into per-token
-   advantages;
+3. the algorithm's advantage estimator (registered by name, :mod:`agentenv.policies.estimators`) turns turn
+   rewards into per-token advantages;
 4. ``epochs`` x ``minibatches`` clipped policy-gradient steps (:mod:`agentenv.policies.loss`), accumulated over
    micro-batches, with grad-norm clipping.
 
@@ -28,106 +28,28 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from agentenv.errors import ConfigError, check_choice, check_range
+from agentenv.errors import ConfigError, check_range
 from agentenv.policies import advantages as adv
 from agentenv.policies.checkpoint import atomic_folder
+from agentenv.policies.estimators import EstimatorInputs, estimator_names, get_estimator
 from agentenv.policies.local import Sampling, TransformersPolicy
 from agentenv.policies.loss import AgentBatch, agent_forward, kl_penalty, policy_loss, sft_loss, value_loss
+from agentenv.policies.rl_config import DivergedError, RLConfig, check_finite, check_positive  # noqa: F401 (re-exported)
 
-ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce_pp")
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss, gradient norm or weight: it stops at that step, before saving anything."""
-
-
-def check_finite(field: str, value: object) -> None:
-    """NaN passes every range check (it compares false) and inf passes open ones: reject both by name."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{field}={value!r} must be a finite number")
-
-
-def check_positive(field: str, value: object) -> None:
-    """A finite number > 0 (a learning rate of 0 trains nothing; inf or NaN turns every weight into NaN)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{field}={value!r} must be a finite number > 0")
-    if value <= 0:
-        raise ConfigError(f"{field}={value!r} is out of range; allowed: a finite number > 0")
+#: The registered estimators' names (``rl.algorithm``); a new one is a module in agentenv/policies/estimators/.
+ALGORITHMS = estimator_names()
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
     """Whether every element of ``tensors`` is finite (this process's shard of sharded ones), in one sync."""
     local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
     return bool(torch.stack([t.detach().isfinite().all() for t in local]).all()) if local else True
-
-
-@dataclass
-class RLConfig:
-    algorithm: str = "ppo"
-    iterations: int = 10
-    episodes: int = 16  # per iteration
-    group_size: int = 4  # episodes per task seed (GRPO/RLOO groups; PPO and REINFORCE++ may use 1)
-    train_tasks: int = 1000  # the training pool: task seeds 0..train_tasks-1 of the env's train split
-    epochs: int = 1
-    minibatches: int = 1
-    micro_batch_size: int = 4
-    lr: float = 1e-5
-    value_lr: float = 1e-4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    clip: float = 0.2
-    clip_high: float | None = None  # DAPO clip-higher
-    gamma: float = 1.0
-    lam: float = 1.0
-    vf_coef: float = 0.5
-    vf_clip: float | None = 0.2
-    whiten_advantages: bool = True  # PPO
-    scale_rewards: bool = True  # GRPO: divide by the group std (False = Dr. GRPO)
-    ent_coef: float = 0.0
-    kl_coef: float = 0.0
-    kl_in: str = "reward"  # "reward" (PPO, REINFORCE++) or "loss" (GRPO)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 32
-    max_context_tokens: int = 2048
-    num_envs: int = 8
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self, prefix: str = "") -> None:
-        p = prefix
-        for f in dataclasses.fields(self):
-            check_finite(f"{p}{f.name}", getattr(self, f.name))
-        for name in ("lr", "value_lr", "max_grad_norm"):
-            check_positive(f"{p}{name}", getattr(self, name))
-        check_choice(f"{p}algorithm", self.algorithm, ALGORITHMS)
-        for name in ("iterations", "episodes", "group_size", "train_tasks", "epochs", "minibatches",
-                     "micro_batch_size", "max_new_tokens", "max_context_tokens", "num_envs"):  # fmt: skip
-            check_range(f"{p}{name}", getattr(self, name), 1, integer=True)
-        for name in ("lr", "value_lr", "weight_decay", "max_grad_norm", "clip", "vf_coef", "ent_coef", "kl_coef",
-                     "temperature"):  # fmt: skip
-            check_range(f"{p}{name}", getattr(self, name), 0.0)
-        for name in ("gamma", "lam", "top_p"):
-            check_range(f"{p}{name}", getattr(self, name), 0.0, 1.0)
-        for name in ("clip_high", "vf_clip"):
-            if getattr(self, name) is not None:
-                check_range(f"{p}{name}", getattr(self, name), 0.0)
-        check_choice(f"{p}kl_in", self.kl_in, ("reward", "loss"))
-        if self.temperature == 0:
-            raise ConfigError(f"{p}temperature=0 (greedy) cannot explore; RL needs sampling, e.g. 1.0")
-        if self.episodes % self.group_size:
-            raise ConfigError(f"{p}episodes={self.episodes} must be a multiple of {p}group_size={self.group_size}")
-        if self.algorithm in ("grpo", "rloo") and self.group_size < 2:
-            raise ConfigError(f"{p}group_size={self.group_size}: {self.algorithm} needs groups of at least 2")
-        if self.minibatches > self.episodes:
-            raise ConfigError(f"{p}minibatches={self.minibatches} exceeds {p}episodes={self.episodes}")
 
 
 class ValueHead(torch.nn.Module):
@@ -275,7 +197,8 @@ class RLTrainer:
         self.policy = TransformersPolicy(model, tokenizer, batch_size=max(len(envs), 1))
         self.value_head = None
         params: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
-        if config.algorithm == "ppo":
+        self.estimator = get_estimator(config.algorithm)
+        if self.estimator.critic:
             device = next(model.parameters()).device
             self.value_head = ValueHead(model.config.hidden_size).to(device)
             params.append({"params": list(self.value_head.parameters()), "lr": config.value_lr})
@@ -359,18 +282,10 @@ class RLTrainer:
         if self.reference is not None and c.kl_in == "reward":
             rewards = rewards - c.kl_coef * kl
         returns = batch.returns - (c.kl_coef * kl.sum(1) if self.reference is not None and c.kl_in == "reward" else 0)
-        if c.algorithm == "ppo":
-            a, ret = adv.gae(rewards, scored["old_values"], mask, c.gamma, c.lam)
-            if c.whiten_advantages:
-                a = self._whiten(a, mask, 1e-8)
-            return {"advantages": a, "returns": ret, "kl": kl}
-        if c.algorithm == "reinforce_pp":
-            if self.num_processes == 1:
-                return {"advantages": adv.reinforce_pp(rewards, mask, c.gamma), "kl": kl}
-            return {"advantages": self._whiten(adv.returns_to_go(rewards, mask, c.gamma), mask, 1e-6), "kl": kl}
-        estimator = adv.grpo(returns, batch.group_ids, scale=c.scale_rewards) if c.algorithm == "grpo" else None
-        per_episode = estimator if estimator is not None else adv.rloo(returns, batch.group_ids)
-        return {"advantages": per_episode.unsqueeze(1) * mask, "kl": kl}
+        inputs = EstimatorInputs(rewards=rewards, returns=returns, mask=mask, values=scored["old_values"],
+                                 group_ids=batch.group_ids, config=c, whiten=self._whiten,
+                                 num_processes=self.num_processes)  # fmt: skip
+        return {**self.estimator(inputs), "kl": kl}
 
     def update(self, batch: AgentBatch, scored: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                iteration: int) -> dict[str, float]:  # fmt: skip

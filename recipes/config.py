@@ -24,7 +24,7 @@ import yaml
 
 from agentenv.errors import ConfigError, UnknownEnvError, check_choice, check_range, closest
 from agentenv.policies.cotrain import CoTrainConfig
-from agentenv.policies.rl import RLConfig, check_positive
+from agentenv.policies.rl_config import RLConfig, check_positive
 from agentenv.policies.verdict import VerdictConfig
 
 

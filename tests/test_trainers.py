@@ -1,5 +1,7 @@
 """Trainers on real trajectories of real envs with a real (tiny) transformer: masks, gradients, updates, resume."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from agentenv.policies.rl import ALGORITHMS, RLConfig, RLTrainer, collate, train
 from agentenv.rollout import play_episode, rollout
 
 ENV = "AgentEnv/KeyDoor-s2k0d1-v0"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_envs(n=4, **kwargs):
@@ -280,3 +283,64 @@ def test_loading_mismatched_weights_is_an_error(tmp_path, tiny):
     lora, _ = lora_tiny()
     with pytest.raises(ConfigError, match="no LoRA adapter"):
         load_weights(lora, tmp_path)
+
+
+@pytest.fixture
+def registry_guard():
+    """Tests that register an estimator leave the registry as they found it."""
+    from agentenv.policies import estimators
+
+    before = dict(estimators._REGISTRY)
+    yield estimators
+    estimators._REGISTRY.clear()
+    estimators._REGISTRY.update(before)
+
+
+def test_a_new_estimator_is_one_registered_function_and_the_trainer_uses_it(tiny, registry_guard):
+    from agentenv.policies.estimators import register_estimator
+
+    calls = []
+
+    @register_estimator("signed_return", min_group_size=2)
+    def signed_return(inputs):  # +1 above the batch's mean return, -1 below, on every agent token
+        calls.append(inputs.returns.clone())
+        return {"advantages": torch.sign(inputs.returns - inputs.returns.mean()).unsqueeze(1) * inputs.mask}
+
+    with pytest.raises(ConfigError, match=r"group_size=1: signed_return needs groups of at least 2"):
+        RLConfig(algorithm="signed_return", episodes=4, group_size=1)
+    model, tokenizer = tiny
+    config = RLConfig(algorithm="signed_return", episodes=8, group_size=2, max_new_tokens=6, num_envs=4, lr=1e-3)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(invalid_action_penalty=0.5), ChatFormat(tokenizer),
+                        seed=1, env_id=ENV)  # fmt: skip
+    trainer.policy = LookOrBabble(tokenizer)
+    assert trainer.value_head is None  # no critic: no value head
+    look = ChatFormat(tokenizer).encode("look")[0]
+    batch = collate(trainer.collect(0), tokenizer.pad_token_id)
+    with torch.no_grad():
+        before = agent_forward(model, batch)["logprobs"][:, 0][batch.targets[:, 0] == look].mean()
+    trainer.iteration()
+    assert len(calls) == 1 and len(calls[0]) == 8
+    with torch.no_grad():
+        after = agent_forward(model, batch)["logprobs"][:, 0][batch.targets[:, 0] == look].mean()
+    assert after > before
+
+
+def test_an_unknown_estimator_names_the_field_and_the_choices():
+    with pytest.raises(ConfigError, match=r"algorithm='gpro' is not allowed.*'ppo'.*Did you mean 'grpo'"):
+        RLConfig(algorithm="gpro")
+    with pytest.raises(ConfigError, match="must be an identifier"):
+        from agentenv.policies.estimators import register_estimator
+
+        register_estimator("my estimator")
+
+
+def test_recipe_validation_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from agentenv.recipes.config import load_recipe; load_recipe('recipes/cotrain-reading.yaml'); "
+        "load_recipe('recipes/demo.yaml'); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
