@@ -276,104 +276,125 @@ def train_verdict(
     Writes the best epoch's model and tokenizer to ``output_dir/final`` (plus ``verdict.json`` with the
     history) when ``output_dir`` is given; returns the history either way.
     """
-    import torch
-
     from agentenv.models import load_model
-    from agentenv.rewards.judges import LocalLM, PairwiseJudge, PointwiseJudge
 
     config = config or VerdictConfig()
     if not train_cases:
         raise ConfigError("train_verdict: no training cases")
-    lm_model, tokenizer = load_model(model, num_threads=num_threads)
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-    backend = LocalLM((lm_model, tokenizer))
     if mode not in ("pointwise", "pairwise"):
         raise ConfigError(f"mode={mode!r} must be 'pointwise' or 'pairwise'")
-    kind = PointwiseJudge if mode == "pointwise" else PairwiseJudge
-    judge = kind(backend, template=template or mode, max_prompt_tokens=config.max_prompt_tokens)
-    train, validation = VerdictData(judge, train_cases), VerdictData(judge, validation_cases)
-    yes, no = (torch.tensor(x) for x in backend.answer_ids())
-    pad_id = backend._pad_id()
-    weights = class_weights(train.labels, config.balance)
+    run = _VerdictRun(load_model(model, num_threads=num_threads), config, mode, template, progress)
+    run.fit(train_cases, validation_cases, keep_best=output_dir is not None)
+    model_dir = run.save(Path(output_dir) / "final") if output_dir is not None else None
+    result = VerdictResult(model_dir, run.step, round(run.seconds, 1), run.history, run.best, run.trainable)
+    if output_dir is not None:
+        (Path(output_dir) / "verdict.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
 
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    trainable = freeze_below(lm_model, config.train_layers)
-    params = [p for p in lm_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = max(1, int(config.warmup * total))
-    budget = None if config.max_minutes is None else config.max_minutes * 60
-    cast = autocast_of(config.autocast, lm_model.device.type)
 
-    def lr_at(step: int, elapsed: float) -> float:
+class _VerdictRun:
+    """One :func:`train_verdict` run: the judge around the model, the optimizer and its schedule, the validation
+    checks and the best checkpoint."""
+
+    def __init__(self, loaded: tuple[Any, Any], config: VerdictConfig, mode: str, template: str | None,
+                 progress: Callable[[dict[str, Any]], None] | None):  # fmt: skip
+        import torch
+
+        from agentenv.rewards.judges import LocalLM, PairwiseJudge, PointwiseJudge
+
+        self.model, self.tokenizer = loaded
+        self.config, self.progress = config, progress
+        torch.manual_seed(config.seed)
+        self.rng = random.Random(config.seed)
+        self.backend = LocalLM((self.model, self.tokenizer))
+        kind = PointwiseJudge if mode == "pointwise" else PairwiseJudge
+        self.judge = kind(self.backend, template=template or mode, max_prompt_tokens=config.max_prompt_tokens)
+        self.yes, self.no = (torch.tensor(x) for x in self.backend.answer_ids())
+        self.pad_id = self.backend._pad_id()
+        self.trainable = freeze_below(self.model, config.train_layers)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.budget = None if config.max_minutes is None else config.max_minutes * 60
+        self.cast = autocast_of(config.autocast, self.model.device.type)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.best_state: dict[str, Any] | None = None
+        self.step, self.total, self.warmup, self.seconds = 0, 1, 1, 0.0
+        self.start = time.monotonic()
+
+    def lr_at(self, step: int, elapsed: float) -> float:
         """Linear warm-up over the first ``warmup`` steps, then linear decay to 0 at the end of the run — the end
         of the epochs or of the time budget, whichever comes first (a budget that stops the run early would
         otherwise leave the learning rate at its peak)."""
-        done = step / total if budget is None else max(step / total, elapsed / budget)
-        decay = (1 - done) / max(1e-9, 1 - config.warmup)
-        return config.lr * max(0.0, min((step + 1) / warmup, decay, 1.0))
+        c = self.config
+        done = step / self.total if self.budget is None else max(step / self.total, elapsed / self.budget)
+        decay = (1 - done) / max(1e-9, 1 - c.warmup)
+        return c.lr * max(0.0, min((step + 1) / self.warmup, decay, 1.0))
 
-    lm_model.train()
-    start = time.monotonic()
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    best_state: dict[str, Any] | None = None
-    step = 0
-    out_of_time = False
+    def check(self, validation: VerdictData, epoch: float, keep_best: bool) -> None:
+        """A validation pass; the best AUROC's weights are kept (NaN never wins)."""
+        metrics = evaluate(self.model, validation, self.yes, self.no, self.pad_id) if len(validation) else {}
+        row = {"step": self.step, "epoch": round(epoch, 3), "seconds": round(time.monotonic() - self.start, 1),
+               **metrics}  # fmt: skip
+        self.history.append(row)
+        if self.progress:
+            self.progress(row)
+        key = metrics.get("auroc", -self.step)
+        if not self.best or (key == key and key >= self.best.get("auroc", -math.inf)):
+            self.best = row
+            if keep_best and len(validation):
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def check(epoch: float) -> None:
-        nonlocal best, best_state
-        metrics = evaluate(lm_model, validation, yes, no, pad_id) if len(validation) else {}
-        row = {"step": step, "epoch": round(epoch, 3), "seconds": round(time.monotonic() - start, 1), **metrics}
-        history.append(row)
-        if progress:
-            progress(row)
-        key = metrics.get("auroc", -step)
-        if not best or (key == key and key >= best.get("auroc", -math.inf)):  # NaN never wins
-            best = row
-            if output_dir is not None and len(validation):
-                best_state = {k: v.detach().clone() for k, v in lm_model.state_dict().items()}
-
-    for _ in range(config.epochs):
-        for batch in _batches([len(r) for r in train.ids], config.batch_size, rng):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, time.monotonic() - start)
-            loss = train_step(lm_model, train, batch, weights, yes, no, pad_id, cast, optimizer, params,
-                              f"train_verdict step {step + 1}")  # fmt: skip
-            step += 1
-            if progress and step % 10 == 0:
-                lr = float(f"{optimizer.param_groups[0]['lr']:.3g}")
-                progress({"step": step, "of": total, "loss": round(loss, 4), "lr": lr,
-                          "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
-            if config.eval_every and step % config.eval_every == 0:
-                check(step / steps_per_epoch)
-            if budget is not None and time.monotonic() - start > budget:
-                out_of_time = True
+    def fit(self, train_cases: Sequence[Any], validation_cases: Sequence[Any], keep_best: bool) -> None:
+        c = self.config
+        train, validation = VerdictData(self.judge, train_cases), VerdictData(self.judge, validation_cases)
+        weights = class_weights(train.labels, c.balance)
+        steps_per_epoch = math.ceil(len(train) / c.batch_size)
+        self.total = steps_per_epoch * c.epochs
+        self.warmup = max(1, int(c.warmup * self.total))
+        self.model.train()
+        self.start = time.monotonic()
+        for _ in range(c.epochs):
+            out_of_time = self._epoch(train, validation, weights, steps_per_epoch, keep_best)
+            if not c.eval_every or self.step % c.eval_every:
+                self.check(validation, self.step / steps_per_epoch, keep_best)
+            if out_of_time:
                 break
-        if not config.eval_every or step % config.eval_every:
-            check(step / steps_per_epoch)
-        if out_of_time:
-            break
-    seconds = time.monotonic() - start
-    model_dir = None
-    if output_dir is not None:
-        if best_state is not None:
-            lm_model.load_state_dict(best_state)
-        final = Path(output_dir) / "final"
+        self.seconds = time.monotonic() - self.start
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def _epoch(self, train: VerdictData, validation: VerdictData, weights: Any, steps_per_epoch: int,
+               keep_best: bool) -> bool:  # fmt: skip
+        """One pass over the training batches; True when the time budget ran out."""
+        c = self.config
+        for batch in _batches([len(r) for r in train.ids], c.batch_size, self.rng):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step, time.monotonic() - self.start)
+            loss = train_step(self.model, train, batch, weights, self.yes, self.no, self.pad_id, self.cast,
+                              self.optimizer, self.params, f"train_verdict step {self.step + 1}")  # fmt: skip
+            self.step += 1
+            if self.progress and self.step % 10 == 0:
+                lr = float(f"{self.optimizer.param_groups[0]['lr']:.3g}")
+                self.progress({"step": self.step, "of": self.total, "loss": round(loss, 4), "lr": lr,
+                               "seconds": round(time.monotonic() - self.start, 1)})  # fmt: skip
+            if c.eval_every and self.step % c.eval_every == 0:
+                self.check(validation, self.step / steps_per_epoch, keep_best)
+            if self.budget is not None and time.monotonic() - self.start > self.budget:
+                return True
+        return False
+
+    def save(self, final: Path) -> str:
+        """The model and tokenizer to ``final``, written beside it and renamed into place."""
         tmp = final.with_name("final.tmp")
-        lm_model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        self.model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
         if final.exists():
             import shutil
 
             shutil.rmtree(final)
         tmp.rename(final)
-        model_dir = str(final)
-    result = VerdictResult(model_dir, step, round(seconds, 1), history, best, trainable)
-    if output_dir is not None:
-        (Path(output_dir) / "verdict.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return result
+        return str(final)
 
 
 class OnlineVerdict:
