@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -399,78 +400,12 @@ def plan(world: World, state: State) -> list[str] | None:
     """
     if goal_reached(world, state):
         return []
-    task = world.task
-    goal_objects = [o for o in state.places if kind(o) == task.obj]
-    lamps = [o for o in state.places if task.lamp is not None and kind(o) == task.lamp]
-    treatment = task.treatment
-    held = state.held
-    extra = held if held is not None and held not in goal_objects else None
+    planner = _Planner(world, state)
+    return _shortest_path(planner.start(state), planner.solved, planner.moves)
 
-    relevant = {state.places[o] for o in goal_objects + lamps} | {state.location}
-    relevant |= {r for r in world.receptacles if kind(r) == task.recep}
-    if treatment:
-        relevant |= {r for r in world.receptacles if kind(r) == TREATMENTS[treatment][0]}
-    if extra is not None:
-        relevant |= {r for r in world.receptacles if kind(extra) in CAN_CONTAIN[kind(r)]}
-    recs = [r for r in world.receptacles if r in relevant]
-    index = {r: i for i, r in enumerate(recs)}
-    types = [kind(r) for r in recs]
-    n = len(goal_objects)
-    holdable = [set(CAN_CONTAIN[t]) for t in types]  # object types each receptacle takes
-    held_kind = {i: task.obj for i in range(n)} | ({n: kind(extra)} if extra is not None else {})
-    lamp_at = [index[state.places[lamp]] for lamp in lamps]
-    appliance = TREATMENTS[treatment][0] if treatment else None
-    targets = {i for i, t in enumerate(types) if t == task.recep}
 
-    def mask(items) -> int:
-        return sum(1 << i for i, item in enumerate(items) if item)
-
-    start = (
-        -1 if state.location is None else index[state.location],
-        -1 if held is None else (goal_objects.index(held) if extra is None else n),
-        mask(r in state.opened for r in recs),
-        tuple(-1 if state.places[o] is None else index[state.places[o]] for o in goal_objects),
-        mask(o in state.treated(treatment) for o in goal_objects) if treatment else (1 << n) - 1,
-        mask(lamp in state.lit for lamp in lamps),
-    )
-
-    def solved(node: tuple) -> bool:
-        loc, holding, _, places, treated, lit = node
-        if task.type == LOOK:
-            return 0 <= holding < n and any(lit >> k & 1 and at == loc for k, at in enumerate(lamp_at))
-        done = [p for i, p in enumerate(places) if p in targets and treated >> i & 1]
-        if task.type == PICK_TWO:
-            return any(done.count(p) >= 2 for p in done)
-        return bool(done)
-
-    def moves(node: tuple):
-        loc, holding, opened, places, treated, lit = node
-        for j, r in enumerate(recs):
-            if j != loc:
-                yield f"go to {r}", (j, holding, opened, places, treated, lit)
-        if loc < 0:
-            return
-        here = recs[loc]
-        is_open = types[loc] not in OPENABLE or opened >> loc & 1
-        fits = holding >= 0 and held_kind[holding] in holdable[loc]
-        if not is_open and ((holding < 0 and loc in places) or fits):
-            yield f"open {here}", (loc, holding, opened | 1 << loc, places, treated, lit)
-        if is_open and holding < 0:
-            for i, p in enumerate(places):
-                if p == loc:
-                    taken = (*places[:i], -1, *places[i + 1 :])
-                    yield f"take {goal_objects[i]} from {here}", (loc, i, opened, taken, treated, lit)
-        if is_open and fits:
-            name = goal_objects[holding] if holding < n else extra
-            put = places if holding == n else (*places[:holding], loc, *places[holding + 1 :])
-            yield f"put {name} in/on {here}", (loc, -1, opened, put, treated, lit)
-        if 0 <= holding < n and types[loc] == appliance and not treated >> holding & 1:
-            done = treated | 1 << holding
-            yield f"{treatment} {goal_objects[holding]} with {here}", (loc, holding, opened, places, done, lit)
-        for k, at in enumerate(lamp_at):
-            if at == loc:
-                yield f"use {lamps[k]}", (loc, holding, opened, places, treated, lit ^ 1 << k)
-
+def _shortest_path(start: tuple, solved: Any, moves: Any) -> list[str] | None:
+    """Breadth-first search from ``start``: the commands of a shortest path to a ``solved`` node, or ``None``."""
     previous: dict[tuple, tuple[tuple, str] | None] = {start: None}
     queue = deque([start])
     while queue:
@@ -486,3 +421,86 @@ def plan(world: World, state: State) -> list[str] | None:
                 previous[nxt] = (node, command)
                 queue.append(nxt)
     return None
+
+
+class _Planner:
+    """:func:`plan`'s search space: the relevant receptacles (indexed), the goal objects and lamps, and the
+    moves between compact nodes ``(location, holding, opened mask, places, treated mask, lit mask)``."""
+
+    def __init__(self, world: World, state: State):
+        self.task = task = world.task
+        self.goal_objects = [o for o in state.places if kind(o) == task.obj]
+        self.lamps = [o for o in state.places if task.lamp is not None and kind(o) == task.lamp]
+        self.treatment = treatment = task.treatment
+        held = state.held
+        self.extra = extra = held if held is not None and held not in self.goal_objects else None
+        relevant = {state.places[o] for o in self.goal_objects + self.lamps} | {state.location}
+        relevant |= {r for r in world.receptacles if kind(r) == task.recep}
+        if treatment:
+            relevant |= {r for r in world.receptacles if kind(r) == TREATMENTS[treatment][0]}
+        if extra is not None:
+            relevant |= {r for r in world.receptacles if kind(extra) in CAN_CONTAIN[kind(r)]}
+        self.recs = [r for r in world.receptacles if r in relevant]
+        self.index = {r: i for i, r in enumerate(self.recs)}
+        self.types = [kind(r) for r in self.recs]
+        self.n = n = len(self.goal_objects)
+        self.holdable = [set(CAN_CONTAIN[t]) for t in self.types]  # object types each receptacle takes
+        self.held_kind = {i: task.obj for i in range(n)} | ({n: kind(extra)} if extra is not None else {})
+        self.lamp_at = [self.index[state.places[lamp]] for lamp in self.lamps]
+        self.appliance = TREATMENTS[treatment][0] if treatment else None
+        self.targets = {i for i, t in enumerate(self.types) if t == task.recep}
+
+    def start(self, state: State) -> tuple:
+        def mask(items: Any) -> int:
+            return sum(1 << i for i, item in enumerate(items) if item)
+
+        held, goal_objects, n = state.held, self.goal_objects, self.n
+        return (
+            -1 if state.location is None else self.index[state.location],
+            -1 if held is None else (goal_objects.index(held) if self.extra is None else n),
+            mask(r in state.opened for r in self.recs),
+            tuple(-1 if state.places[o] is None else self.index[state.places[o]] for o in goal_objects),
+            mask(o in state.treated(self.treatment) for o in goal_objects) if self.treatment else (1 << n) - 1,
+            mask(lamp in state.lit for lamp in self.lamps),
+        )
+
+    def solved(self, node: tuple) -> bool:
+        loc, holding, _, places, treated, lit = node
+        if self.task.type == LOOK:
+            return 0 <= holding < self.n and any(lit >> k & 1 and at == loc for k, at in enumerate(self.lamp_at))
+        done = [p for i, p in enumerate(places) if p in self.targets and treated >> i & 1]
+        if self.task.type == PICK_TWO:
+            return any(done.count(p) >= 2 for p in done)
+        return bool(done)
+
+    def moves(self, node: tuple) -> Iterator[tuple[str, tuple]]:
+        loc, holding, opened, places, treated, lit = node
+        recs, n = self.recs, self.n
+        for j, r in enumerate(recs):
+            if j != loc:
+                yield f"go to {r}", (j, holding, opened, places, treated, lit)
+        if loc < 0:
+            return
+        here = recs[loc]
+        is_open = self.types[loc] not in OPENABLE or opened >> loc & 1
+        fits = holding >= 0 and self.held_kind[holding] in self.holdable[loc]
+        if not is_open and ((holding < 0 and loc in places) or fits):
+            yield f"open {here}", (loc, holding, opened | 1 << loc, places, treated, lit)
+        if is_open and holding < 0:
+            for i, p in enumerate(places):
+                if p == loc:
+                    taken = (*places[:i], -1, *places[i + 1 :])
+                    yield f"take {self.goal_objects[i]} from {here}", (loc, i, opened, taken, treated, lit)
+        if is_open and fits:
+            name = self.goal_objects[holding] if holding < n else self.extra
+            put = places if holding == n else (*places[:holding], loc, *places[holding + 1 :])
+            yield f"put {name} in/on {here}", (loc, -1, opened, put, treated, lit)
+        if 0 <= holding < n and self.types[loc] == self.appliance and not treated >> holding & 1:
+            done = treated | 1 << holding
+            yield (
+                f"{self.treatment} {self.goal_objects[holding]} with {here}",
+                (loc, holding, opened, places, done, lit),
+            )
+        for k, at in enumerate(self.lamp_at):
+            if at == loc:
+                yield f"use {self.lamps[k]}", (loc, holding, opened, places, treated, lit ^ 1 << k)
