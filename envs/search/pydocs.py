@@ -200,31 +200,13 @@ def rst_text(lines: list[str]) -> _Text:
                 i = end
                 continue
             if name in _VERSION_DIRECTIVES:
-                parts = args.split(None, 2 if name == "deprecated-removed" else 1)
-                version = parts[0] if parts else ""
-                removed = parts[1] if name == "deprecated-removed" and len(parts) > 1 else ""
-                rest = parts[-1] if len(parts) > (2 if name == "deprecated-removed" else 1) else ""
-                body_text = inline_text(
-                    " ".join(x.strip() for x in [rest, *body] if x.strip() and not _DIRECTIVE.match(x))
-                )
-                head = {
-                    "versionadded": f"New in version {version}.",
-                    "versionchanged": f"Changed in version {version}:",
-                    "deprecated": f"Deprecated since version {version}:",
-                    "deprecated-removed": f"Deprecated since version {version}, will be removed in version {removed}:",
-                }[name]
-                if name != "versionadded" and not body_text:
-                    head = head.rstrip(":") + "."
-                out += ["", f"{head} {body_text}".strip(), ""]
-                result.versions.append((name, version, body_text))
+                note, version = _version_note(name, args, body)
+                out += ["", note, ""]
+                result.versions.append(version)
                 i = end
                 continue
             if name == "audit-event":
-                parts = args.split()
-                if parts:
-                    arguments = parts[1].replace(",", ", ") if len(parts) > 1 else ""
-                    with_args = f" with arguments {arguments}" if arguments else ""
-                    out += ["", f"Raises an auditing event {parts[0]}{with_args}.", ""]
+                out += _audit_event(args)
                 i = end
                 continue
             label = _LABELS.get(name)
@@ -248,6 +230,36 @@ def rst_text(lines: list[str]) -> _Text:
     result.text = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
     result.raises = _raise_mentions("\n".join(plain)) + result.raises
     return result
+
+
+def _version_note(name: str, args: str, body: list[str]) -> tuple[str, tuple[str, str, str]]:
+    """A version directive as its paragraph ("New in version 3.8.", "Changed in version 3.9: ...") and as
+    ``(directive, version, text)``."""
+    removal = name == "deprecated-removed"
+    parts = args.split(None, 2 if removal else 1)
+    version = parts[0] if parts else ""
+    removed = parts[1] if removal and len(parts) > 1 else ""
+    rest = parts[-1] if len(parts) > (2 if removal else 1) else ""
+    body_text = inline_text(" ".join(x.strip() for x in [rest, *body] if x.strip() and not _DIRECTIVE.match(x)))
+    head = {
+        "versionadded": f"New in version {version}.",
+        "versionchanged": f"Changed in version {version}:",
+        "deprecated": f"Deprecated since version {version}:",
+        "deprecated-removed": f"Deprecated since version {version}, will be removed in version {removed}:",
+    }[name]
+    if name != "versionadded" and not body_text:
+        head = head.rstrip(":") + "."
+    return f"{head} {body_text}".strip(), (name, version, body_text)
+
+
+def _audit_event(args: str) -> list[str]:
+    """An ``audit-event`` directive as its sentence (nothing without an event name)."""
+    parts = args.split()
+    if not parts:
+        return []
+    arguments = parts[1].replace(",", ", ") if len(parts) > 1 else ""
+    with_args = f" with arguments {arguments}" if arguments else ""
+    return ["", f"Raises an auditing event {parts[0]}{with_args}.", ""]
 
 
 def _raise_mentions(raw: str) -> list[tuple[str, str]]:
