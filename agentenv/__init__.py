@@ -7,7 +7,18 @@
 
 from agentenv.core import Action, InvalidAction, TextEnv, parse_action
 from agentenv.errors import ConfigError, EnvContractError, UnknownEnvError
-from agentenv.registry import NAMESPACE, env_ids, load_plugins, make, make_vec, register, spec
+from agentenv.registry import (
+    NAMESPACE,
+    env_ids,
+    list_multi,
+    load_plugins,
+    make,
+    make_multi,
+    make_vec,
+    register,
+    register_multi,
+    spec,
+)
 from agentenv.spaces import ActionSpace, TextSpace, ToolCall
 
 __version__ = "0.1.0"
@@ -24,11 +35,14 @@ __all__ = [
     "ToolCall",
     "UnknownEnvError",
     "env_ids",
+    "list_multi",
     "load_plugins",
     "make",
+    "make_multi",
     "make_vec",
     "parse_action",
     "register",
+    "register_multi",
     "spec",
 ]
 

@@ -157,3 +157,103 @@ def make_vec(id: str | EnvSpec, num_envs: int = 1, vectorization_mode: str | Non
 
 def spec(id: str) -> EnvSpec:
     return gym.spec(resolve_id(id))
+
+
+# ---- multi-agent games (PettingZoo) -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MultiEnvSpec:
+    """A registered multi-agent game: ``entry_point`` names a PettingZoo ``AECEnv`` or ``ParallelEnv`` class (or a
+    factory returning one), called with ``kwargs`` updated by ``make_multi``'s."""
+
+    id: str
+    entry_point: str | Callable[..., Any]
+    kwargs: dict[str, Any]
+    family: str = ""
+    description: str = ""
+    source: str = ""
+
+
+_multi_specs: dict[str, MultiEnvSpec] = {}
+
+
+def register_multi(
+    id: str,
+    entry_point: str | Callable[..., Any],
+    *,
+    kwargs: dict[str, Any] | None = None,
+    family: str = "",
+    description: str = "",
+) -> MultiEnvSpec:
+    """Register a multi-agent game for :func:`make_multi`; ids without a namespace go under ``AgentEnv/``.
+
+    Multi-agent games are not Gymnasium envs, so they live in their own table, with the same id syntax and the same
+    rule against two definitions of one id.
+    """
+    env_id = id if "/" in id else f"{NAMESPACE}/{id}"
+    parse_env_id(env_id)
+    if isinstance(entry_point, str) and ":" not in entry_point:
+        raise ConfigError(f"entry_point={entry_point!r} must look like 'package.module:ClassName'")
+    new = MultiEnvSpec(env_id, entry_point, dict(kwargs or {}), family, description, _current_source)
+    existing = _multi_specs.get(env_id)
+    if existing is not None:
+        if (existing.entry_point, existing.kwargs) == (new.entry_point, new.kwargs):
+            return existing
+        raise ConfigError(
+            f"game id {env_id!r} is already registered"
+            + (f" by {existing.source!r}" if existing.source else "")
+            + "; choose another id or bump its version (-v1)"
+        )
+    _multi_specs[env_id] = new
+    return new
+
+
+def list_multi() -> list[str]:
+    """The registered multi-agent game ids, sorted."""
+    return sorted(_multi_specs)
+
+
+def multi_spec(id: str) -> MultiEnvSpec:
+    """The spec registered as ``id`` (the namespace may be left out); unknown ids list the closest ones."""
+    env_id = id if "/" in id else f"{NAMESPACE}/{id}"
+    found = _multi_specs.get(env_id)
+    if found is not None:
+        return found
+    suggestions = closest(env_id, list(_multi_specs), n=5)
+    hint = f" Closest registered games: {', '.join(suggestions)}." if suggestions else ""
+    if env_id in gym.registry:
+        hint += " It is a single-agent env: use agentenv.make."
+    raise UnknownEnvError(
+        f"No multi-agent game registered as {short_repr(id)}.{hint} agentenv.list_multi() lists them."
+    )
+
+
+def make_multi(id: str, *, parallel: bool = False, **kwargs: Any) -> Any:
+    """A new PettingZoo env of the game registered as ``id``: its AEC API, or with ``parallel=True`` its Parallel API.
+
+    Simultaneous games are ``ParallelEnv`` classes: their AEC view is PettingZoo's ``parallel_to_aec``. Turn-based
+    games have no Parallel view, and ``parallel=True`` is refused for them.
+    """
+    if not isinstance(parallel, bool):
+        raise ConfigError(f"parallel={short_repr(parallel)} must be a bool")
+    spec = multi_spec(id)
+    try:
+        from pettingzoo import AECEnv, ParallelEnv
+        from pettingzoo.utils.conversions import parallel_to_aec
+    except ImportError as e:
+        raise ImportError(
+            f"Multi-agent games need the 'games' extra ({e.name} is missing): pip install 'agentenv[games]'"
+        ) from e
+    factory = spec.entry_point
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(__import__(module, fromlist=[attr]), attr)
+    env = factory(**{**spec.kwargs, **kwargs})
+    if isinstance(env, ParallelEnv):
+        return env if parallel else parallel_to_aec(env)
+    if not isinstance(env, AECEnv):
+        raise ConfigError(
+            f"{spec.id}: entry point {spec.entry_point!r} made a {type(env).__name__}, not a PettingZoo env"
+        )
+    if parallel:
+        raise ConfigError(f"parallel=True: {spec.id} is turn-based (AEC only); leave parallel=False")
+    return env

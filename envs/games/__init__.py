@@ -1,0 +1,21 @@
+"""Multi-agent text games on PettingZoo's API (see README.md in this folder).
+
+``agentenv.make_multi("AgentEnv/Nim-v0")`` returns a PettingZoo env; ``agentenv.list_multi()`` lists the games.
+This module imports no PettingZoo: the ``games`` extra is needed only when a game is made.
+"""
+
+from __future__ import annotations
+
+#: Registered games: id -> (entry point, kwargs, description).
+GAMES: dict[str, tuple[str, dict, str]] = {
+    "Nim-v0": ("agentenv.envs.games.nim:NimGame", {}, "Nim, 3 heaps of 1-7 (zero-sum; Bouton's optimal strategy)"),
+    "Nim-h2m3-v0": ("agentenv.envs.games.nim:NimGame", {"heaps": 2, "max_heap": 3}, "Nim, 2 heaps of 1-3 (tiny)"),
+    "Nim-h5m15-v0": ("agentenv.envs.games.nim:NimGame", {"heaps": 5, "max_heap": 15}, "Nim, 5 heaps of 1-15"),
+}
+
+
+def register_envs() -> None:
+    from agentenv.registry import register_multi
+
+    for name, (entry_point, kwargs, description) in GAMES.items():
+        register_multi(name, entry_point, kwargs=kwargs, family="games", description=description)

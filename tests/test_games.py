@@ -1,0 +1,227 @@
+"""Multi-agent text games (agentenv.envs.games): PettingZoo's own API tests, bad turns, and the games' rules."""
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pettingzoo")
+from pettingzoo.test import api_test, parallel_api_test, seed_test
+
+import agentenv
+from agentenv import ConfigError, UnknownEnvError
+from agentenv.envs.games import GAMES
+from agentenv.envs.games.nim import nim_sum, optimal_move
+
+GAME_IDS = [f"AgentEnv/{name}" for name in GAMES]
+PARALLEL_IDS = [i for i in GAME_IDS if GAMES[i.split("/")[1]][0].endswith("Parallel")]
+
+# PettingZoo's tests warn that text is not a NumPy array or Box/Discrete space: true, and intended here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+BAD_TURNS = [
+    "",
+    "   \n\t ",
+    "x" * 1_000_000,
+    "take 1 from heap 1" * 100_000,
+    b"\xff\xfe\x00binary",
+    "\ud800 lone surrogate",
+    "take 1 from heap 1\x00",
+    "\x1b[2J\x1b[H",
+    "拿走 1 个 🎲 ünïcödé",
+    "take 99999999999999999999 from heap 1",
+    None,
+    12,
+    {"name": "take", "arguments": {}},
+    [["take 1 from heap 1"]],
+]
+
+
+def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
+    """Lower end of the Wilson score interval (95% by default) for a success rate."""
+    p = wins / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def play(env, players, seed):
+    """Play one game; ``players`` maps agent -> callable(env, agent) -> turn. Returns each agent's total reward."""
+    env.reset(seed=seed)
+    totals = dict.fromkeys(env.possible_agents, 0.0)
+    for agent in env.agent_iter(10_000):
+        _, reward, terminated, truncated, _ = env.last()
+        totals[agent] += reward
+        env.step(None if terminated or truncated else players[agent](env, agent))
+    return totals
+
+
+def random_player(seed):
+    rng = np.random.default_rng(seed)
+
+    def act(env, agent):
+        moves = env.legal_actions(agent)
+        return moves[int(rng.integers(len(moves)))]
+
+    return act
+
+
+def expert(env, agent):
+    return env.expert_action(agent)
+
+
+# ---- every game ----------------------------------------------------------------------------------------------
+def test_every_game_is_listed_and_single_agent_make_is_unchanged():
+    assert set(GAME_IDS) <= set(agentenv.list_multi())
+    assert not set(agentenv.list_multi()) & set(agentenv.env_ids())
+    agentenv.make("AgentEnv/KeyDoor-v0").reset(seed=0)
+
+
+@pytest.mark.parametrize("game_id", GAME_IDS)
+def test_pettingzoo_api_test_passes(game_id):
+    api_test(agentenv.make_multi(game_id), num_cycles=200)
+
+
+@pytest.mark.parametrize("game_id", GAME_IDS)
+def test_pettingzoo_seed_test_passes(game_id):
+    seed_test(lambda: agentenv.make_multi(game_id), num_cycles=100)
+
+
+@pytest.mark.parametrize("game_id", PARALLEL_IDS)
+def test_pettingzoo_parallel_api_test_passes(game_id):
+    parallel_api_test(agentenv.make_multi(game_id, parallel=True), num_cycles=100)
+
+
+@pytest.mark.parametrize("game_id", GAME_IDS)
+def test_same_seed_same_game_for_the_same_turns(game_id):
+    def transcript(seed):
+        env = agentenv.make_multi(game_id, render_mode="ansi")
+        play_seed = np.random.default_rng(0)
+        seen = []
+        env.reset(seed=seed)
+        for agent in env.agent_iter(400):
+            observation, reward, terminated, truncated, _ = env.last()
+            seen.append((agent, str(observation), reward))
+            moves = env.unwrapped.legal_actions(agent) if not (terminated or truncated) else []
+            env.step(moves[int(play_seed.integers(len(moves)))] if moves else None)
+        return seen, env.render()
+
+    assert transcript(5) == transcript(5)
+    assert transcript(5) != transcript(6)
+
+
+@pytest.mark.parametrize("game_id", sorted(set(GAME_IDS) - set(PARALLEL_IDS)))
+@pytest.mark.parametrize("bad", BAD_TURNS, ids=range(len(BAD_TURNS)))
+def test_any_bad_turn_is_an_invalid_turn_for_that_agent(game_id, bad):
+    env = agentenv.make_multi(game_id, invalid_action_penalty=0.25)
+    env.reset(seed=1)
+    agent = env.agent_selection
+    env.step(bad)
+    assert env.infos[agent]["invalid_action"] is True
+    assert env.infos[agent]["invalid_reason"]
+    assert env._cumulative_rewards[agent] == pytest.approx(-0.25)
+    assert not any(env.terminations.values())
+    assert "Invalid turn" in env.observe(agent)
+
+
+@pytest.mark.parametrize("game_id", GAME_IDS)
+def test_invalid_turns_only_ever_end_the_game_by_its_rules(game_id):
+    env = agentenv.make_multi(game_id)
+    env.reset(seed=2)
+    for n, _ in enumerate(env.agent_iter(1_000)):
+        _, _, terminated, truncated, _ = env.last()
+        env.step(None if terminated or truncated else BAD_TURNS[n % len(BAD_TURNS)])
+    assert not env.agents, "the game must end (forfeit or its turn limit), never hang or crash"
+
+
+@pytest.mark.parametrize("field, value", [("reward", "ratio"), ("invalid_action_penalty", -1), ("max_invalid", 0)])
+@pytest.mark.parametrize("game_id", GAME_IDS)
+def test_common_knobs_are_validated_with_their_names(game_id, field, value):
+    with pytest.raises(ConfigError, match=field):
+        agentenv.make_multi(game_id, **{field: value})
+
+
+def test_unknown_games_and_knobs_are_named():
+    with pytest.raises(UnknownEnvError, match="AgentEnv/Nim-v0"):
+        agentenv.make_multi("AgentEnv/Nmi-v0")
+    with pytest.raises(UnknownEnvError, match=r"use agentenv\.make"):
+        agentenv.make_multi("AgentEnv/KeyDoor-v0")
+    with pytest.raises(ConfigError, match="Did you mean 'heaps'"):
+        agentenv.make_multi("AgentEnv/Nim-v0", heap=3)
+    with pytest.raises(ConfigError, match="seed"):
+        agentenv.make_multi("AgentEnv/Nim-v0").reset(seed=-1)
+
+
+# ---- Nim -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("heaps", 1), ("heaps", 9), ("max_heap", 0), ("max_heap", 2.5)])
+def test_nim_knobs_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        agentenv.make_multi("AgentEnv/Nim-v0", **{field: value})
+
+
+def test_optimal_move_leaves_nim_sum_zero_from_every_winning_position():
+    for heaps in np.ndindex(6, 6, 6):
+        if nim_sum(heaps) == 0:
+            continue
+        heap, count = optimal_move(heaps)
+        after = list(heaps)
+        after[heap] -= count
+        assert count >= 1 and after[heap] >= 0 and nim_sum(after) == 0
+
+
+def test_nim_rule_breaking_moves_are_replayed_and_forfeit_after_max_invalid():
+    env = agentenv.make_multi("AgentEnv/Nim-v0", max_invalid=2)
+    env.reset(seed=0)
+    env.step("take 1 from heap 9")
+    assert env.agent_selection == "player_0" and "there is no heap 9" in env.observe("player_0")
+    env.step(f"take {env.heaps[0] + 1} from heap 1")
+    assert all(env.terminations.values())
+    assert env.infos["player_1"]["winner"] == "player_1" and env.infos["player_0"]["forfeit"] == "player_0"
+    assert env._cumulative_rewards["player_1"] == 1.0
+
+
+def test_nim_expert_wins_every_game_that_starts_in_its_favour():
+    env = agentenv.make_multi("AgentEnv/Nim-h5m15-v0")
+    for seed in range(100):
+        env.reset(seed=seed)
+        expert_first = nim_sum(env.heaps) != 0
+        players = {"player_0": expert, "player_1": random_player(seed)}
+        if not expert_first:
+            players = {"player_0": random_player(seed), "player_1": expert}
+        totals = play(env, players, seed)
+        winner = "player_0" if expert_first else "player_1"
+        assert totals[winner] == 1.0, f"seed {seed}"
+
+
+@pytest.mark.parametrize("game_id", ["AgentEnv/Nim-v0", "AgentEnv/Nim-h5m15-v0"])
+def test_nim_expert_beats_random_in_either_seat(game_id):
+    # From a random start, the expert loses only if the start is lost for it AND the random player then plays
+    # perfectly to the end: rare (measured: 996/1000 and 1000/1000 games). Loose bound, but a player that is not
+    # perfect fails it (a random one wins about half): the 95% Wilson lower bound of the win rate is above 0.95.
+    env = agentenv.make_multi(game_id)
+    wins, n = 0, 300
+    for seed in range(n):
+        seat = seed % 2
+        players = {f"player_{seat}": expert, f"player_{1 - seat}": random_player(seed)}
+        wins += play(env, players, seed)[f"player_{seat}"] == 1.0
+    assert wilson_lower(wins, n) > 0.95, f"{wins}/{n}"
+
+
+def test_nim_dense_rewards_are_zero_sum_and_sum_to_the_outcome_minus_the_start_potential():
+    env = agentenv.make_multi("AgentEnv/Nim-v0", reward="dense", invalid_action_penalty=0.0)
+    for seed in range(30):
+        env.reset(seed=seed)
+        start = 0.5 if nim_sum(env.heaps) else -0.5  # Φ of player_0, who moves first
+        totals = play(env, {"player_0": random_player(seed), "player_1": random_player(seed + 1)}, seed)
+        assert totals["player_0"] == pytest.approx(-totals["player_1"])
+        outcome = 1.0 if totals["player_0"] > 0 else -1.0
+        assert totals["player_0"] == pytest.approx(outcome - start)
+
+
+def test_nim_dense_shaping_charges_a_blunder_at_once():
+    env = agentenv.make_multi("AgentEnv/Nim-v0", reward="dense")
+    env.reset(seed=0)
+    env.heaps[:] = [1, 2, 0]  # player_0 to move from a won position; the win is "take 1 from heap 2"
+    env._potential = env._potentials()
+    env.step("take 2 from heap 2")  # leaves [1, 0, 0]: the opponent takes the last object
+    assert env.rewards == {"player_0": -1.0, "player_1": 1.0}
