@@ -14,12 +14,14 @@ from agentenv.envs.games import GAMES
 from agentenv.envs.games.nim import nim_sum, optimal_move
 
 GAME_IDS = [f"AgentEnv/{name}" for name in GAMES]
-PARALLEL_IDS = [i for i in GAME_IDS if GAMES[i.split("/")[1]][0].endswith("Parallel")]
+PARALLEL_IDS = [i for i in GAME_IDS if agentenv.make_multi(i).metadata["is_parallelizable"]]
+TURN_IDS = [i for i in GAME_IDS if i not in PARALLEL_IDS]
 
 # PettingZoo's tests warn that text is not a NumPy array or Box/Discrete space: true, and intended here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-BAD_TURNS = [
+# Unreadable in any game: empty, too long, not UTF-8, control characters, not text at all.
+UNREADABLE = [
     "",
     "   \n\t ",
     "x" * 1_000_000,
@@ -28,13 +30,13 @@ BAD_TURNS = [
     "\ud800 lone surrogate",
     "take 1 from heap 1\x00",
     "\x1b[2J\x1b[H",
-    "拿走 1 个 🎲 ünïcödé",
-    "take 99999999999999999999 from heap 1",
     None,
     12,
     {"name": "take", "arguments": {}},
     [["take 1 from heap 1"]],
 ]
+# Readable text, but no move of a command game (chat games take it as a message).
+BAD_TURNS = [*UNREADABLE, "拿走 1 个 🎲 ünïcödé", "take 99999999999999999999 from heap 1", "take 1 from heap 1\ntake 2"]
 
 
 def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
@@ -60,14 +62,14 @@ def random_player(seed):
     rng = np.random.default_rng(seed)
 
     def act(env, agent):
-        moves = env.legal_actions(agent)
+        moves = env.unwrapped.legal_actions(agent)
         return moves[int(rng.integers(len(moves)))]
 
     return act
 
 
 def expert(env, agent):
-    return env.expert_action(agent)
+    return env.unwrapped.expert_action(agent)
 
 
 # ---- every game ----------------------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ def test_same_seed_same_game_for_the_same_turns(game_id):
     assert transcript(5) != transcript(6)
 
 
-@pytest.mark.parametrize("game_id", sorted(set(GAME_IDS) - set(PARALLEL_IDS)))
+@pytest.mark.parametrize("game_id", TURN_IDS)
 @pytest.mark.parametrize("bad", BAD_TURNS, ids=range(len(BAD_TURNS)))
 def test_any_bad_turn_is_an_invalid_turn_for_that_agent(game_id, bad):
     env = agentenv.make_multi(game_id, invalid_action_penalty=0.25)
@@ -122,6 +124,18 @@ def test_any_bad_turn_is_an_invalid_turn_for_that_agent(game_id, bad):
     assert env._cumulative_rewards[agent] == pytest.approx(-0.25)
     assert not any(env.terminations.values())
     assert "Invalid turn" in env.observe(agent)
+
+
+@pytest.mark.parametrize("game_id", PARALLEL_IDS)
+@pytest.mark.parametrize("bad", UNREADABLE, ids=range(len(UNREADABLE)))
+def test_any_bad_turn_is_silence_for_that_agent_in_simultaneous_games(game_id, bad):
+    env = agentenv.make_multi(game_id, parallel=True, invalid_action_penalty=0.25, reward="dense")
+    env.reset(seed=1)
+    _, rewards, terminated, _, infos = env.step({"player_0": bad, "player_1": "Hello, who is on your list?"})
+    assert infos["player_0"]["invalid_action"] is True and infos["player_0"]["invalid_reason"]
+    assert infos["player_1"]["invalid_action"] is False
+    assert rewards == {"player_0": -0.25, "player_1": 0.0}
+    assert not any(terminated.values()) and env.agents == ["player_0", "player_1"]
 
 
 @pytest.mark.parametrize("game_id", GAME_IDS)
@@ -225,3 +239,60 @@ def test_nim_dense_shaping_charges_a_blunder_at_once():
     env._potential = env._potentials()
     env.step("take 2 from heap 2")  # leaves [1, 0, 0]: the opponent takes the last object
     assert env.rewards == {"player_0": -1.0, "player_1": 1.0}
+
+
+# ---- Mutual Friends -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("hand_size", 1), ("hand_size", 21), ("max_rounds", 1), ("max_rounds", "6")])
+def test_mutual_friends_knobs_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        agentenv.make_multi("AgentEnv/MutualFriends-v0", **{field: value})
+
+
+def test_each_friend_list_is_private_and_exactly_one_name_is_shared():
+    env = agentenv.make_multi("AgentEnv/MutualFriends-n12-v0", parallel=True)
+    for seed in range(20):
+        observations, _ = env.reset(seed=seed)
+        mine, theirs = env.lists["player_0"], env.lists["player_1"]
+        assert len(mine) == len(theirs) == 12 and set(mine) & set(theirs) == {env.shared}
+        assert all(name in observations["player_0"] for name in mine)
+        assert not any(name in observations["player_0"] for name in set(theirs) - {env.shared})
+
+
+@pytest.mark.parametrize("game_id", ["AgentEnv/MutualFriends-v0", "AgentEnv/MutualFriends-n12-v0"])
+def test_mutual_friends_experts_always_win_in_two_rounds_and_dense_rewards_sum_to_one(game_id):
+    env = agentenv.make_multi(game_id, reward="dense")
+    for seed in range(50):
+        totals = play(env, {"player_0": expert, "player_1": expert}, seed)
+        assert totals == {"player_0": 1.0, "player_1": 1.0}
+        assert env.unwrapped.turn == 2
+
+
+def test_mutual_friends_random_players_rarely_win_without_talking():
+    # Random turns: each picks a select among 5 names or a message; both must pick the shared name.
+    env = agentenv.make_multi("AgentEnv/MutualFriends-v0")
+    n = 300
+    wins = sum(play(env, {"player_0": random_player(s), "player_1": random_player(s + n)}, s)["player_0"] == 1.0
+               for s in range(n))  # fmt: skip
+    assert wilson_lower(n - wins, n) > 0.8, f"{wins}/{n}"
+
+
+def test_mutual_friends_selections_are_checked_and_a_wrong_one_loses():
+    env = agentenv.make_multi("AgentEnv/MutualFriends-v0", parallel=True)
+    env.reset(seed=3)
+    wrong = next(n for n in env.lists["player_1"] if n != env.shared)
+    _, _, _, _, infos = env.step({"player_0": "select Nobody", "player_1": f"select {wrong}"})
+    assert "not on your list" in infos["player_0"]["invalid_reason"]
+    _, _, _, _, infos = env.step({"player_0": "hi", "player_1": f"select {env.shared}"})
+    assert infos["player_1"]["invalid_reason"] == f"you already selected {wrong}"
+    _, rewards, terminated, _, infos = env.step({"player_0": f"select {env.shared}", "player_1": "done"})
+    assert all(terminated.values()) and rewards == {"player_0": 0.0, "player_1": 0.0}
+    assert infos["player_0"]["success"] is False and infos["player_0"]["selected"]["player_1"] == wrong
+    assert env.agents == []
+
+
+def test_mutual_friends_ends_when_the_rounds_run_out():
+    env = agentenv.make_multi("AgentEnv/MutualFriends-v0", parallel=True, max_rounds=2)
+    env.reset(seed=0)
+    env.step({"player_0": "hi", "player_1": "hi"})
+    _, _, terminated, _, infos = env.step({"player_0": "hi", "player_1": "hi"})
+    assert all(terminated.values()) and infos["player_0"]["reason"] == "out of rounds"

@@ -11,6 +11,16 @@ GAMES: dict[str, tuple[str, dict, str]] = {
     "Nim-v0": ("agentenv.envs.games.nim:NimGame", {}, "Nim, 3 heaps of 1-7 (zero-sum; Bouton's optimal strategy)"),
     "Nim-h2m3-v0": ("agentenv.envs.games.nim:NimGame", {"heaps": 2, "max_heap": 3}, "Nim, 2 heaps of 1-3 (tiny)"),
     "Nim-h5m15-v0": ("agentenv.envs.games.nim:NimGame", {"heaps": 5, "max_heap": 15}, "Nim, 5 heaps of 1-15"),
+    "MutualFriends-v0": (
+        "agentenv.envs.games.friends:MutualFriendsGame",
+        {},
+        "cooperative, simultaneous: 5 private names each, one shared; talk, then both select it",
+    ),
+    "MutualFriends-n12-v0": (
+        "agentenv.envs.games.friends:MutualFriendsGame",
+        {"hand_size": 12, "max_rounds": 8},
+        "cooperative: 12 private names each, 8 rounds",
+    ),
 }
 
 

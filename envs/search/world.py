@@ -25,7 +25,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as fields_of
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from agentenv.envs.search.corpus import Corpus, Document
 from agentenv.envs.search.questions import ANSWER_TYPES, Question
@@ -82,69 +85,37 @@ LIST_SIZES = (2, 5)
 MAX_HOPS = 4
 _NOW = 2024  # no year in the world is later
 
-_OCCUPATIONS_TEXT = (
-    "cartographer glassblower beekeeper architect violinist botanist clockmaker surveyor engineer chemist "
-    "translator sculptor novelist shipwright astronomer librarian pharmacist geologist weaver potter "
-    "baker journalist lawyer teacher nurse physician economist photographer painter carpenter brewer "
-    "tailor mathematician historian archivist locksmith cheesemaker bookbinder ornithologist"
-)
-OCCUPATIONS = tuple(_OCCUPATIONS_TEXT.split())
-INDUSTRIES = (
-    "shipping",
-    "textiles",
-    "publishing",
-    "banking",
-    "brewing",
-    "mining",
-    "software",
-    "pharmaceuticals",
-    "aviation",
-    "agriculture",
-    "insurance",
-    "telecommunications",
-    "glassmaking",
-    "rail transport",
-    "tourism",
-    "furniture",
-)
-ORG_SUFFIXES = ("Group", "Company", "Holdings", "Partners", "Corporation", "Society", "Collective", "Works", "Trust")
-EVENT_TYPES = (
-    "Festival",
-    "Congress",
-    "Regatta",
-    "Fair",
-    "Summit",
-    "Marathon",
-    "Exhibition",
-    "Symposium",
-    "Games",
-    "Carnival",
-    "Expo",
-    "Derby",
-)
-_MONTHS_TEXT = "January February March April May June July August September October November December"
-MONTHS = tuple(_MONTHS_TEXT.split())
 
-# Real names the syllable generator could produce; cheap insurance against a question memory could answer.
-_REAL_NAMES_TEXT = (
-    "paris rome roma lima oslo bern kiev riga baku doha mali peru chad iran iraq oman cuba fiji laos togo "
-    "niger nepal malta tonga samoa sara maria anna tina nina dana mona lisa hamlet london boston dallas "
-    "denver madrid berlin milan tokyo kyoto delhi cairo sudan kenya ghana gaza texas nevada darth vader "
-    "mordor gondor narnia sauron frodo zelda tesla google amazon nokia sony honda mazda toyota nike "
-    "adidas kodak fanta pepsi lego ikea visa sparta athens troy atlantis avalon elsa anakin leia vulcan "
-    "klingon romulan borg naboo tatooine hoth endor arrakis dune shire rohan arda vienna prague sofia "
-    "kabul dubai qatar yemen benin gabon congo angola zambia malawi uganda rwanda tunis libya syria "
-    "israel jordan burma korea china japan india russia chile bolivia panama belize haiti monaco andorra "
-    "serbia bosnia latvia estonia norway sweden poland france spain italy greece turkey"
-)
-_REAL_NAMES = frozenset(_REAL_NAMES_TEXT.split())
-_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr")
-_ONSETS += ("st", "th", "sh", "vr", "kl", "fl")
-_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "a", "ae", "ei", "ou", "ia")
-_CODAS = ("", "", "", "", "n", "r", "l", "s", "m", "th", "nd", "rn", "st", "k")
-_PLACE_ENDINGS = ("ora", "ith", "mere", "holm", "vale", "ara", "une", "ost", "wyn", "esk", "amar", "ovia")
-_SURNAME_ENDINGS = ("ik", "ov", "ane", "ell", "ard", "ez", "in", "ova", "sky", "dal", "ren", "mont")
-_GIVEN_ENDINGS = ("a", "o", "an", "el", "is", "en", "ia", "ar", "yn")
+def _load_tables() -> dict[str, Any]:
+    """The vocabulary and phrase tables of data/world_phrases.yaml, every list as a tuple.
+
+    Their order is part of every world: the random draws index into them.
+    """
+
+    def frozen(node: Any) -> Any:
+        if isinstance(node, list):
+            return tuple(frozen(item) for item in node)
+        if isinstance(node, dict):
+            return {key: frozen(value) for key, value in node.items()}
+        return node
+
+    text = (Path(__file__).parent / "data" / "world_phrases.yaml").read_text(encoding="utf-8")
+    return frozen(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+
+
+_TABLES = _load_tables()
+OCCUPATIONS: tuple[str, ...] = _TABLES["occupations"]
+INDUSTRIES: tuple[str, ...] = _TABLES["industries"]
+ORG_SUFFIXES: tuple[str, ...] = _TABLES["org_suffixes"]
+EVENT_TYPES: tuple[str, ...] = _TABLES["event_types"]
+MONTHS: tuple[str, ...] = _TABLES["months"]
+_REAL_NAMES = frozenset(_TABLES["real_names"])
+_ONSETS: tuple[str, ...] = _TABLES["onsets"]
+_VOWELS: tuple[str, ...] = _TABLES["vowels"]
+_CODAS: tuple[str, ...] = _TABLES["codas"]
+_PLACE_ENDINGS: tuple[str, ...] = _TABLES["place_endings"]
+_SURNAME_ENDINGS: tuple[str, ...] = _TABLES["surname_endings"]
+_GIVEN_ENDINGS: tuple[str, ...] = _TABLES["given_endings"]
 _CLUMSY = re.compile(r"[^aeiouy]{3}|[aeiouy]{3}|([^aeiouylnrst])\1|[^aeioustc]h|[aeiou]{2}[^aeiouy][aeiou]{2}")
 
 
@@ -329,233 +300,33 @@ class _Names:
 
 # ---- how documents state facts ----------------------------------------------------------------------------
 
-# Placeholders: {s} the subject at a sentence start, {sm} mid-sentence, {pm}/{po}/{poss} its pronouns,
-# {v} the value ({va}: with an article), {v1}/{v2} the values of a fact pair, {y} an extra year.
-SENTENCES: dict[str, tuple[str, ...]] = {
-    "born_in": ("{s} was born in {v}.", "{s} is a native of {v}.", "{s} was born and raised in {v}."),
-    "birth_year": ("{s} was born in {v}.", "{s} came into the world in {v}.", "The year of birth of {sm} was {v}."),
-    "occupation": ("{s} works as {va}.", "By profession, {sm} is {va}.", "{s} has made a living as {va} for years."),
-    "works_for": (
-        "{s} works for {v}.",
-        "{s} is employed by {v}.",
-        "{s} joined {v} in {y} and has stayed there since.",
-        "Since {y}, {sm} has been on the staff of {v}.",
-    ),
-    "founded": (
-        "{s} founded {v} and still works there.",
-        "{s} created {v}, where {pm} still works.",
-        "{s} set up {v} and has worked there ever since.",
-    ),
-    "mayor_of": (
-        "{s} has served as mayor of {v} since {y}.",
-        "{s} was elected mayor of {v} in {y}.",
-        "In {y}, {sm} became mayor of {v}.",
-    ),
-    "founder": ("{s} was founded by {v}.", "{v} founded {sm}.", "{s} was established by {v}."),
-    "founded_year": (
-        "{s} was founded in {v}.",
-        "{s} dates back to {v}, the year it was founded.",
-        "{s} has existed since its founding in {v}.",
-    ),
-    "headquarters": (
-        "{s} is headquartered in {v}.",
-        "The head office of {sm} is in {v}.",
-        "{s} has its headquarters in {v}.",
-    ),
-    "industry": ("{s} works in the {v} industry.", "{s} operates in the {v} sector.", "{s} does business in {v}."),
-    "employees": ("{s} employs {v} people.", "{s} has a staff of {v}.", "The workforce of {sm} numbers {v}."),
-    "region": ("{s} is a city in the region of {v}.", "{s} lies in the {v} region.", "{s} is a city of {v}."),
-    "population": ("{s} has {v} inhabitants.", "The population of {sm} is {v}.", "{v} people live in {sm}."),
-    "elevation": (
-        "{s} lies {v} metres above sea level.",
-        "{s} sits at an elevation of {v} m.",
-        "The town hall of {sm} stands {v} metres above sea level.",
-    ),
-    "mayor": ("{s} elected {v} as its mayor.", "{s} is governed by mayor {v}.", "{v} is the current mayor of {sm}."),
-    "country": ("{s} is a region of {v}.", "{s} belongs to {v}.", "{s} is one of the regions of {v}."),
-    "area": ("{s} covers {v} square kilometres.", "{s} has an area of {v} km2.", "{s} measures {v} square km in area."),
-    "capital": ("{s} has {v} as its capital.", "{v} is the capital city of {sm}.", "{s} is governed from {v}."),
-    "independence_year": (
-        "{s} became independent in {v}.",
-        "{s} gained its independence in {v}.",
-        "{s} has been an independent state since {v}.",
-    ),
-    "date": ("{s} took place on {v}.", "{s} was held on {v}.", "{s} opened on {v}."),
-    "venue": ("{s} was held in {v}.", "{s} took place in {v}.", "The venue of {sm} was the city of {v}."),
-    "organiser": ("{s} was organised by {v}.", "{v} organised {sm}.", "{v} was in charge of {sm}."),
-    "attendance": ("{s} drew {v} visitors.", "{v} people attended {sm}.", "Attendance at {sm} reached {v}."),
-}
-#: Fact pairs that some sentences state together ({v1} the first fact's value).
+# The phrasings live in data/world_phrases.yaml with their placeholders explained: {s} the subject at a sentence
+# start, {sm} mid-sentence, {v} the value ({va}: with an article), {y} an extra year...
+SENTENCES: dict[str, tuple[str, ...]] = _TABLES["sentences"]
+#: Fact pairs that some sentences state together, per kind: ((fact, fact), sentences).
 PAIRS: dict[str, tuple[tuple[tuple[str, str], tuple[str, ...]], ...]] = {
-    "person": (
-        (("born_in", "birth_year"), ("{s} was born in {v1} in {v2}.", "{s} was born in {v2} in {v1}.")),
-        (("occupation", "born_in"), ("{s} is {va1} from {v2}.", "Born in {v2}, {sm} works as {va1}.")),
-    ),
-    "org": ((("founder", "founded_year"), ("{s} was founded in {v2} by {v1}.", "In {v2}, {v1} established {sm}.")),),
-    "event": ((("date", "venue"), ("{s} took place in {v2} on {v1}.", "On {v1}, {sm} was held in {v2}.")),),
+    kind: tuple((pair["facts"], pair["sentences"]) for pair in pairs) for kind, pairs in _TABLES["pairs"].items()
 }
 #: How later sentences of a document name the subject (person: the pronoun).
 LATER = {kind: f"the {kind}" for kind in ("city", "region", "country", "event")} | {"org": "the company"}
-FILLERS: dict[str, tuple[str, ...]] = {
-    "person": (
-        "{s} enjoys {hobby} in {poss} spare time.",
-        "Colleagues describe {po} as {trait}.",
-        "{s} once spent a summer learning {skill}.",
-        "Friends say {pm} never misses a chance to go {hobby}.",
-    ),
-    "org": (
-        "The logo of {sm} shows a {animal}.",
-        "{s} publishes a short report every spring.",
-        "{s} is known for its {quality}.",
-    ),
-    "city": (
-        "{s} is known for its {feature}.",
-        "Visitors often mention the {feature} of {sm}.",
-        "A market is held in {sm} every {weekday}.",
-    ),
-    "region": ("{s} is known for its {landscape}.", "Hikers praise the {landscape} of {sm}."),
-    "country": ("{s} is known for its {landscape}.", "The flag of {sm} shows a {animal}."),
-    "event": ("The programme of {sm} included {activity}.", "Tickets for {sm} sold out quickly."),
+FILLERS: dict[str, tuple[str, ...]] = _TABLES["fillers"]
+FILLER_WORDS: dict[str, tuple[str, ...]] = _TABLES["filler_words"]
+#: Second documents, per kind: (title, lead sentence).
+NOTES_TITLES: dict[str, tuple[tuple[str, str], ...]] = {
+    kind: tuple((note["title"], note["lead"]) for note in notes) for kind, notes in _TABLES["notes_titles"].items()
 }
-FILLER_WORDS = {
-    "hobby": ("sailing", "birdwatching", "gardening", "fishing", "hiking", "chess", "baking bread", "rowing"),
-    "trait": ("meticulous", "patient", "cheerful", "stubborn", "generous", "quiet", "curious"),
-    "skill": ("the accordion", "bookbinding", "ice sculpture", "calligraphy", "beekeeping", "fencing"),
-    "animal": ("heron", "fox", "lynx", "stag", "owl", "salmon", "falcon", "badger"),
-    "quality": ("punctual deliveries", "careful bookkeeping", "bright offices", "long-serving staff"),
-    "feature": ("covered bridges", "clock tower", "river promenade", "old harbour", "tiled rooftops", "botanic garden"),
-    "weekday": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"),
-    "landscape": ("pine forests", "salt marshes", "terraced vineyards", "limestone cliffs", "wide river valleys"),
-    "activity": ("a lantern parade", "open-air concerts", "a rowing race", "poetry readings", "a night market"),
-}
-NOTES_TITLES = {
-    "person": (("{n}: career notes", "Notes on the career of {n}."), ("Interview with {n}", "{n} talked to us.")),
-    "org": (("{n} in the news", "A short report on {n}."), ("Inside {n}", "A look behind the doors of {n}.")),
-    "city": (("Visiting {n}", "Travellers heading to {n} may find these notes useful."), ("{n} at a glance", "")),
-}
-#: Sentences of mention documents: they name a real entity ({e}) and state none of its facts.
-MENTIONS = (
-    "A reader wrote in to say how much they enjoyed an article about {e}.",
-    "The archive keeps a box of undated photographs related to {e}.",
-    "{E} came up again and again at last week's reading circle.",
-    "A new book touching on {e} is said to be in preparation.",
-    "Nobody at the meeting could remember when {e} was last in the papers.",
-    "A letter about {e} arrived too late for this issue.",
-)
-CONFUSIONS = ("Travellers sometimes confuse {e} with {f}.", "{E} should not be mixed up with {f}.")
-MENTION_TITLES = ("Letters to the editor", "From the archive", "Reading circle notes", "Community bulletin")
+MENTIONS: tuple[str, ...] = _TABLES["mentions"]
+CONFUSIONS: tuple[str, ...] = _TABLES["confusions"]
+MENTION_TITLES: tuple[str, ...] = _TABLES["mention_titles"]
 
 # ---- how questions ask ------------------------------------------------------------------------------------
 
-#: Noun phrases naming an edge's object through its subject {x} (chain steps), worded unlike the documents. Each
-#: ends with {x}, so chains nest without centre-embedding ("the employer of the mayor of Velmora").
-PHRASES: dict[str, tuple[str, ...]] = {
-    "born_in": ("the hometown of {x}", "the birthplace of {x}"),
-    "works_for": ("the employer of {x}", "the organisation employing {x}"),
-    "founded": ("the organisation started by {x}", "the organisation set up by {x}"),
-    "mayor_of": ("the city governed by {x}", "the city led by {x}"),
-    "founder": ("the founder of {x}", "the person who started {x}"),
-    "headquarters": ("the home city of {x}", "the city that is home to {x}"),
-    "region": ("the region containing {x}", "the region that includes {x}"),
-    "country": ("the country containing {x}", "the country that includes {x}"),
-    "mayor": ("the mayor of {x}", "the person heading the city council of {x}"),
-    "capital": ("the capital of {x}", "the seat of government of {x}"),
-    "venue": ("the host city of {x}", "the city that hosted {x}"),
-    "organiser": ("the organiser of {x}", "the organisation behind {x}"),
-}
-#: Final questions about a fact of {x}.
-ASK: dict[str, tuple[str, ...]] = {
-    "born_in": ("Which city is the hometown of {x}?", "Where does {x} come from?", "What is the birthplace of {x}?"),
-    "birth_year": ("In which year was {x} born?", "What is the birth year of {x}?"),
-    "occupation": ("What does {x} do for a living?", "What is the profession of {x}?"),
-    "works_for": ("Which organisation employs {x}?", "Who is the employer of {x}?"),
-    "founded": ("Which organisation did {x} start?", "What organisation was set up by {x}?"),
-    "mayor_of": ("Which city is governed by {x}?", "Of which city is {x} the mayor?"),
-    "founder": ("Who started {x}?", "Which person created {x}?"),
-    "founded_year": ("When was {x} established?", "In what year did {x} start out?"),
-    "headquarters": ("In which city is {x} based?", "Which city is home to {x}?"),
-    "industry": ("What sector is {x} active in?", "In which line of business is {x}?"),
-    "employees": ("How many people work at {x}?", "How large is the workforce of {x}?"),
-    "region": ("Which region is {x} part of?", "In which region does {x} lie?"),
-    "population": ("How many residents does {x} have?", "How populous is {x}, in residents?"),
-    "elevation": ("At what altitude, in metres, does {x} lie?", "How many metres above the sea is {x}?"),
-    "mayor": ("Who is the mayor of {x}?", "Who heads the city council of {x}?"),
-    "country": ("Which country is {x} part of?", "To which country does {x} belong?"),
-    "area": ("How many square kilometres does {x} cover?", "What is the area of {x} in square kilometres?"),
-    "capital": ("Which city serves as the capital of {x}?", "Which city is the seat of government of {x}?"),
-    "independence_year": ("When did {x} become independent?", "In which year did {x} gain independence?"),
-    "date": ("On what date did {x} happen?", "When exactly was {x}?"),
-    "venue": ("In which city was {x}?", "Which city hosted {x}?"),
-    "organiser": ("Who organised {x}?", "Which organisation was behind {x}?"),
-    "attendance": ("How many visitors did {x} attract?", "How many people went to {x}?"),
-}
-#: List questions: the members whose edge points at {x}.
-ASK_LIST: dict[str, tuple[str, ...]] = {
-    "born_in": ("Which people were born in {x}?", "Who are the people whose hometown is {x}?"),
-    "headquarters": ("Which organisations have their head office in {x}?", "Which organisations are based in {x}?"),
-    "venue": ("Which events took place in {x}?", "Which events has {x} hosted?"),
-    "works_for": ("Which people work for {x}?", "Who are the employees of {x}?"),
-    "organiser": ("Which events did {x} organise?", "Which events were run by {x}?"),
-    "region": ("Which cities lie in {x}?", "Which cities belong to {x}?"),
-    "country": ("Which regions make up {x}?", "Which regions belong to {x}?"),
-}
-#: Open questions: what to cover for each fact.
-ASK_OPEN: dict[str, str] = {
-    "born_in": "where they were born",
-    "birth_year": "the year they were born",
-    "occupation": "their profession",
-    "works_for": "who employs them",
-    "founded": "which organisation they started",
-    "mayor_of": "which city they lead",
-    "founder": "who started it",
-    "founded_year": "when it was established",
-    "headquarters": "where its head office is",
-    "industry": "its line of business",
-    "employees": "how many people work there",
-    "region": "which region it is part of",
-    "population": "how many people live there",
-    "elevation": "its altitude",
-    "mayor": "who its mayor is",
-    "country": "which country it belongs to",
-    "area": "its area",
-    "capital": "its capital",
-    "independence_year": "when it became independent",
-    "date": "when it happened",
-    "venue": "where it happened",
-    "organiser": "who organised it",
-    "attendance": "how many people came",
-}
-OPEN_TEMPLATES = (
-    "Describe {x}: {facts}.",
-    "Write a short profile of {x}, covering {facts}.",
-    "What do the documents say about {x}? Mention {facts}.",
-)
-#: Atomic statements of facts (nuggets of open questions, ``meta["facts"]`` of all).
-NUGGETS: dict[str, str] = {
-    "born_in": "{s} was born in {v}",
-    "birth_year": "{s} was born in {v}",
-    "occupation": "{s} is {va}",
-    "works_for": "{s} works for {v}",
-    "founded": "{s} founded {v}",
-    "mayor_of": "{s} is the mayor of {v}",
-    "founder": "{s} was founded by {v}",
-    "founded_year": "{s} was founded in {v}",
-    "headquarters": "{s} is headquartered in {v}",
-    "industry": "{s} operates in the {v} industry",
-    "employees": "{s} has {v} employees",
-    "region": "{s} is in the region of {v}",
-    "population": "{s} has a population of {v}",
-    "elevation": "{s} lies {v} metres above sea level",
-    "mayor": "The mayor of {s} is {v}",
-    "country": "{s} is part of {v}",
-    "area": "{s} covers {v} square kilometres",
-    "capital": "The capital of {s} is {v}",
-    "independence_year": "{s} became independent in {v}",
-    "date": "{s} took place on {v}",
-    "venue": "{s} was held in {v}",
-    "organiser": "{s} was organised by {v}",
-    "attendance": "{s} was attended by {v} people",
-}
+PHRASES: dict[str, tuple[str, ...]] = _TABLES["phrases"]
+ASK: dict[str, tuple[str, ...]] = _TABLES["ask"]
+ASK_LIST: dict[str, tuple[str, ...]] = _TABLES["ask_list"]
+ASK_OPEN: dict[str, str] = _TABLES["ask_open"]
+OPEN_TEMPLATES: tuple[str, ...] = _TABLES["open_templates"]
+NUGGETS: dict[str, str] = _TABLES["nuggets"]
 
 
 @dataclass
