@@ -49,13 +49,20 @@ def wilson_lower(wins: int, n: int, z: float = 1.96) -> float:
 
 def play(env, players, seed):
     """Play one game; ``players`` maps agent -> callable(env, agent) -> turn. Returns each agent's total reward."""
+    return play_out(env, players, seed)[0]
+
+
+def play_out(env, players, seed):
+    """``play``, also returning each agent's last info (what it saw when the game ended for it)."""
     env.reset(seed=seed)
     totals = dict.fromkeys(env.possible_agents, 0.0)
+    finals = {}
     for agent in env.agent_iter(10_000):
-        _, reward, terminated, truncated, _ = env.last()
+        _, reward, terminated, truncated, info = env.last()
         totals[agent] += reward
+        finals[agent] = info
         env.step(None if terminated or truncated else players[agent](env, agent))
-    return totals
+    return totals, finals
 
 
 def random_player(seed):
@@ -296,3 +303,81 @@ def test_mutual_friends_ends_when_the_rounds_run_out():
     env.step({"player_0": "hi", "player_1": "hi"})
     _, _, terminated, _, infos = env.step({"player_0": "hi", "player_1": "hi"})
     assert all(terminated.values()) and infos["player_0"]["reason"] == "out of rounds"
+
+
+# ---- Negotiation ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("items", 1), ("items", 6), ("max_count", 0), ("max_rounds", 31)])
+def test_negotiation_knobs_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        agentenv.make_multi("AgentEnv/Negotiation-v0", **{field: value})
+
+
+def test_negotiation_values_are_private_and_make_the_pool_worth_ten_to_each():
+    env = agentenv.make_multi("AgentEnv/Negotiation-i5c5-v0")
+    for seed in range(20):
+        env.reset(seed=seed)
+        assert env.values["player_0"] != env.values["player_1"]
+        for agent in env.possible_agents:
+            assert env.worth(agent, env.counts) == 1.0
+        other = ", ".join(f"{i}={v}" for i, v in zip(env.items, env.values["player_1"], strict=True))
+        assert other not in env.observe("player_0")
+
+
+def test_an_accepted_proposal_pays_each_agent_the_exact_value_of_its_share():
+    env = agentenv.make_multi("AgentEnv/Negotiation-v0", reward="dense")
+    env.reset(seed=4)
+    kept = tuple(c // 2 for c in env.counts)
+    proposal = " ".join(f"{item}={k}" for item, k in zip(env.items, kept, strict=True))
+    env.step(f"propose {proposal}\nA fair half?")
+    totals = dict(env.rewards)
+    assert "player_0 says: A fair half?" in env.observe("player_1")
+    env.step("accept")
+    totals = {a: totals[a] + env.rewards[a] for a in totals}
+    given = tuple(c - k for c, k in zip(env.counts, kept, strict=True))
+    v0, v1 = env.values["player_0"], env.values["player_1"]
+    expected = {
+        "player_0": sum(v * k for v, k in zip(v0, kept, strict=True)) / 10,
+        "player_1": sum(v * g for v, g in zip(v1, given, strict=True)) / 10,
+    }
+    assert totals == pytest.approx(expected)  # dense: Φ(start) = 0, so the rewards sum to the payoff
+    assert env.infos["player_0"]["deal"] == {"player_0": kept, "player_1": given}
+    assert env.infos["player_0"]["max_joint_payoff"] >= sum(expected.values())
+
+
+def test_negotiation_ends_without_a_deal_when_the_turns_run_out():
+    env = agentenv.make_multi("AgentEnv/Negotiation-v0", max_rounds=3)
+    env.reset(seed=0)
+    everything = " ".join(f"{item}={c}" for item, c in zip(env.items, env.counts, strict=True))
+    env.step(f"propose {everything}")
+    env.step("accept please")  # invalid: the move passes and the turn counts
+    assert env.infos["player_1"]["invalid_action"] and env.agent_selection == "player_0"
+    env.step(f"propose {everything}")
+    assert all(env.terminations.values()) and env.infos["player_0"]["deal"] is None
+    assert env.rewards == {"player_0": 0.0, "player_1": 0.0}
+
+
+@pytest.mark.parametrize(
+    "turn, reason",
+    [
+        ("accept", "no proposal"),
+        ("propose book=1", "also hat, ball"),
+        ("propose book=1 hat=0 ball=0 sword=1", "no swords"),
+        ("propose book=99 hat=0 ball=0", "only"),
+        ("propose book=1 book=1 hat=0 ball=0", "named twice"),
+        ("I think we should split evenly", "propose ... or accept"),
+    ],
+)
+def test_negotiation_moves_are_checked(turn, reason):
+    env = agentenv.make_multi("AgentEnv/Negotiation-v0")
+    env.reset(seed=0)
+    env.step(turn)
+    assert reason in env.infos["player_0"]["invalid_reason"]
+    assert env.agent_selection == "player_1"
+
+
+def test_reference_negotiators_usually_agree():
+    env = agentenv.make_multi("AgentEnv/Negotiation-v0")
+    n = 200
+    deals = sum(play_out(env, {"player_0": expert, "player_1": expert}, s)[1]["player_0"]["deal"] is not None
+                for s in range(n))  # fmt: skip
+    assert wilson_lower(deals, n) > 0.75, f"{deals}/{n}"

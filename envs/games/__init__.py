@@ -21,6 +21,16 @@ GAMES: dict[str, tuple[str, dict, str]] = {
         {"hand_size": 12, "max_rounds": 8},
         "cooperative: 12 private names each, 8 rounds",
     ),
+    "Negotiation-v0": (
+        "agentenv.envs.games.negotiation:NegotiationGame",
+        {},
+        "Deal or No Deal: split 3 item types with private values, payoffs exact; 10 turns",
+    ),
+    "Negotiation-i5c5-v0": (
+        "agentenv.envs.games.negotiation:NegotiationGame",
+        {"items": 5, "max_count": 5, "max_rounds": 16},
+        "Deal or No Deal with 5 item types of up to 5 each; 16 turns",
+    ),
 }
 
 

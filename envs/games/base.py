@@ -185,6 +185,9 @@ class TurnGame(GameRules, AECEnv):
     def _potentials(self) -> dict[str, float]:
         return dict.fromkeys(self.possible_agents, 0.0)
 
+    def _after_turn(self) -> None:
+        """After every turn, valid or not: a game with a turn limit in its rules ends here."""
+
     def _next_agent(self, agent: str) -> str:
         i = self.possible_agents.index(agent)
         return self.possible_agents[(i + 1) % len(self.possible_agents)]
@@ -231,6 +234,8 @@ class TurnGame(GameRules, AECEnv):
                 self.agent_selection = self._next_agent(agent)
                 self._shape()
         self.infos[agent] = {**self.infos[agent], **info}
+        if not self._over:
+            self._after_turn()
         if not self._over and self.turn >= self.max_turns:
             self._tell(self.agents, f"The game is stopped after {self.max_turns} turns.")
             self.truncations = dict.fromkeys(self.agents, True)
