@@ -349,7 +349,11 @@ def sft_data(
 def evaluate(
     env_id: str,
     policy: Annotated[
-        str, typer.Option(help="random | walkthrough | model:NAME (model:default = the offline small model)")
+        str,
+        typer.Option(
+            help="random | walkthrough | model:NAME|PATH (model:default = the offline small model) | "
+            "openai:URL[#MODEL] (an OpenAI-compatible server: vLLM, SGLang, llama.cpp, a hosted API) | vllm:PATH"
+        ),
     ] = "model:default",
     episodes: Annotated[int, typer.Option(min=1, help="Tasks 0..n-1 of the split")] = 20,
     split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
@@ -366,38 +370,38 @@ def evaluate(
     from rich.progress import Progress
 
     import agentenv
-    from agentenv.policies import POLICIES, make_policy
+    from agentenv.policies import Sampling, build_policy, tool_chat_format
+    from agentenv.policy import SCRIPTED, TokenPolicy, parse_backend
     from agentenv.rollout import play_episode, rollout, summarize, write_html, write_jsonl
 
     env_id = agentenv.registry.resolve_id(env_id)
     kwargs = _parse_kwargs(kw)
-    if not policy.startswith("model:"):
-        from agentenv.errors import check_choice
-
-        check_choice("policy", policy, [*POLICIES, "model:NAME"])
-    envs = [agentenv.make(env_id, split=split, **kwargs) for _ in range(1 if policy in POLICIES else batch_size)]
+    backend = parse_backend(policy)
+    envs = [agentenv.make(env_id, split=split, **kwargs)]  # bad env arguments fail before a model loads
     try:
+        runner = None
+        if backend.kind not in SCRIPTED:
+            with console.status(f"loading {policy}"):
+                sampling = Sampling(max_new_tokens, temperature)
+                runner = build_policy(policy, sampling=sampling, batch_size=batch_size, threads=threads)
+            if isinstance(runner, TokenPolicy) and runner.tokenizer is None:
+                err.print(f"[yellow]no tokenizer for {backend.model!r}:[/] playing {policy} in chat mode (text only)")
+        batched = isinstance(runner, TokenPolicy) and runner.tokenizer is not None
+        envs += [agentenv.make(env_id, split=split, **kwargs) for _ in range(batch_size - 1 if batched else 0)]
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
-            if policy in POLICIES:
-                played = []
-                for i in range(episodes):
-                    played.append(play_episode(envs[0], make_policy(policy, seed=i), seed=i, env_id=env_id))
-                    progress.advance(task)
-            else:
-                from agentenv.policies import Sampling, TransformersPolicy, tool_chat_format
-
-                progress.update(task, description=f"loading {policy}")
-                runner = TransformersPolicy.from_pretrained(
-                    policy.removeprefix("model:"), Sampling(max_new_tokens, temperature), num_threads=threads
-                )
-                runner.batch_size = batch_size
-                progress.update(task, description=f"{policy} on {split} tasks of {env_id}")
+            if batched:
                 chat_format = tool_chat_format(runner.tokenizer, envs[0].unwrapped.tools)
                 played = rollout(
                     envs, runner, chat_format, range(episodes), env_id=env_id, policy_name=policy,
                     max_context_tokens=max_context_tokens, on_episode=lambda _: progress.advance(task),
                 )  # fmt: skip
+            else:
+                played = []
+                for i in range(episodes):
+                    player = runner if runner is not None else build_policy(policy, seed=i)
+                    played.append(play_episode(envs[0], player, seed=i, env_id=env_id))
+                    progress.advance(task)
     finally:
         for env in envs:
             env.close()

@@ -189,6 +189,21 @@ def load_model(
     return model.eval(), tokenizer
 
 
+def load_tokenizer(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None, cache_dir: Path | None = None) -> Any:
+    """The tokenizer :func:`load_model` would return for ``name``, without loading the weights: what builds the chat
+    format for a model served elsewhere (an OpenAI-compatible server)."""
+    if name == "tiny":
+        return tiny_model()[1]
+    _, transformers = require_train()
+    source = resolve(name, gguf_file=gguf_file, cache_dir=cache_dir)
+    try:
+        with quiet_transformers():
+            return transformers.AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        where = "a local folder" if Path(source).is_dir() else "a local folder, nor a hub id that could be fetched"
+        raise ConfigError(f"no tokenizer for model {name!r}: it is not {where} ({e})") from e
+
+
 def tiny_model(
     *,
     seed: int = 0,

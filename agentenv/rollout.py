@@ -22,6 +22,7 @@ import gymnasium as gym
 from agentenv.chat_format import ChatFormat
 from agentenv.core import TextEnv, terminal_text
 from agentenv.errors import ConfigError
+from agentenv.policy import EpisodePolicy, Generation, Sampling, TokenPolicy
 from agentenv.spaces import ToolCall
 from agentenv.tool_calls import format_tool_result
 
@@ -76,8 +77,9 @@ class Episode:
         return record
 
 
-def play_episode(env: gym.Env, policy: Any, seed: int, env_id: str = "") -> Episode:
-    """Play one episode of ``env`` from ``reset(seed=seed)`` with a scripted policy (see ``agentenv.policies``)."""
+def play_episode(env: gym.Env, policy: EpisodePolicy, seed: int, env_id: str = "") -> Episode:
+    """Play one episode of ``env`` from ``reset(seed=seed)``, one turn at a time, with any runner (scripted or model:
+    see ``agentenv.policies``). Batches of model episodes, with their tokens, come from :func:`rollout`."""
     observation, info = env.reset(seed=seed)
     base: TextEnv = env.unwrapped  # type: ignore[assignment]
     episode = Episode(
@@ -134,11 +136,11 @@ class Trajectory(Episode):
 
 def rollout(
     envs: list[gym.Env],
-    policy: Any,
+    policy: TokenPolicy,
     chat_format: ChatFormat,
     seeds: Iterable[int],
     *,
-    sampling: Any = None,
+    sampling: Sampling | None = None,
     max_context_tokens: int = 4096,
     env_id: str = "",
     policy_name: str = "",
@@ -150,8 +152,9 @@ def rollout(
 ) -> list[Trajectory]:
     """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
 
-    ``policy.generate(prompts, sampling)`` takes token-id prompts and returns generations with ``token_ids``,
-    ``logprobs``, ``finish_reason`` and ``text`` (e.g. :class:`agentenv.policies.TransformersPolicy`). An episode
+    ``policy.generate(prompts, sampling)`` takes token-id prompts and returns one :class:`Generation` per prompt
+    (any :class:`~agentenv.policy.TokenPolicy`: transformers, OpenAI-compatible, vLLM; only ``generate`` is
+    called, and ``policy.sampling``, when there is one, tells how much room a turn needs). An episode
     whose next turn would not fit in ``max_context_tokens`` ends with ``truncated=True`` and
     ``context_truncated=True`` (never silently shortened), its ids ending with its last agent turn so they fit.
     A failing env step or generation ends only that episode, with ``error`` set. ``on_episode(trajectory)`` is
@@ -173,7 +176,8 @@ def rollout(
     live: dict[int, Trajectory] = {}  # env slot -> episode in progress
     position: dict[int, int] = {}  # env slot -> where its episode goes in the result
     done: dict[int, Trajectory] = {}
-    max_new = getattr(sampling or getattr(policy, "sampling", None), "max_new_tokens", 0)
+    default: Sampling | None = sampling or getattr(policy, "sampling", None)  # a bare generate() may have none
+    max_new = default.max_new_tokens if default is not None else 0
     native = [all(callable(getattr(env, f"{m}_{p}", None)) for m in ("reset", "step") for p in ("async", "wait"))
               for env in envs]  # fmt: skip
     threaded = (concurrent_env_steps or overlap) and not all(native)
@@ -241,7 +245,7 @@ def rollout(
         if on_episode is not None:
             on_episode(done[position[slot]])
 
-    def play(group: range) -> list[tuple[int, Any, Any, Callable[[], Any] | str]]:
+    def play(group: range) -> list[tuple[int, Generation, Any, Callable[[], Any] | str]]:
         """Generate the group's next turns and send their env steps; returns what :func:`collect` takes."""
         for slot in [s for s in live if s in group]:
             episode = live[slot]
@@ -264,11 +268,11 @@ def rollout(
                 live[slot].error = f"generation failed: {e!r}"
                 finish(slot)
             return []
-        steps: list[tuple[int, Any, Any, Callable[[], Any] | str]] = []
+        steps: list[tuple[int, Generation, Any, Callable[[], Any] | str]] = []
         for slot, prompt, generation in zip(slots, prompts, generations, strict=True):
             episode = live[slot]
-            if getattr(generation, "finish_reason", "") == "error":
-                steps.append((slot, generation, None, f"generation failed: {getattr(generation, 'error', '')}"))
+            if generation.finish_reason == "error":
+                steps.append((slot, generation, None, f"generation failed: {generation.error}"))
                 continue
             if record_prompts:
                 episode.prompts.append(prompt)
@@ -285,7 +289,7 @@ def rollout(
             steps.append((slot, generation, action, send(slot, "step", action)))
         return steps
 
-    def collect(steps: list[tuple[int, Any, Any, Callable[[], Any] | str]]) -> None:
+    def collect(steps: list[tuple[int, Generation, Any, Callable[[], Any] | str]]) -> None:
         """Wait for the env steps :func:`play` sent and append their answers, in the order they were sent."""
         for slot, generation, action, wait in steps:
             episode = live[slot]
@@ -314,7 +318,7 @@ def rollout(
             episode.loss_mask += [0] * len(delta)
             episode.logprobs += [0.0] * len(delta)
 
-    in_flight: list[list[tuple[int, Any, Any, Callable[[], Any] | str]]] = [[] for _ in groups]
+    in_flight: list[list[tuple[int, Generation, Any, Callable[[], Any] | str]]] = [[] for _ in groups]
     try:
         while pending or live:
             for g, group in enumerate(groups):  # with two groups, one's env steps run while the other generates

@@ -5,34 +5,12 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agentenv.errors import check_range
-
-
-@dataclass
-class Generation:
-    """One agent turn as generated: its token ids, the sampling log-probabilities of those ids, why it ended."""
-
-    token_ids: list[int]
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: str = "stop"  # "stop" (end-of-turn token), "length" (max_new_tokens) or "error"
-    text: str = ""
-    error: str = ""
-
-
-@dataclass
-class Sampling:
-    max_new_tokens: int = 64
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        check_range("max_new_tokens", self.max_new_tokens, 1, integer=True)
-        check_range("temperature", self.temperature, 0.0)
-        check_range("top_p", self.top_p, 0.0, 1.0)
+from agentenv.policies.turns import TurnByTurn
+from agentenv.policy import Generation, Sampling  # re-exported: their home was here
 
 
 @dataclass
@@ -112,7 +90,7 @@ def prefill_groups(suffixes: Sequence[int], overhead: int = 32) -> list[tuple[in
 MIN_SHARED = 32  # a row copies an earlier row's prefix when that saves at least this many tokens
 
 
-class TransformersPolicy:
+class TransformersPolicy(TurnByTurn):
     """Batched generation with left padding; stops each row at the end-of-turn token.
 
     ``generate(prompts)`` takes token-id prompts (the rollout engine keeps conversations as ids) and returns one
@@ -128,7 +106,12 @@ class TransformersPolicy:
     ``load_state_dict``) and replaced tensors are detected, writes through ``.data`` only when they change a
     sampled element; call :meth:`clear_cache` after every update to be sure. Models with sliding-window or
     linear-attention layers, or an attention implementation other than sdpa/eager, generate without reuse.
+
+    A :class:`~agentenv.policy.TokenPolicy`: ``start``/``act`` (:class:`~agentenv.policies.turns.TurnByTurn`) play
+    :func:`~agentenv.rollout.play_episode` turns with the same ``generate``.
     """
+
+    name = "model"
 
     def __init__(
         self,
@@ -163,7 +146,9 @@ class TransformersPolicy:
         from agentenv.models import load_model
 
         model, tokenizer = load_model(name, **load)
-        return cls(model, tokenizer, sampling)
+        policy = cls(model, tokenizer, sampling)
+        policy.name = f"model:{name}"
+        return policy
 
     def cache_info(self) -> dict[str, int]:
         """What the prefix cache holds: entries, their tokens, and the buffer slots they keep alive."""

@@ -1,9 +1,12 @@
-"""A policy behind an OpenAI-compatible HTTP server: token ids in and out with vLLM/SGLang, chat text with any API.
+"""A policy behind an OpenAI-compatible HTTP server: token ids in and out with vLLM, SGLang or llama.cpp, chat text
+with any API.
 
 Token mode (:meth:`OpenAIPolicy.generate`, what :func:`agentenv.rollout.rollout` calls) sends each prompt as token
-ids to ``/v1/completions`` and reads the generated ids back from vLLM's ``return_tokens_as_token_ids`` logprobs
-(``"token_id:123"``), so trajectories stay token-exact and trainable. Chat mode (:meth:`OpenAIPolicy.act`) sends
-messages to ``/v1/chat/completions`` and gets text back: any hosted model, for evaluation only.
+ids to ``/v1/completions`` and reads the generated ids and their log-probabilities back from the response's
+``logprobs``, in either server's form: vLLM's ``return_tokens_as_token_ids`` (``tokens: ["token_id:123", ...]``
+with ``token_logprobs``) or llama.cpp's ``content: [{"id": 123, "logprob": ...}, ...]`` (llama.cpp ignores
+``return_tokens_as_token_ids``). Trajectories stay token-exact and trainable. Chat mode (:meth:`OpenAIPolicy.chat`)
+sends messages to ``/v1/chat/completions`` and gets text back: any hosted model, for evaluation only.
 """
 
 from __future__ import annotations
@@ -14,21 +17,23 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from agentenv.core import TextEnv
 from agentenv.errors import ConfigError
 from agentenv.http import OpenAIClient, run_sync
-from agentenv.policies.local import Generation, Sampling
+from agentenv.policies.turns import TurnByTurn
+from agentenv.policy import Generation, Sampling
 
 TOKEN_ID_PREFIX = "token_id:"  # how vLLM spells a token with return_tokens_as_token_ids
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(TurnByTurn):
     """Generation by a served model; one request per prompt, at most ``concurrency`` in flight per event loop.
 
     Requests are retried on connection errors, timeouts, 429 and 5xx (``retries`` times, exponential ``backoff``
     in seconds); one that still fails gives that prompt a :class:`Generation` with ``finish_reason="error"`` and the
     error text, and the rest of the batch is unaffected. ``api_key`` defaults to ``$OPENAI_API_KEY``.
 
-    Token mode needs a server that returns token ids (vLLM, or SGLang with vLLM's extensions); others raise
+    Token mode needs a server that returns token ids (vLLM, SGLang with vLLM's extensions, llama.cpp); others raise
     :class:`~agentenv.errors.ConfigError` at the first call, unless ``tokenizer`` is given and
     ``allow_retokenize=True``: the returned text is then re-encoded (plus the end-of-turn id when the server says
     ``"stop"``), which is *not* token-exact and has no logprobs — fine for evaluation, wrong for training.
@@ -37,6 +42,9 @@ class OpenAIPolicy:
     ``--logprobs-mode processed_logprobs`` (after temperature, as :class:`TransformersPolicy` reports them).
     With ``sampling.seed`` set, prompt ``k`` of a batch gets seed ``seed + k``, so equal prompts (GRPO groups)
     still get different samples, reproducibly.
+
+    A :class:`~agentenv.policy.TokenPolicy`: :func:`~agentenv.rollout.play_episode` plays it turn by turn, in token
+    mode when it has a ``tokenizer`` (to build the chat format), else in chat mode (any server, text only).
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class OpenAIPolicy:
             base_url, api_key=key, concurrency=concurrency, retries=retries, backoff=backoff, timeout=timeout
         )
         self.model = model
+        self.name = f"openai:{self.http.base_url}#{model}"
         self.sampling = sampling or Sampling()
         self.stop_token_ids = list(stop_token_ids)
         self.tokenizer, self.allow_retokenize = tokenizer, allow_retokenize
@@ -104,18 +113,16 @@ class OpenAIPolicy:
             return Generation([], finish_reason="error", text=text, error=f"the server finished with {reason!r}")
         logprobs = choice.get("logprobs") or {}
         tokens = logprobs.get("tokens") or []
-        ids = _parse_token_ids(tokens)
-        if ids is not None and (tokens or not text):
-            values = logprobs.get("token_logprobs") or []
-            chosen = [0.0 if lp is None else float(lp) for lp in values] if len(values) == len(ids) else []
-            return Generation(ids, chosen, reason, text)
+        read = _read_token_ids(logprobs)
+        if read is not None and (read[0] or not text):
+            return Generation(read[0], read[1], reason, text)
         if not self.allow_retokenize:
             example = f" (tokens like {tokens[:3]!r})" if tokens else " (no logprobs tokens)"
             raise ConfigError(
                 f"token mode needs a vLLM/SGLang-compatible server that returns token ids "
-                f"(return_tokens_as_token_ids); {self.http.base_url} returned none{example}. Use act() (chat mode) "
-                "to evaluate with this server, or pass tokenizer= and allow_retokenize=True to re-encode its text "
-                "(not token-exact: do not train on it)."
+                f"(return_tokens_as_token_ids) or llama.cpp's server (logprobs.content[].id); {self.http.base_url} "
+                f"returned none{example}. Use chat() (chat mode) to evaluate with this server, or pass tokenizer= and "
+                "allow_retokenize=True to re-encode its text (not token-exact: do not train on it)."
             )
         if not self._warned_retokenize:
             warnings.warn(
@@ -127,13 +134,31 @@ class OpenAIPolicy:
             ids.append(self.stop_token_ids[0])
         return Generation(ids, [], reason, text)
 
-    # ---- chat mode --------------------------------------------------------------------------------------------
-    def act(self, conversations: Sequence[Sequence[dict]], sampling: Sampling | None = None) -> list[str]:
-        """The next assistant message per conversation, as text ("" where the request failed; see :meth:`chat`)."""
-        return [g.text for g in self.chat(conversations, sampling)]
+    # ---- turn by turn (play_episode) ------------------------------------------------------------------------
+    def start(self, env: TextEnv, observation: str, info: dict[str, Any]) -> None:
+        """Begin an episode: in token mode with a ``tokenizer``, else in chat mode (messages, text only)."""
+        self._messages: list[dict] | None = None
+        if self.tokenizer is not None:
+            return super().start(env, observation, info)
+        instructions = info.get("instructions", env.instructions)
+        self._messages = [{"role": "system", "content": instructions}, {"role": "user", "content": observation}]
 
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        assert hasattr(self, "_messages"), "call start() first"
+        if self._messages is None:
+            return super().act(observation, info)
+        if self._messages[-1]["role"] == "assistant":
+            self._messages.append({"role": "user", "content": observation})
+        [reply] = self.chat([self._messages])
+        if reply.finish_reason == "error":
+            raise RuntimeError(f"generation failed: {reply.error}")
+        self._messages.append({"role": "assistant", "content": reply.text})
+        return reply.text
+
+    # ---- chat mode --------------------------------------------------------------------------------------------
     def chat(self, conversations: Sequence[Sequence[dict]], sampling: Sampling | None = None) -> list[Generation]:
-        """Like :meth:`act`, keeping finish reasons and errors; ``token_ids`` are empty (chat mode has none)."""
+        """The next assistant message per conversation: its ``text``, finish reason, and error where the request
+        failed; ``token_ids`` are empty (chat mode has none)."""
         return run_sync(self.achat(conversations, sampling))
 
     async def achat(
@@ -166,6 +191,28 @@ def _sampling_fields(sampling: Sampling, k: int) -> dict[str, Any]:
     if sampling.seed is not None:
         fields["seed"] = sampling.seed + k
     return fields
+
+
+def _read_token_ids(logprobs: dict[str, Any]) -> tuple[list[int], list[float]] | None:
+    """The generated ids and their log-probabilities from a completion's ``logprobs``: vLLM's form (``tokens`` spelled
+    ``"token_id:123"``, ``token_logprobs``) or llama.cpp's (``content[].{id, logprob}``); None when it has neither.
+    Log-probabilities are ``[]`` when the server gave not one per id (missing ones count as 0.0)."""
+    content = logprobs.get("content")
+    if isinstance(content, list) and content and all(isinstance(c, dict) and _is_id(c.get("id")) for c in content):
+        ids = [int(c["id"]) for c in content]
+        values = [c.get("logprob") for c in content]
+    else:
+        tokens = logprobs.get("tokens") or []
+        parsed = _parse_token_ids(tokens)
+        if parsed is None:
+            return None
+        ids, values = parsed, logprobs.get("token_logprobs") or []
+    chosen = [0.0 if lp is None else float(lp) for lp in values] if len(values) == len(ids) else []
+    return ids, chosen
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _parse_token_ids(tokens: Sequence[Any]) -> list[int] | None:

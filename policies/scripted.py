@@ -6,20 +6,15 @@ through :func:`agentenv.rollout.play_episode`, one episode at a time.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from agentenv.core import TextEnv
 from agentenv.errors import ConfigError, check_choice
+from agentenv.policy import EpisodePolicy
 
-
-class ScriptedPolicy(Protocol):
-    name: str
-
-    def start(self, env: TextEnv, observation: str, info: dict[str, Any]) -> None: ...
-
-    def act(self, observation: str, info: dict[str, Any]) -> str: ...
+ScriptedPolicy = EpisodePolicy  # the protocol's old name: a scripted policy is any EpisodePolicy
 
 
 class RandomPolicy:
@@ -67,6 +62,6 @@ class WalkthroughPolicy:
 POLICIES: dict[str, type] = {"random": RandomPolicy, "walkthrough": WalkthroughPolicy}
 
 
-def make_policy(name: str, seed: int | None = None) -> ScriptedPolicy:
+def make_policy(name: str, seed: int | None = None) -> EpisodePolicy:
     check_choice("policy", name, POLICIES)
     return POLICIES[name](seed=seed)

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agentenv.policies.local import Generation, Sampling
-
-GPU_EXTRA = "pip install 'agentenv[gpu]'"
+from agentenv.policies.turns import TurnByTurn
+from agentenv.policy import GPU_EXTRA, Generation, Sampling
 
 
 def _require_vllm() -> Any:
@@ -29,12 +28,13 @@ def _require_vllm() -> Any:
     return vllm
 
 
-class VLLMPolicy:
+class VLLMPolicy(TurnByTurn):
     """Batched generation with vLLM's offline ``LLM`` engine (continuous batching, prefix caching).
 
     ``load_weights(model)`` copies a trainer's current weights into the engine (RL: after each update);
     ``sleep()`` / ``wake_up()`` free and restore its GPU memory around the trainer's update when
-    ``enable_sleep_mode=True``.
+    ``enable_sleep_mode=True``. A :class:`~agentenv.policy.TokenPolicy` (``start``/``act`` play
+    :func:`~agentenv.rollout.play_episode` turns).
     """
 
     def __init__(
@@ -50,6 +50,7 @@ class VLLMPolicy:
         **engine: Any,
     ):
         vllm = _require_vllm()
+        self.name = f"vllm:{model}"
         self.sampling = sampling or Sampling()
         self.enable_sleep_mode = enable_sleep_mode
         self.llm = vllm.LLM(

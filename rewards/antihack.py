@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentenv.errors import ConfigError, check_range
+from agentenv.policy import MODEL_KINDS, parse_backend
 from agentenv.rewards.base import Reward, Sample, Score, Sequential
 
 log = logging.getLogger(__name__)
@@ -499,33 +500,17 @@ def resolve_judge(spec: str, kind: str = "pointwise") -> Reward:
     """A judge from a name in :data:`JUDGES`, ``model:NAME_OR_PATH`` (a :class:`PointwiseJudge` on a local model: a
     folder such as a trained judge's ``runs/…/final``, or a hub id), ``openai:URL#MODEL`` (a :class:`PointwiseJudge`
     on an OpenAI-compatible server; ``#MODEL`` defaults to ``default``), or an import path ``module:attr`` to a
-    Reward instance, a Reward class, or a factory returning a Reward (called with no arguments).
-    ``kind="pairwise"`` builds a :class:`PairwiseJudge` instead for ``model:``, ``openai:`` and ``pointwise``.
+    Reward instance, a Reward class, or a factory returning a Reward (called with no arguments). The ``model:`` and
+    ``openai:`` names are :func:`agentenv.policy.parse_backend`'s, as ``agentenv eval --policy`` takes them
+    (``vllm:PATH`` is refused with what to do instead). ``kind="pairwise"`` builds a :class:`PairwiseJudge` instead
+    for ``model:``, ``openai:`` and ``pointwise``.
     """
     if kind not in ("pointwise", "pairwise"):
         raise ConfigError(f"kind={kind!r} must be 'pointwise' or 'pairwise'")
     if kind == "pairwise" and spec == "pointwise":
         spec = "agentenv.rewards.judges:PairwiseJudge"
-    if spec.startswith("model:"):
-        name = spec.removeprefix("model:")
-        if not name:
-            raise ConfigError("judge='model:' needs a model folder or hub id after the colon, e.g. model:runs/j/final")
-        folder = Path(name).expanduser()
-        path_like = name.startswith((".", "/", "~")) or name.strip("/").count("/") > 1  # 'org/name' is a hub id
-        if path_like and not folder.exists():
-            raise ConfigError(f"judge={spec!r}: no model folder at {name!r}")
-        from agentenv.rewards.judges import LocalLM, PairwiseJudge, PointwiseJudge
-
-        cls = PairwiseJudge if kind == "pairwise" else PointwiseJudge
-        return cls(LocalLM(str(folder) if folder.exists() else name))
-    if spec.startswith("openai:"):
-        url, _, model = spec.removeprefix("openai:").partition("#")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"judge={spec!r}: expected openai:http(s)://HOST[:PORT]/v1[#MODEL]")
-        from agentenv.rewards.judges import OpenAIServer, PairwiseJudge, PointwiseJudge
-
-        cls = PairwiseJudge if kind == "pairwise" else PointwiseJudge
-        return cls(OpenAIServer(url, model or "default"))
+    if spec.partition(":")[0] in MODEL_KINDS:
+        return _backend_judge(spec, kind)
     if spec in JUDGES:
         module, attr = JUDGES[spec]
     elif ":" in spec:
@@ -557,6 +542,19 @@ def resolve_judge(spec: str, kind: str = "pointwise") -> Reward:
     if not isinstance(judge, Reward):
         raise ConfigError(f"judge {spec!r} returned a {type(judge).__name__}, not a Reward")
     return judge
+
+
+def _backend_judge(spec: str, kind: str) -> Reward:
+    from agentenv.rewards.judges import LocalLM, OpenAIServer, PairwiseJudge, PointwiseJudge
+
+    backend = parse_backend(spec, "judge")
+    if backend.kind == "vllm":
+        raise ConfigError(
+            f"judge={spec!r}: judges have no in-process vLLM backend yet; serve the model (vllm serve "
+            f"{backend.target}) and pass judge=openai:http://localhost:8000/v1#{backend.target}"
+        )
+    cls = PairwiseJudge if kind == "pairwise" else PointwiseJudge
+    return cls(LocalLM(backend.target) if backend.kind == "model" else OpenAIServer(backend.target, backend.model))
 
 
 # ---- guards in front of a judge -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Subclass :class:`CannedHandler` and implement ``answer(body)``; the server records every request body, answers the
 next requests with the status codes queued in ``failures``, sleeps ``delay`` per request, and tracks the peak number
-of requests in flight.
+of requests in flight. :class:`CompletionServer` is one ready to serve a policy: token-id completions in vLLM's or
+llama.cpp's response form, and chat completions.
 """
 
 import json
@@ -67,3 +68,63 @@ def serving(server: CannedServer):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def logprob(k: int) -> float:
+    """The canned log-probability of a completion's ``k``-th token."""
+    return -0.25 * (k + 1)
+
+
+FORMS = ("vllm", "llama.cpp", "text")
+
+
+def completion_logprobs(ids: list[int], form: str) -> dict:
+    """A completion's ``logprobs`` as each server writes them for ``logprobs: 1``:
+
+    * ``"vllm"``: with ``return_tokens_as_token_ids``, tokens spelled ``"token_id:123"`` and ``token_logprobs``;
+    * ``"llama.cpp"``: ``content[].{id, token, bytes, logprob, top_logprobs}`` (it ignores
+      ``return_tokens_as_token_ids``);
+    * ``"text"``: tokens as text and no ids, like a server that ignores ``return_tokens_as_token_ids``.
+    """
+    if form == "llama.cpp":
+        content = []
+        for k, i in enumerate(ids):
+            token = {"id": i, "token": f"<{i}>", "bytes": list(f"<{i}>".encode()), "logprob": logprob(k)}
+            content.append({**token, "top_logprobs": [token]})
+        return {"content": content}
+    tokens = [f"token_id:{i}" if form == "vllm" else f"<{i}>" for i in ids]
+    return {"tokens": tokens, "token_logprobs": [logprob(k) for k in range(len(ids))]}
+
+
+class CompletionServer(CannedServer):
+    """Answers /v1/completions in the response ``form`` of :data:`FORMS` (default vLLM's) and /v1/chat/completions
+    with ``"reply to <last message>"``.
+
+    ``completion(prompt ids) -> (ids, text, finish_reason)`` decides each completion; ``failures`` holds status
+    codes for the next requests; ``fail_if(body)`` makes matching requests fail with 500 every time. Records every
+    request body and the peak number of requests in flight.
+    """
+
+    def __init__(self, form: str = "vllm"):
+        super().__init__(CompletionHandler)
+        self.form = form
+        self.completion = lambda prompt: ([7, 8, 2], "hi", "stop")
+        self.fail_if = lambda body: False
+
+    def prompts(self) -> list:
+        return [r["prompt"] for r in self.requests if "prompt" in r]
+
+
+class CompletionHandler(CannedHandler):
+    def answer(self, body):
+        server: CompletionServer = self.server
+        if server.fail_if(body):
+            return self.reply(500, {"error": {"message": "canned failure"}})
+        if self.path == "/v1/chat/completions":
+            text = f"reply to {body['messages'][-1]['content']}"
+            return self.reply(
+                200, {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+            )
+        ids, text, finish = server.completion(body["prompt"])
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": completion_logprobs(ids, server.form)}
+        self.reply(200, {"choices": [choice]})

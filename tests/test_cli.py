@@ -125,6 +125,7 @@ def test_new_scaffolds_a_plugin_and_never_overwrites(tmp_path):
         (["info", "AgentEnv/KeyDor-v0"], "Closest registered ids: AgentEnv/KeyDoor-v0"),
         (["info", "AgentEnv/KeyDoor-v0", "-k", "sise=3"], "unknown keyword argument 'sise'"),
         (["rollout", "AgentEnv/KeyDoor-v0", "--policy", "smart"], "policy='smart' is not allowed"),
+        (["eval", "AgentEnv/KeyDoor-v0", "--policy", "openai:localhost:8000"], "expected openai:http(s)://HOST"),
         (["rollout", "AgentEnv/KeyDoor-v0", "-k", "size"], "must look like key=value"),
         (["new", "Bad Name"], "plugin name 'Bad Name'"),
     ],

@@ -1,63 +1,35 @@
-"""The OpenAI-compatible policy against a real HTTP server on loopback that answers in vLLM's format."""
+"""The OpenAI-compatible policy against a real HTTP server on loopback that answers in vLLM's or llama.cpp's form."""
 
 import asyncio
+import json
 
 import pytest
+from typer.testing import CliRunner
 
 import agentenv
 from agentenv.chat_format import ChatFormat
+from agentenv.cli import app
 from agentenv.errors import ConfigError
-from agentenv.models import tiny_model
+from agentenv.models import load_tokenizer, tiny_model
 from agentenv.policies.local import Sampling
 from agentenv.policies.openai_compat import OpenAIPolicy
-from agentenv.rollout import rollout
-from tests.canned_server import CannedHandler, CannedServer, serving
+from agentenv.rollout import play_episode, rollout
+from tests.canned_server import CompletionServer, logprob, serving
 
 EOS = 2
 
 
-def logprob(k):
-    return -0.25 * (k + 1)
-
-
-class CannedVLLM(CannedServer):
-    """Answers /v1/completions like vLLM with ``return_tokens_as_token_ids`` (``token_ids=False``: like a server
-    that ignores it) and /v1/chat/completions with text.
-
-    ``completion(prompt ids) -> (ids, text, finish_reason)`` decides each completion; ``failures`` holds status
-    codes for the next requests; ``fail_if(body)`` makes matching requests fail with 500 every time. Records every
-    request body and the peak number of requests in flight.
-    """
-
-    def __init__(self):
-        super().__init__(VLLMHandler)
-        self.completion = lambda prompt: ([7, 8, EOS], "hi", "stop")
-        self.token_ids = True
-        self.fail_if = lambda body: False
-
-    def prompts(self):
-        return [r["prompt"] for r in self.requests if "prompt" in r]
-
-
-class VLLMHandler(CannedHandler):
-    def answer(self, body):
-        server: CannedVLLM = self.server
-        if server.fail_if(body):
-            return self.reply(500, {"error": {"message": "canned failure"}})
-        if self.path == "/v1/chat/completions":
-            text = f"reply to {body['messages'][-1]['content']}"
-            return self.reply(
-                200, {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
-            )
-        ids, text, finish = server.completion(body["prompt"])
-        tokens = [f"token_id:{i}" if server.token_ids else f"<{i}>" for i in ids]
-        logprobs = {"tokens": tokens, "token_logprobs": [logprob(k) for k in range(len(ids))]}
-        self.reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}]})
-
-
 @pytest.fixture
 def server():
-    with serving(CannedVLLM()) as srv:
+    """A server answering completions in vLLM's form."""
+    with serving(CompletionServer("vllm")) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["vllm", "llama.cpp"])
+def any_server(request):
+    """A server answering completions in vLLM's form, then one in llama.cpp's."""
+    with serving(CompletionServer(request.param)) as srv:
         yield srv
 
 
@@ -71,7 +43,8 @@ def policy(server, **kw) -> OpenAIPolicy:
     return OpenAIPolicy(server.url, "served", api_key="sk-test", retries=2, backoff=0.01, **kw)
 
 
-def test_token_mode_sends_token_ids_and_reads_ids_logprobs_and_finish_reasons(server):
+def test_token_mode_sends_token_ids_and_reads_ids_logprobs_and_finish_reasons(any_server):
+    server = any_server
     server.completion = lambda p: ([7, 8, EOS], "hi", "stop") if p[-1] == 1 else ([9] * 4, "zzzz", "length")
     sampling = Sampling(max_new_tokens=4, temperature=0.7, top_p=0.9, seed=5)
     stopped, cut = policy(server).generate([[10, 11, 1], [12, 3]], sampling)
@@ -123,7 +96,7 @@ def test_at_most_concurrency_requests_are_in_flight(server):
 
 
 def test_a_server_without_token_ids_is_a_clear_configuration_error(server):
-    server.token_ids = False
+    server.form = "text"
     with pytest.raises(ConfigError, match="vLLM/SGLang-compatible server"):
         policy(server).generate([[1], [2]])
 
@@ -132,7 +105,7 @@ def test_retokenizing_is_opt_in_and_not_token_exact(server, tiny):
     _, tokenizer = tiny
     with pytest.raises(ConfigError, match="tokenizer"):
         OpenAIPolicy(server.url, "served", allow_retokenize=True)
-    server.token_ids = False
+    server.form = "text"
     server.completion = lambda p: ([5, 6], "look", "stop")
     hosted = OpenAIPolicy(server.url, "served", tokenizer=tokenizer, allow_retokenize=True)
     with pytest.warns(UserWarning, match="not token-exact"):
@@ -150,7 +123,7 @@ def test_sync_generate_inside_a_running_event_loop(server):
 
 def test_chat_mode_returns_texts(server):
     conversations = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "look"}]]
-    assert policy(server).act(conversations) == ["reply to hello", "reply to look"]
+    assert [g.text for g in policy(server).chat(conversations)] == ["reply to hello", "reply to look"]
     assert {r["messages"][-1]["content"] for r in server.requests} == {"hello", "look"}
     assert not any("stop_token_ids" in r or "prompt" in r for r in server.requests)  # no vLLM extras for hosted APIs
     server.fail_if = lambda body: body["messages"][-1]["content"] == "look"
@@ -177,7 +150,8 @@ def say_look(server, tokenizer):
     return look
 
 
-def test_rollout_with_the_http_policy_is_token_exact(server, tiny):
+def test_rollout_with_the_http_policy_is_token_exact(any_server, tiny):
+    server = any_server
     _, tokenizer = tiny
     look = say_look(server, tokenizer)
     http = OpenAIPolicy(server.url, "served", tokenizer=tokenizer, retries=1, backoff=0.01)
@@ -208,3 +182,65 @@ def test_a_request_that_keeps_failing_ends_only_its_episode(server, tiny):
     assert not fine.error and len(fine.turns) == 3 and fine.truncated
     assert "HTTP 500" in failed.error and len(failed.turns) == 1  # its second turn's request failed twice
     assert failed.turn_spans and failed.loss_mask.count(1) == len(failed.token_ids[slice(*failed.turn_spans[0])])
+
+
+# ---- played turn by turn, and from the command line ---------------------------------------------------------------
+
+
+def test_play_episode_plays_a_server_in_token_mode_as_the_rollout_does(any_server, tiny):
+    server = any_server
+    _, tokenizer = tiny
+    say_look(server, tokenizer)
+    [env] = keydoors(1)
+    http = OpenAIPolicy(server.url, "served", tokenizer=tokenizer, retries=1, backoff=0.01)
+    episode = play_episode(env, http, seed=1)
+    played = server.prompts()
+    [trajectory] = rollout(keydoors(1), http, ChatFormat(tokenizer), [1], record_prompts=True)
+    assert [t.action for t in episode.turns] == ["look"] * 3 and episode.policy == http.name
+    assert played == trajectory.prompts  # the same token-id prompts, turn by turn
+
+
+def test_play_episode_without_a_tokenizer_plays_a_server_in_chat_mode(server):
+    [env] = keydoors(1)
+    episode = play_episode(env, policy(server), seed=0)
+    assert len(episode.turns) == 3 and episode.turns[0].action.startswith("reply to ")
+    assert not server.prompts() and len(server.requests) == 3  # chat completions only
+    last = server.requests[-1]["messages"]
+    assert [m["role"] for m in last] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert last[2]["content"] == episode.turns[0].action and last[3]["content"] == episode.turns[0].observation
+
+
+def eval_cli(*args):
+    return CliRunner().invoke(app, ["eval", "AgentEnv/KeyDoor-s2k0d1-v0", "--episodes", "2", "-k", "max_turns=3",
+                                    *args], env={"COLUMNS": "200"})  # fmt: skip
+
+
+def test_eval_plays_a_served_model_in_token_mode(any_server, tmp_path):
+    server = any_server
+    say_look(server, load_tokenizer("tiny"))
+    out = tmp_path / "episodes.jsonl"
+    result = eval_cli("--policy", f"openai:{server.url}#tiny", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "success rate" in result.output and "wrote 2 trajectories" in result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["policy"] == f"openai:{server.url}#tiny" and r["token_ids"] for r in records)
+    assert [t["action"] for t in records[0]["turns"]] == ["look"] * 3
+    assert len(server.prompts()) == 6 and server.requests[0]["model"] == "tiny"
+
+
+@pytest.mark.slow
+def test_eval_names_a_server_by_its_url_alone(server):
+    """``openai:URL`` asks for the model ``default``, whose tokenizer is the offline default's (converted on first
+    use, ~20 s): what a llama.cpp server of the default GGUF file serves."""
+    say_look(server, load_tokenizer("default"))
+    result = eval_cli("--policy", f"openai:{server.url}")
+    assert result.exit_code == 0, result.output
+    assert "success rate" in result.output and len(server.prompts()) == 6
+    assert server.requests[0]["model"] == "default"
+
+
+def test_eval_plays_a_hosted_model_without_a_tokenizer_in_chat_mode(server):
+    result = eval_cli("--policy", f"openai:{server.url}#hosted-model")
+    assert result.exit_code == 0, result.output
+    assert "chat mode" in result.output and "success rate" in result.output
+    assert not server.prompts() and len(server.requests) == 6
