@@ -144,7 +144,10 @@ class RLTrainer:
     """Holds what a run carries between iterations: the policy (and value head, reference), optimiser, counters.
 
     ``envs`` are ready gym envs on the train split (e.g. ``agentenv.make(id)`` x ``num_envs``); ``chat_format``
-    encodes their messages for ``tokenizer``. ``model`` is trained in place and also generates the rollouts.
+    encodes their messages for ``tokenizer``. ``model`` is trained in place and, by default, also generates the
+    rollouts. ``policy`` gives another runner the generation (a vLLM engine, a second copy of the model elsewhere):
+    the trainer owns the trainable ``model`` and hands the runner its weights — ``policy.sync_weights(state_dict)``
+    — before the first rollout and after every update, so each rollout is played by the weights being trained.
 
     ``accelerator`` (an ``accelerate.Accelerator`` with ``gradient_accumulation_steps=1``; None: this process alone)
     makes the trainer one of ``accelerator.num_processes`` data-parallel processes: each plays a contiguous share
@@ -169,6 +172,7 @@ class RLTrainer:
         env_id: str = "",
         parse: Callable[[str], Any] | None = None,
         accelerator: Any = None,
+        policy: Any = None,
     ):
         self.config, self.model, self.tokenizer = config, model, tokenizer
         self.accelerator = accelerator
@@ -194,7 +198,21 @@ class RLTrainer:
                 )
         self.envs, self.chat_format, self.seed, self.env_id, self.parse = envs, chat_format, seed, env_id, parse
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.policy = TransformersPolicy(model, tokenizer, batch_size=max(len(envs), 1))
+        self.policy = (
+            policy if policy is not None else TransformersPolicy(model, tokenizer, batch_size=max(len(envs), 1))
+        )
+        self.external_policy, self._policy_synced = policy is not None, False
+        if policy is not None:
+            if not callable(getattr(policy, "sync_weights", None)):
+                raise ConfigError(f"policy {type(policy).__name__} generates for RLTrainer but cannot take the trained "
+                                  "weights: it needs a sync_weights(state_dict) method")  # fmt: skip
+            if self.fsdp:
+                raise ConfigError("a separate generation policy under FSDP is not supported yet: every process "
+                                  "would need the gathered weights; use DDP or the default policy")  # fmt: skip
+            if is_lora(model):
+                raise ConfigError("a LoRA model with a separate generation policy is not supported yet (the "
+                                  "adapter would have to be merged before each sync); train LoRA with the default "
+                                  "policy")  # fmt: skip
         self.value_head = None
         params: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
         self.estimator = get_estimator(config.algorithm)
@@ -245,6 +263,8 @@ class RLTrainer:
         seed = self.seed * 1_000_003 + iteration + (self.process_index << 32)  # processes draw differently
         sampling = Sampling(c.max_new_tokens, c.temperature, c.top_p, seed=seed)
         self.model.eval()
+        if self.external_policy and not self._policy_synced:
+            self.sync_policy()
         with self.full_parameters():
             return rollout(
                 self.envs, self.policy, self.chat_format, self.local_task_seeds(iteration), sampling=sampling,
@@ -387,6 +407,7 @@ class RLTrainer:
             scored = self.score(batch)
             targets = self.advantages(batch, scored)
             metrics.update(self.update(batch, scored, targets, it))
+            self._policy_synced = False  # the next rollout's runner needs the updated weights
             kl, tokens = self._sum(torch.stack([targets["kl"].sum(), batch.mask.sum()]))
             metrics["kl_ref"] = float((kl / tokens.clamp(min=1)).item())
             metrics["agent_tokens"] = int(tokens)
@@ -395,6 +416,11 @@ class RLTrainer:
         metrics["seconds"] = time.perf_counter() - started
         self.iteration_done += 1
         return metrics
+
+    def sync_policy(self) -> None:
+        """Hand the separate generation policy the current weights (each process its own runner)."""
+        self.policy.sync_weights(self.model_state_dict())
+        self._policy_synced = True
 
     # ---- data parallelism ------------------------------------------------------------------------------
     def _sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -517,6 +543,8 @@ class RLTrainer:
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save` into this trainer; returns its ``trainer.json``."""
         from agentenv.policies.checkpoint import is_complete
+
+        self._policy_synced = False  # a separate generation policy gets the restored weights before it plays
 
         path = Path(path)
         if not is_complete(path):

@@ -344,3 +344,39 @@ def test_recipe_validation_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+class SecondCopy(TransformersPolicy):
+    """A generation runner on its own copy of the weights — the shape of a vLLM engine beside the trainer."""
+
+    def __init__(self, model, tokenizer):
+        import copy
+
+        super().__init__(copy.deepcopy(model), tokenizer, batch_size=4)
+        self.syncs = 0
+
+    def sync_weights(self, state):
+        self.model.load_state_dict(state)
+        self.syncs += 1
+
+
+def test_the_trainer_trains_with_a_separate_generation_policy_and_syncs_it(tiny):
+    model, tokenizer = tiny
+    runner = SecondCopy(model, tokenizer)
+    with torch.no_grad():  # the runner starts out of date: the trainer must hand it the weights before it plays
+        next(runner.model.parameters()).add_(1.0)
+    # the entropy bonus moves the weights even when every episode of a group earns the same reward
+    config = RLConfig(algorithm="grpo", episodes=8, group_size=2, max_new_tokens=6, num_envs=4, lr=1e-2, ent_coef=0.1)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(), ChatFormat(tokenizer), seed=1, env_id=ENV,
+                        policy=runner)  # fmt: skip
+    assert trainer.policy is runner and runner.syncs == 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(2):
+        metrics = trainer.iteration()
+        assert metrics["episodes"] == 8 and metrics["agent_tokens"] > 0
+    assert runner.syncs == 2  # before the first rollout and after the first update (the second waits for the next)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the trainer's model learned
+    trainer.sync_policy()
+    assert all(torch.equal(v, runner.model.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="sync_weights"):
+        RLTrainer(config, model, tokenizer, make_envs(), ChatFormat(tokenizer), policy=LookOrBabble(tokenizer))
