@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +91,8 @@ def _build_into(spec: GameSpec, out: Path) -> None:
     textworld = require_textworld()
     from textworld.generator import compile_game
 
+    _parse_logic_once()
+
     for attempt in range(MAX_ATTEMPTS):
         options = textworld.GameOptions()
         options.seeds = spec.seed if attempt == 0 else _reseed(spec.seed, attempt)
@@ -115,6 +117,32 @@ def _build_into(spec: GameSpec, out: Path) -> None:
         "sha256": hashlib.sha256((out / "game.z8").read_bytes()).hexdigest(),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _parse_logic_once() -> None:
+    """Make TextWorld parse each set of its logic files once per process, not once per game.
+
+    Every game TextWorld makes loads a knowledge base from its ``*.twl`` files, and parsing them (tatsu) costs more
+    CPU than the rest of making a custom game. A loaded ``GameLogic`` is never changed afterwards (TextWorld's own
+    ``GameLogic.parse`` shares one instance between games through an lru_cache), so sharing it gives byte-identical
+    games. Keyed by the files' contents, so an edited file is parsed again.
+    """
+    from textworld.logic import GameLogic
+
+    if getattr(GameLogic.load, "_agentenv_once", False):
+        return
+    load = GameLogic.load.__func__
+    loaded: dict[tuple[Any, ...], Any] = {}
+
+    def load_once(cls: type, paths: Iterable[str]) -> Any:
+        paths = tuple(paths)
+        key = (cls, paths, tuple(Path(path).read_bytes() for path in paths))
+        if key not in loaded:
+            loaded[key] = load(cls, paths)
+        return loaded[key]
+
+    load_once._agentenv_once = True  # type: ignore[attr-defined]
+    GameLogic.load = classmethod(load_once)
 
 
 def _reseed(seed: int, attempt: int) -> int:
