@@ -169,139 +169,182 @@ def rollout(
     an episode's tokens under a deterministic policy (greedy decoding) when the envs are copies of one env; with
     sampling, the draws differ because the generation batches do. The policy is only called from this thread.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    scheduler = RolloutScheduler(
+        envs, policy, chat_format, seeds, sampling=sampling, max_context_tokens=max_context_tokens, env_id=env_id,
+        policy_name=policy_name, record_prompts=record_prompts, on_episode=on_episode, parse=parse,
+        concurrent_env_steps=concurrent_env_steps, overlap=overlap,
+    )  # fmt: skip
+    return scheduler.run()
 
-    pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
-    free = list(range(len(envs)))[::-1]
-    live: dict[int, Trajectory] = {}  # env slot -> episode in progress
-    position: dict[int, int] = {}  # env slot -> where its episode goes in the result
-    done: dict[int, Trajectory] = {}
-    default: Sampling | None = sampling or getattr(policy, "sampling", None)  # a bare generate() may have none
-    max_new = default.max_new_tokens if default is not None else 0
-    native = [all(callable(getattr(env, f"{m}_{p}", None)) for m in ("reset", "step") for p in ("async", "wait"))
-              for env in envs]  # fmt: skip
-    threaded = (concurrent_env_steps or overlap) and not all(native)
-    threads = ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="env") if threaded else None
-    concurrent = threaded or any(native)
-    half = (len(envs) + 1) // 2
-    groups = [range(half), range(half, len(envs))] if overlap and len(envs) > 1 else [range(len(envs))]
 
-    def send(slot: int, method: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
-        """Start an env call; returns what waits for its result (raising the env's exception)."""
-        env = envs[slot]
+Step = tuple[int, Generation, Any, "Callable[[], Any] | str"]  # (env slot, its turn, the action, the env step's wait)
+
+
+class RolloutScheduler:
+    """The loop behind :func:`rollout`: pending seeds go to free env slots (:meth:`fill`), the live episodes of a
+    group generate their next turns in one batch and send the env steps (:meth:`play`), and the answers are appended
+    when the steps come back (:meth:`collect`). With ``overlap`` the envs form two groups, so that one group's env
+    steps run while the other generates. One instance plays one :meth:`run`."""
+
+    def __init__(
+        self, envs: list[gym.Env], policy: TokenPolicy, chat_format: ChatFormat, seeds: Iterable[int], *,
+        sampling: Sampling | None = None, max_context_tokens: int = 4096, env_id: str = "", policy_name: str = "",
+        record_prompts: bool = False, on_episode: Any = None, parse: Callable[[str], Any] | None = None,
+        concurrent_env_steps: bool = False, overlap: bool = False,
+    ):  # fmt: skip
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.envs, self.policy, self.chat_format, self.sampling = envs, policy, chat_format, sampling
+        self.max_context_tokens, self.env_id, self.policy_name = max_context_tokens, env_id, policy_name
+        self.record_prompts, self.on_episode, self.parse = record_prompts, on_episode, parse
+        self.pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
+        self.free = list(range(len(envs)))[::-1]
+        self.live: dict[int, Trajectory] = {}  # env slot -> episode in progress
+        self.position: dict[int, int] = {}  # env slot -> where its episode goes in the result
+        self.done: dict[int, Trajectory] = {}
+        default: Sampling | None = sampling or getattr(policy, "sampling", None)  # a bare generate() may have none
+        self.max_new = default.max_new_tokens if default is not None else 0
+        calls = ("reset_async", "reset_wait", "step_async", "step_wait")
+        self.native = [all(callable(getattr(env, c, None)) for c in calls) for env in envs]
+        threaded = (concurrent_env_steps or overlap) and not all(self.native)
+        self.threads = ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="env") if threaded else None
+        self.concurrent = threaded or any(self.native)
+        half = (len(envs) + 1) // 2
+        self.groups = [range(half), range(half, len(envs))] if overlap and len(envs) > 1 else [range(len(envs))]
+
+    def run(self) -> list[Trajectory]:
+        """Play every seed; the trajectories in the order of the seeds."""
+        in_flight: list[list[Step]] = [[] for _ in self.groups]
         try:
-            if native[slot]:
+            while self.pending or self.live:
+                # with two groups, one's env steps run while the other generates
+                for g, group in enumerate(self.groups):
+                    self.collect(in_flight[g])
+                    in_flight[g] = []
+                    self.fill(group)
+                    in_flight[g] = self.play(group)
+        finally:
+            if self.threads is not None:
+                self.threads.shutdown(wait=True, cancel_futures=True)
+        return [self.done[i] for i in sorted(self.done)]
+
+    def send(self, slot: int, method: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+        """Start an env call; returns what waits for its result (raising the env's exception)."""
+        env = self.envs[slot]
+        try:
+            if self.native[slot]:
                 getattr(env, f"{method}_async")(*args, **kwargs)
                 return getattr(env, f"{method}_wait")
-            if threads is not None:
-                return threads.submit(getattr(env, method), *args, **kwargs).result
+            if self.threads is not None:
+                return self.threads.submit(getattr(env, method), *args, **kwargs).result
             result = getattr(env, method)(*args, **kwargs)
             return lambda: result
         except Exception as e:
-            return failed(e)
+            return _raiser(e)
 
-    def failed(error: Exception) -> Callable[[], Any]:
-        def wait() -> Any:
-            raise error
-
-        return wait
-
-    def start(slot: int, index: int, seed: int, wait: Callable[[], Any]) -> None:
-        env = envs[slot]
-        position[slot] = index
-        name = env_id or (env.spec.id if env.spec else type(env.unwrapped).__name__)
+    def start(self, slot: int, index: int, seed: int, wait: Callable[[], Any]) -> None:
+        """Begin the episode whose reset ``wait`` returns, in ``slot``; a failed reset ends it with ``error``."""
+        env = self.envs[slot]
+        self.position[slot] = index
+        name = self.env_id or (env.spec.id if env.spec else type(env.unwrapped).__name__)
         try:
             observation, info = wait()
         except Exception as e:
-            done[index] = Trajectory(name, policy_name, seed, "", "", "", None, error=f"reset failed: {e!r}")
-            free.append(slot)
-            if on_episode is not None:
-                on_episode(done[index])
+            self.done[index] = Trajectory(name, self.policy_name, seed, "", "", "", None, error=f"reset failed: {e!r}")
+            self.free.append(slot)
+            if self.on_episode is not None:
+                self.on_episode(self.done[index])
             return
         instructions = info.get("instructions", getattr(env.unwrapped, "instructions", ""))
-        ids = chat_format.start([{"role": "system", "content": instructions}, {"role": "user", "content": observation}])
-        live[slot] = Trajectory(
-            name, policy_name, seed, info.get("task_id", ""), instructions, observation, info.get("optimal_steps"),
+        messages = [{"role": "system", "content": instructions}, {"role": "user", "content": observation}]
+        ids = self.chat_format.start(messages)
+        self.live[slot] = Trajectory(
+            name, self.policy_name, seed, info.get("task_id", ""), instructions, observation, info.get("optimal_steps"),
             token_ids=ids, loss_mask=[0] * len(ids), logprobs=[0.0] * len(ids), prompt_length=len(ids),
         )  # fmt: skip
 
-    def fill(group: range) -> None:
+    def fill(self, group: range) -> None:
         """Start pending episodes on the group's free envs (their resets concurrently when they can be)."""
-        while pending:
-            slots = [s for s in reversed(free) if s in group][: len(pending) if concurrent else 1]
+        while self.pending:
+            slots = [s for s in reversed(self.free) if s in group][: len(self.pending) if self.concurrent else 1]
             if not slots:
                 return
             resets = []
             for slot in slots:
-                free.remove(slot)
-                index, seed = pending.pop()
-                resets.append((slot, index, seed, send(slot, "reset", seed=seed)))
+                self.free.remove(slot)
+                index, seed = self.pending.pop()
+                resets.append((slot, index, seed, self.send(slot, "reset", seed=seed)))
             for reset in resets:
-                start(*reset)
+                self.start(*reset)
 
-    def finish(slot: int) -> None:
-        done[position[slot]] = live.pop(slot)
-        free.append(slot)
-        if on_episode is not None:
-            on_episode(done[position[slot]])
+    def finish(self, slot: int) -> None:
+        self.done[self.position[slot]] = self.live.pop(slot)
+        self.free.append(slot)
+        if self.on_episode is not None:
+            self.on_episode(self.done[self.position[slot]])
 
-    def play(group: range) -> list[tuple[int, Generation, Any, Callable[[], Any] | str]]:
-        """Generate the group's next turns and send their env steps; returns what :func:`collect` takes."""
-        for slot in [s for s in live if s in group]:
-            episode = live[slot]
-            if len(episode.token_ids) + max_new > max_context_tokens:
-                # The last env message does not leave room for a turn: drop it (it trains nothing) and stop.
+    def end_full_contexts(self, group: range) -> None:
+        """End the group's episodes whose next turn would not fit: the last env message is dropped (it trains
+        nothing) and the episode is truncated."""
+        for slot in [s for s in self.live if s in group]:
+            episode = self.live[slot]
+            if len(episode.token_ids) + self.max_new > self.max_context_tokens:
                 keep = episode.turn_spans[-1][1] if episode.turn_spans else len(episode.token_ids)
                 del episode.token_ids[keep:], episode.loss_mask[keep:], episode.logprobs[keep:]
                 episode.truncated = episode.context_truncated = True
-                finish(slot)
-        slots = [s for s in live if s in group]
+                self.finish(slot)
+
+    def play(self, group: range) -> list[Step]:
+        """Generate the group's next turns and send their env steps; returns what :meth:`collect` takes."""
+        self.end_full_contexts(group)
+        slots = [s for s in self.live if s in group]
         if not slots:
             return []
-        prompts = [list(live[s].token_ids) for s in slots]
+        prompts = [list(self.live[s].token_ids) for s in slots]
         try:
-            generations = policy.generate(prompts, sampling) if sampling is not None else policy.generate(prompts)
+            generations = (self.policy.generate(prompts, self.sampling) if self.sampling is not None
+                           else self.policy.generate(prompts))  # fmt: skip
         except ConfigError:
             raise  # bad configuration (e.g. a server that cannot return token ids) fails fast, not batch by batch
         except Exception as e:  # a failed generation call fails these episodes, not the run
             for slot in slots:
-                live[slot].error = f"generation failed: {e!r}"
-                finish(slot)
+                self.live[slot].error = f"generation failed: {e!r}"
+                self.finish(slot)
             return []
-        steps: list[tuple[int, Generation, Any, Callable[[], Any] | str]] = []
-        for slot, prompt, generation in zip(slots, prompts, generations, strict=True):
-            episode = live[slot]
-            if generation.finish_reason == "error":
-                steps.append((slot, generation, None, f"generation failed: {generation.error}"))
-                continue
-            if record_prompts:
-                episode.prompts.append(prompt)
-            begin = len(episode.token_ids)
-            episode.token_ids += generation.token_ids
-            episode.loss_mask += [1] * len(generation.token_ids)
-            episode.logprobs += list(generation.logprobs) or [0.0] * len(generation.token_ids)
-            episode.turn_spans.append((begin, len(episode.token_ids)))
-            try:
-                action = parse(generation.text) if parse is not None else generation.text
-            except Exception as e:
-                steps.append((slot, generation, None, f"env step failed: {e!r}"))
-                continue
-            steps.append((slot, generation, action, send(slot, "step", action)))
-        return steps
+        return [self.take_turn(slot, prompt, generation)
+                for slot, prompt, generation in zip(slots, prompts, generations, strict=True)]  # fmt: skip
 
-    def collect(steps: list[tuple[int, Generation, Any, Callable[[], Any] | str]]) -> None:
-        """Wait for the env steps :func:`play` sent and append their answers, in the order they were sent."""
+    def take_turn(self, slot: int, prompt: list[int], generation: Generation) -> Step:
+        """Append a generated turn to its episode and send its env step (or the reason it cannot be sent)."""
+        episode = self.live[slot]
+        if generation.finish_reason == "error":
+            return (slot, generation, None, f"generation failed: {generation.error}")
+        if self.record_prompts:
+            episode.prompts.append(prompt)
+        begin = len(episode.token_ids)
+        episode.token_ids += generation.token_ids
+        episode.loss_mask += [1] * len(generation.token_ids)
+        episode.logprobs += list(generation.logprobs) or [0.0] * len(generation.token_ids)
+        episode.turn_spans.append((begin, len(episode.token_ids)))
+        try:
+            action = self.parse(generation.text) if self.parse is not None else generation.text
+        except Exception as e:
+            return (slot, generation, None, f"env step failed: {e!r}")
+        return (slot, generation, action, self.send(slot, "step", action))
+
+    def collect(self, steps: list[Step]) -> None:
+        """Wait for the env steps :meth:`play` sent and append their answers, in the order they were sent."""
         for slot, generation, action, wait in steps:
-            episode = live[slot]
+            episode = self.live[slot]
             if isinstance(wait, str):
                 episode.error = wait
-                finish(slot)
+                self.finish(slot)
                 continue
             try:
                 observation, reward, terminated, truncated, info = wait()
             except Exception as e:
                 episode.error = f"env step failed: {e!r}"
-                finish(slot)
+                self.finish(slot)
                 continue
             episode.turns.append(
                 Turn(generation.text, observation, float(reward), bool(info.get("invalid_action")),
@@ -310,26 +353,22 @@ def rollout(
             if terminated or truncated:
                 episode.success = bool(info.get("success"))
                 episode.terminated, episode.truncated = bool(terminated), bool(truncated)
-                finish(slot)
+                self.finish(slot)
                 continue
             message = env_message(observation, action, info)
-            delta = chat_format.delta(message, ended=chat_format.ended(generation.token_ids))
+            delta = self.chat_format.delta(message, ended=self.chat_format.ended(generation.token_ids))
             episode.token_ids += delta
             episode.loss_mask += [0] * len(delta)
             episode.logprobs += [0.0] * len(delta)
 
-    in_flight: list[list[tuple[int, Generation, Any, Callable[[], Any] | str]]] = [[] for _ in groups]
-    try:
-        while pending or live:
-            for g, group in enumerate(groups):  # with two groups, one's env steps run while the other generates
-                collect(in_flight[g])
-                in_flight[g] = []
-                fill(group)
-                in_flight[g] = play(group)
-    finally:
-        if threads is not None:
-            threads.shutdown(wait=True, cancel_futures=True)
-    return [done[i] for i in sorted(done)]
+
+def _raiser(error: Exception) -> Callable[[], Any]:
+    """A wait that raises ``error`` (an env call that failed as it was sent)."""
+
+    def wait() -> Any:
+        raise error
+
+    return wait
 
 
 def tool_names(action: Any, info: dict[str, Any]) -> list[str]:
