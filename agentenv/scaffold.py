@@ -34,6 +34,11 @@ dev = ["pytest"]
 [project.entry-points."agentenv.envs"]
 ${module} = "${module}.registration:register_envs"
 
+# A plugin can add `agentenv` commands too: the group agentenv.cli, a function register(app: typer.Typer) -> None
+# that adds them (app.command()(my_command)); agentenv.terminal has the shared console and --kw option.
+# [project.entry-points."agentenv.cli"]
+# ${module} = "${module}.cli:register"
+
 [tool.setuptools]
 packages = ["${module}"]
 """,

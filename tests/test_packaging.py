@@ -98,6 +98,9 @@ def test_wheel_contains_subpackages_under_agentenv(wheel):
     group = entry_points_text.split("[agentenv.envs]\n", 1)[1].split("\n[", 1)[0].splitlines()
     for family in ("keydoor", "textworld", "household"):
         assert f"{family} = agentenv.envs.{family}:register_envs" in group
+    commands = entry_points_text.split("[agentenv.cli]\n", 1)[1].split("\n[", 1)[0].splitlines()
+    for layer_module in ("envs.search.cli", "envs.swe.cli", "envs.judge.cli", "policies.cli", "recipes.cli"):
+        assert any(line.endswith(f"= agentenv.{layer_module}:register") for line in commands), layer_module
     assert "[console_scripts]\nagentenv = agentenv.cli:main" in entry_points_text
 
 

@@ -1,4 +1,8 @@
-"""``agentenv swe``: build a task set by bug injection, validate a task file, list the pinned libraries."""
+"""``agentenv swe``: build a task set by bug injection, validate a task file, list the pinned libraries.
+
+Added to the ``agentenv`` command through the ``agentenv.cli`` entry point ``swe`` (:func:`register`); ``app`` also
+runs on its own.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def register(cli: typer.Typer) -> None:
+    """The ``agentenv.cli`` entry point: ``agentenv swe ...``."""
+    cli.add_typer(app, name="swe")
 
 
 @app.command("build-tasks")

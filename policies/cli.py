@@ -1,0 +1,195 @@
+"""Commands that play policies: ``agentenv rollout`` (scripted policies, metrics), ``sft-data`` (expert chats for
+SFT) and ``eval`` (any backend on an env's test tasks).
+
+Added to the ``agentenv`` command through the ``agentenv.cli`` entry point ``policies`` (:func:`register`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agentenv.terminal import KwOption, console, err, fmt_metric, parse_kwargs
+
+
+def register(app: typer.Typer) -> None:
+    """The ``agentenv.cli`` entry point: ``agentenv rollout``, ``sft-data`` and ``eval``."""
+    app.command()(rollout)
+    app.command("sft-data")(sft_data)
+    app.command("eval")(evaluate)
+
+
+def rollout(
+    env_id: str,
+    policy: Annotated[str, typer.Option(help="random | walkthrough")] = "random",
+    episodes: Annotated[int, typer.Option(min=1)] = 10,
+    seed: Annotated[int, typer.Option(help="Episode i uses reset(seed=seed+i)")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write episodes as JSONL here")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Play episodes with a scripted policy, print metrics, optionally save them as JSONL (chat format included)."""
+    summary = _run_rollouts(env_id, [policy], episodes, seed, parse_kwargs(kw), output)
+    _print_summary(env_id, summary)
+
+
+def sft_data(
+    env_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of chats, one episode per line")],
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "train",
+    episodes: Annotated[int, typer.Option(min=1, help="Tasks 0..n-1 of the split")] = 100,
+    policy: Annotated[str, typer.Option(help="The expert: walkthrough | random")] = "walkthrough",
+    only_success: Annotated[bool, typer.Option(help="Keep solved episodes only")] = True,
+    kw: KwOption = None,
+) -> None:
+    """Write chat-format trajectories for SFT (load with agentenv.rollout.load_sft_dataset)."""
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.policies import make_policy
+    from agentenv.rollout import play_episode, write_jsonl
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    make_policy(policy)
+    env = agentenv.make(env_id, split=split, **parse_kwargs(kw))
+    kept = []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
+            for i in range(episodes):
+                episode = play_episode(env, make_policy(policy, seed=i), seed=i, env_id=env_id)
+                if episode.success or not only_success:
+                    kept.append(episode)
+                progress.advance(task)
+    finally:
+        env.close()
+    write_jsonl(kept, output, sft=True)
+    console.print(f"wrote {len(kept)} of {episodes} episodes to {output}")
+
+
+def evaluate(
+    env_id: str,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="random | walkthrough | model:NAME|PATH (model:default = the offline small model) | "
+            "openai:URL[#MODEL] (an OpenAI-compatible server: vLLM, SGLang, llama.cpp, a hosted API) | vllm:PATH"
+        ),
+    ] = "model:default",
+    episodes: Annotated[int, typer.Option(min=1, help="Tasks 0..n-1 of the split")] = 20,
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1, help="Episodes played at once (model policies)")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
+    max_context_tokens: Annotated[int, typer.Option(min=64)] = 4096,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Trajectories as JSONL")] = None,
+    html: Annotated[Path | None, typer.Option(help="A page to read the episodes")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Run a policy on an env's test tasks and print the standard metrics (success with 95% CI, turns, ...)."""
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.policies import Sampling, build_policy, tool_chat_format
+    from agentenv.policy import SCRIPTED, TokenPolicy, parse_backend
+    from agentenv.rollout import play_episode, rollout, summarize, write_html, write_jsonl
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    kwargs = parse_kwargs(kw)
+    backend = parse_backend(policy)
+    envs = [agentenv.make(env_id, split=split, **kwargs)]  # bad env arguments fail before a model loads
+    try:
+        runner = None
+        if backend.kind not in SCRIPTED:
+            with console.status(f"loading {policy}"):
+                sampling = Sampling(max_new_tokens, temperature)
+                runner = build_policy(policy, sampling=sampling, batch_size=batch_size, threads=threads)
+            if isinstance(runner, TokenPolicy) and runner.tokenizer is None:
+                err.print(f"[yellow]no tokenizer for {backend.model!r}:[/] playing {policy} in chat mode (text only)")
+        batched = isinstance(runner, TokenPolicy) and runner.tokenizer is not None
+        envs += [agentenv.make(env_id, split=split, **kwargs) for _ in range(batch_size - 1 if batched else 0)]
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
+            if batched:
+                chat_format = tool_chat_format(runner.tokenizer, envs[0].unwrapped.tools)
+                played = rollout(
+                    envs, runner, chat_format, range(episodes), env_id=env_id, policy_name=policy,
+                    max_context_tokens=max_context_tokens, on_episode=lambda _: progress.advance(task),
+                )  # fmt: skip
+            else:
+                played = []
+                for i in range(episodes):
+                    player = runner if runner is not None else build_policy(policy, seed=i)
+                    played.append(play_episode(envs[0], player, seed=i, env_id=env_id))
+                    progress.advance(task)
+    finally:
+        for env in envs:
+            env.close()
+    metrics = summarize(played)
+    table = Table(title=f"{policy} on {env_id} ({split}, {episodes} episodes)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("success rate", f"{metrics['success_rate']:.3f}  [{metrics['success_ci_low']:.3f}, "
+                  f"{metrics['success_ci_high']:.3f}] 95% CI")  # fmt: skip
+    for key in ("mean_return", "mean_turns", "invalid_rate", "truncation_rate", "error_rate", "turns_over_optimal"):
+        table.add_row(key.replace("_", " "), fmt_metric(metrics[key]))
+    for key in (k for k in metrics if k.startswith("reward_parts.")):
+        table.add_row(key, fmt_metric(metrics[key]))
+    console.print(table)
+    if output is not None:
+        console.print(f"wrote {write_jsonl(played, output)} trajectories to {output}")
+    if html is not None:
+        console.print(f"wrote {write_html(played, html, title=f'{policy} on {env_id}')} episodes to {html}")
+
+
+def _run_rollouts(
+    env_id: str, policies: list[str], episodes: int, seed: int, kwargs: dict[str, Any], output: Path | None
+) -> dict[str, dict[str, float]]:
+    from rich.progress import Progress
+
+    import agentenv
+    from agentenv.policies import make_policy
+    from agentenv.rollout import play_episode, summarize, write_jsonl
+
+    env_id = agentenv.registry.resolve_id(env_id)
+    for name in policies:
+        make_policy(name)  # validate names before any work
+    env = agentenv.make(env_id, **kwargs)
+    results, played = {}, []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            for name in policies:
+                task = progress.add_task(f"{name} on {env_id}", total=episodes)
+                runs = []
+                for i in range(episodes):
+                    runs.append(play_episode(env, make_policy(name, seed=seed + i), seed=seed + i, env_id=env_id))
+                    progress.advance(task)
+                results[name] = summarize(runs)
+                played += runs
+    finally:
+        env.close()
+    if output is not None:
+        n = write_jsonl(played, output)
+        console.print(f"wrote {n} episodes to {output}")
+    return results
+
+
+def _print_summary(env_id: str, summary: dict[str, dict[str, float]]) -> None:
+    columns = {
+        "episodes": "episodes",
+        "success_rate": "success",
+        "mean_return": "return",
+        "mean_turns": "turns",
+        "invalid_rate": "invalid",
+        "turns_over_optimal": "turns/optimal",
+    }
+    table = Table(title=env_id)
+    table.add_column("policy")
+    for header in columns.values():
+        table.add_column(header, justify="right")
+    for name, metrics in summary.items():
+        table.add_row(name, *(fmt_metric(metrics.get(key)) for key in columns))
+    console.print(table)
