@@ -305,9 +305,17 @@ class Recipe:
     cotrain: CoTrainSection | None = None
     eval: EvalSection = field(default_factory=EvalSection)
     output: OutputSection = field(default_factory=OutputSection)
+    stages: list[str] | None = None  # the order of the run's stages; None: before, sft, rl, after, finish
 
     def validate(self) -> None:
         check_range("seed", self.seed, 0, integer=True)
+        if self.stages is not None:
+            from agentenv.recipes.run import stage_names  # registered stages (recipes may add their own)
+
+            if len(set(self.stages)) != len(self.stages):
+                raise ConfigError(f"stages={self.stages!r} names a stage twice")
+            for name in self.stages:
+                check_choice("stages", name, stage_names())
         if not self.name or "/" in self.name:
             raise ConfigError(f"name={self.name!r} must be a non-empty name without '/'")
         if self.verdict is not None and (self.sft is not None or self.rl is not None):

@@ -20,11 +20,12 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from agentenv.errors import ConfigError
+from agentenv.errors import ConfigError, check_choice
 from agentenv.recipes.config import Recipe
 from agentenv.recipes.report import RunLog, write_report
 
@@ -171,191 +172,285 @@ def demonstrations(recipe: Recipe) -> list[list[dict]]:
     return [e.messages() for e in episodes if e.success]
 
 
+Stage = Callable[["RecipeRun"], None]
+
+#: The stages a recipe runs, in order, unless its ``stages`` list says otherwise. Each is a function of the
+#: :class:`RecipeRun`; a stage whose section is missing does nothing (no ``sft`` section: no SFT).
+DEFAULT_STAGES = ("before", "sft", "rl", "after", "finish")
+_STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str) -> Callable[[Stage], Stage]:
+    """Decorator: ``fn(run)`` becomes the stage ``name``, which a recipe's ``stages`` list can name (e.g. an extra
+    evaluation between SFT and RL). It reads and writes what the run holds: ``run.model``, ``run.results``,
+    ``run.log``, ``run.eval_all(label)``..."""
+    if not name.isidentifier():
+        raise ConfigError(f"stage name {name!r} must be an identifier, like 'probe' or 'eval_harder'")
+
+    def wrap(fn: Stage) -> Stage:
+        _STAGES[name] = fn
+        return fn
+
+    return wrap
+
+
+def stage_names() -> tuple[str, ...]:
+    return tuple(_STAGES)
+
+
 def run_recipe(recipe: Recipe, *, resume: bool = False, console: Any = None) -> dict[str, Any]:
-    """Run every stage of ``recipe``; returns ``results.json``'s content (evaluations and timings)."""
+    """Run every stage of ``recipe`` (``recipe.stages``, else :data:`DEFAULT_STAGES`); returns ``results.json``'s
+    content (evaluations and timings)."""
     if recipe.verdict is not None:  # a judge, not a policy: recipes/verdict.py
         from agentenv.recipes.verdict import run_verdict_recipe
 
         if resume:
             raise ConfigError("a verdict recipe cannot --resume yet: run it again into a fresh output.dir")
         return run_verdict_recipe(recipe, console=console)
-    import torch
+    stages = list(recipe.stages or DEFAULT_STAGES)
+    for name in stages:  # before anything is written or loaded
+        check_choice("stages", name, _STAGES)
+    run = RecipeRun(recipe, resume=resume, console=console)
+    with _progress(run.console) as progress:
+        run.progress = progress
+        for name in stages:
+            _STAGES[name](run)
+    run.progress = None
+    return run.results
 
-    import agentenv
-    from agentenv.policies.checkpoint import is_complete
-    from agentenv.policies.rl import RLTrainer, load_weights, train_sft
-    from agentenv.rollout import write_jsonl
 
-    tools = env_tools(recipe)  # a bad env kwarg value fails before anything is written or loaded
-    out = recipe.output_dir
-    checkpoints = out / "checkpoints"
-    accelerator = launched_accelerator(recipe)
-    main = accelerator is None or accelerator.is_main_process
-    if not main:
-        console = None
-    if out.exists() and not resume and (out / "metrics.jsonl").exists():
-        raise ConfigError(f"output folder {str(out)!r} holds a run already: pass --resume, or another output.dir")
-    results_path = out / "results.json"
-    results: dict[str, Any] = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
-    results.setdefault("evaluations", {})
-    results.setdefault("seconds", {})
-    rl_checkpoint = checkpoints / "rl"
-    sft_checkpoint = checkpoints / "sft"
-    if resume:
-        for label in eval_labels(recipe, "after"):  # the last evaluation runs again, on the weights it ends with
-            results["evaluations"].pop(label, None)
-    if accelerator is not None:
-        accelerator.wait_for_everyone()  # every process has looked at the folder before the main one writes
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
-        if resume:
-            rewind(out, results, sft_checkpoint, rl_checkpoint)
-    if accelerator is not None:
-        accelerator.wait_for_everyone()  # the main process has recovered the checkpoints
-    resumed_rl = resume and is_complete(rl_checkpoint)
-    resumed_sft = resume and is_complete(sft_checkpoint)
-    log: Any = RunLog(out, tensorboard=recipe.output.tensorboard) if main else _NoLog()
-    started = time.perf_counter()
-    torch.manual_seed(recipe.seed)
+class RecipeRun:
+    """What the stages of one recipe run share: the output folder and its checkpoints, the results and the log,
+    the model (loaded at construction), the RL trainer once there is one, and the process's place in a launch."""
 
-    def save_results() -> None:
-        if not main:
-            return
-        results["recipe"] = recipe.name
-        tmp = results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=str))
-        tmp.replace(results_path)
+    def __init__(self, recipe: Recipe, *, resume: bool = False, console: Any = None):
+        import torch
 
-    def run_eval(label: str, env_id: str, progress: Any) -> None:
+        from agentenv.policies.checkpoint import is_complete
+
+        self.recipe, self.resume = recipe, resume
+        self.tools = env_tools(recipe)  # a bad env kwarg value fails before anything is written or loaded
+        self.out = out = recipe.output_dir
+        self.accelerator = launched_accelerator(recipe)
+        self.main = self.accelerator is None or self.accelerator.is_main_process
+        self.console = console if self.main else None
+        if out.exists() and not resume and (out / "metrics.jsonl").exists():
+            raise ConfigError(f"output folder {str(out)!r} holds a run already: pass --resume, or another output.dir")
+        self.results_path = out / "results.json"
+        self.results: dict[str, Any] = (json.loads(self.results_path.read_text())
+                                        if resume and self.results_path.exists() else {})  # fmt: skip
+        self.results.setdefault("evaluations", {})
+        self.results.setdefault("seconds", {})
+        self.rl_checkpoint, self.sft_checkpoint = out / "checkpoints" / "rl", out / "checkpoints" / "sft"
+        self._prepare_folder()
+        self.resumed_rl = resume and is_complete(self.rl_checkpoint)
+        self.resumed_sft = resume and is_complete(self.sft_checkpoint)
+        self.log: Any = RunLog(out, tensorboard=recipe.output.tensorboard) if self.main else _NoLog()
+        self.started = time.perf_counter()
+        self.progress: Any = None
+        self.trainer: Any = None
+        torch.manual_seed(recipe.seed)
         t0 = time.perf_counter()
-        summary, trajectories = evaluate(recipe, model, tokenizer, chat_format, env_id, label, progress, accelerator)
+        device = str(self.accelerator.device) if self.accelerator else None
+        self.model, self.tokenizer, self.chat_format = load_policy_model(recipe, device, self.tools)
+        self.results["seconds"]["load model"] = time.perf_counter() - t0
+        self.say(f"[bold]{recipe.name}[/]: {recipe.model.name} on {recipe.env.id} -> {out}")
+        self.wait_for_everyone()  # before the main process writes a checkpoint the others would see
+
+    def _prepare_folder(self) -> None:
+        """The folder written (and, on resume, its checkpoints recovered) by the main process, the others waiting."""
+        if self.resume:
+            for label in eval_labels(self.recipe, "after"):  # the last evaluation runs again, on the final weights
+                self.results["evaluations"].pop(label, None)
+        self.wait_for_everyone()  # every process has looked at the folder before the main one writes
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=1))
+            if self.resume:
+                rewind(self.out, self.results, self.sft_checkpoint, self.rl_checkpoint)
+        self.wait_for_everyone()  # the main process has recovered the checkpoints
+
+    def say(self, text: str) -> None:
+        _say(self.console, text)
+
+    def wait_for_everyone(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+    def save_results(self) -> None:
+        if not self.main:
+            return
+        self.results["recipe"] = self.recipe.name
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1, default=str))
+        tmp.replace(self.results_path)
+
+    def run_eval(self, label: str, env_id: str) -> dict[str, Any]:
+        """One evaluation (greedy by default) on ``env_id``'s test tasks, recorded under ``label``."""
+        from agentenv.rollout import write_jsonl
+
+        t0 = time.perf_counter()
+        summary, trajectories = evaluate(self.recipe, self.model, self.tokenizer, self.chat_format, env_id, label,
+                                         self.progress, self.accelerator)  # fmt: skip
         summary["env_id"] = env_id
-        results["evaluations"][label] = summary
-        results["seconds"][f"eval {label}"] = time.perf_counter() - t0
-        if main:
-            write_jsonl(trajectories, out / "eval" / f"{label.replace(' ', '_').replace('/', '_')}.jsonl")
-        log.log("eval", 0, {"label": label, **summary})
-        _say(console, f"  {label}: success {summary['success_rate']:.1%} "
-                      f"[{summary['success_ci_low']:.0%}, {summary['success_ci_high']:.0%}] on "
-                      f"{summary['episodes']} test tasks, mean turns {summary['mean_turns']:.1f}, "
-                      f"invalid {summary['invalid_rate']:.0%}")  # fmt: skip
-        save_results()
+        self.results["evaluations"][label] = summary
+        self.results["seconds"][f"eval {label}"] = time.perf_counter() - t0
+        if self.main:
+            write_jsonl(trajectories, self.out / "eval" / f"{label.replace(' ', '_').replace('/', '_')}.jsonl")
+        self.log.log("eval", 0, {"label": label, **summary})
+        self.say(f"  {label}: success {summary['success_rate']:.1%} "
+                 f"[{summary['success_ci_low']:.0%}, {summary['success_ci_high']:.0%}] on "
+                 f"{summary['episodes']} test tasks, mean turns {summary['mean_turns']:.1f}, "
+                 f"invalid {summary['invalid_rate']:.0%}")  # fmt: skip
+        self.save_results()
+        return summary
 
-    def eval_all(stage: str, progress: Any) -> None:
-        for label, env_id in eval_labels(recipe, stage).items():
-            if label not in results["evaluations"]:  # a resumed run keeps the evaluations it finished
-                run_eval(label, env_id, progress)
+    def eval_all(self, stage: str) -> None:
+        """The evaluations of ``stage`` (the recipe's env and its ``eval.harder`` ones) not already finished."""
+        for label, env_id in eval_labels(self.recipe, stage).items():
+            if label not in self.results["evaluations"]:  # a resumed run keeps the evaluations it finished
+                self.run_eval(label, env_id)
 
-    t0 = time.perf_counter()
-    model, tokenizer, chat_format = load_policy_model(recipe, str(accelerator.device) if accelerator else None, tools)
-    results["seconds"]["load model"] = time.perf_counter() - t0
-    _say(console, f"[bold]{recipe.name}[/]: {recipe.model.name} on {recipe.env.id} -> {out}")
-    if accelerator is not None:
-        accelerator.wait_for_everyone()  # before the main process writes a checkpoint the others would see
 
-    trainer = None
-    with _progress(console) as progress:
-        if recipe.eval.before:
-            eval_all("before", progress)
+@register_stage("before")
+def evaluate_before(run: RecipeRun) -> None:
+    """The starting model's evaluation (``eval.before``)."""
+    if run.recipe.eval.before:
+        run.eval_all("before")
 
-        if recipe.sft is not None and not (resumed_sft or resumed_rl):
-            t0 = time.perf_counter()
-            chats = demonstrations(recipe)
-            _say(console, f"SFT on {len(chats)} demonstrations, {recipe.sft.epochs} epochs")
-            s = recipe.sft
-            steps = recipe.sft.epochs * -(-len(chats) // s.batch_size)
-            task = progress.add_task("SFT", total=steps) if progress is not None else None
 
-            def on_step(record: dict[str, float]) -> None:
-                log.log("sft", int(record["step"]), record)
-                if task is not None:
-                    progress.advance(task)
+@register_stage("sft")
+def supervised(run: RecipeRun) -> None:
+    """SFT on the demonstrations (unless a resumed run is past it), its checkpoint, the ``after SFT`` evaluation."""
+    from agentenv.policies.rl import load_weights, train_sft
 
-            train_sft(model, chats, chat_format, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-                      micro_batch_size=s.micro_batch_size, max_grad_norm=s.max_grad_norm, seed=recipe.seed,
-                      on_step=on_step)  # fmt: skip
-            if task is not None:
-                progress.remove_task(task)
-            results["seconds"]["sft"] = time.perf_counter() - t0
-            if main:
-                _save_model(model, tokenizer, sft_checkpoint, {"stage": "sft"})
-            if recipe.rl is not None and recipe.eval.after_sft:
-                eval_all("after SFT", progress)
-        elif resumed_sft and not resumed_rl:
-            load_weights(model, sft_checkpoint)
+    recipe, s = run.recipe, run.recipe.sft
+    if s is None:
+        return
+    if run.resumed_sft or run.resumed_rl:
+        if run.resumed_sft and not run.resumed_rl:
+            load_weights(run.model, run.sft_checkpoint)
             if recipe.rl is not None and recipe.eval.after_sft:  # those a kill interrupted
-                eval_all("after SFT", progress)
+                run.eval_all("after SFT")
+        return
+    t0 = time.perf_counter()
+    chats = demonstrations(recipe)
+    run.say(f"SFT on {len(chats)} demonstrations, {s.epochs} epochs")
+    steps = s.epochs * -(-len(chats) // s.batch_size)
+    task = run.progress.add_task("SFT", total=steps) if run.progress is not None else None
 
-        if recipe.rl is not None:
-            c = recipe.rl
-            envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
-            cotrainer = None
-            if recipe.cotrain is not None:  # the reward comes from a judge that keeps learning (policies/cotrain.py)
-                from agentenv.policies.cotrain import CoTrainer
+    def on_step(record: dict[str, float]) -> None:
+        run.log.log("sft", int(record["step"]), record)
+        if task is not None:
+            run.progress.advance(task)
 
-                if resume:
-                    raise ConfigError("a co-training recipe cannot --resume yet (the judge is not checkpointed)")
-                cotrainer = CoTrainer(recipe.cotrain, num_threads=recipe.model.num_threads, seed=recipe.seed)
-                envs = [cotrainer.wrap(env) for env in envs]
-                results["cotrain"] = cotrainer.history
-            trainer = RLTrainer(c, model, tokenizer, envs, chat_format, seed=recipe.seed, env_id=recipe.env.id,
-                                accelerator=accelerator)  # fmt: skip
-            if resumed_rl:
-                trainer.load(rl_checkpoint)
-                _say(console, f"resumed RL after iteration {trainer.iteration_done}")
-            t0 = time.perf_counter()
-            while trainer.iteration_done < c.iterations:
-                it = trainer.iteration_done + 1
-                share = c.episodes // (accelerator.num_processes if accelerator is not None else 1)
-                task = progress.add_task(f"RL {c.algorithm} iteration {it}/{c.iterations}", total=share) \
-                    if progress is not None else None  # fmt: skip
-                advance = (lambda _, task=task: progress.advance(task)) if task is not None else None
-                metrics = trainer.iteration(on_episode=advance)
-                if task is not None:
-                    progress.remove_task(task)
-                log.log("rl", it, metrics)
-                _say(console, f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
-                              f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
-                if cotrainer is not None:
-                    row = cotrainer.after_iteration(it)
-                    every_eval = recipe.cotrain.eval_every
-                    if every_eval and it % every_eval == 0 and it < c.iterations:  # 'after' covers the last one
-                        with trainer.full_parameters():
-                            run_eval(f"iteration {it}", recipe.env.id, progress)
-                        row["held_out_success"] = results["evaluations"][f"iteration {it}"]["success_rate"]
-                    log.log("cotrain", it, row)
-                    pct = {k: "-" if row[k] is None else f"{row[k]:.0%}"
-                           for k in ("disagreement", "judge_fpr", "verified_success")}  # fmt: skip
-                    _say(console, f"    judge: disagreement {pct['disagreement']} with the verifier, FPR "
-                                  f"{pct['judge_fpr']}, verified success {pct['verified_success']}")  # fmt: skip
-                    save_results()
-                every = recipe.output.checkpoint_every
-                if (every and it % every == 0) or it == c.iterations:
-                    trainer.save(rl_checkpoint)
-            results["seconds"]["rl"] = results["seconds"].get("rl", 0) + time.perf_counter() - t0
-            if cotrainer is not None and main:
-                from agentenv.policies.cotrain import plot_monitor
+    train_sft(run.model, chats, run.chat_format, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
+              micro_batch_size=s.micro_batch_size, max_grad_norm=s.max_grad_norm, seed=recipe.seed,
+              on_step=on_step)  # fmt: skip
+    if task is not None:
+        run.progress.remove_task(task)
+    run.results["seconds"]["sft"] = time.perf_counter() - t0
+    if run.main:
+        _save_model(run.model, run.tokenizer, run.sft_checkpoint, {"stage": "sft"})
+    if recipe.rl is not None and recipe.eval.after_sft:
+        run.eval_all("after SFT")
 
-                results["cotrain_judge"] = cotrainer.save(out / "judge")
-                plot_monitor(cotrainer.history, out / "cotrain.png")
-            for env in envs:
-                env.close()
 
-        with trainer.full_parameters() if trainer is not None else nullcontext():  # FSDP: whole weights to generate
-            eval_all("after", progress)
+@register_stage("rl")
+def reinforce(run: RecipeRun) -> None:
+    """RL iterations (resumed from the RL checkpoint when there is one), checkpoints, and co-training's judge."""
+    import agentenv
+    from agentenv.policies.rl import RLTrainer
+
+    recipe, c = run.recipe, run.recipe.rl
+    if c is None:
+        return
+    envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
+    cotrainer = _cotrainer(run, envs)
+    if cotrainer is not None:
+        envs = [cotrainer.wrap(env) for env in envs]
+    run.trainer = trainer = RLTrainer(c, run.model, run.tokenizer, envs, run.chat_format, seed=recipe.seed,
+                                      env_id=recipe.env.id, accelerator=run.accelerator)  # fmt: skip
+    if run.resumed_rl:
+        trainer.load(run.rl_checkpoint)
+        run.say(f"resumed RL after iteration {trainer.iteration_done}")
+    t0 = time.perf_counter()
+    while trainer.iteration_done < c.iterations:
+        _rl_iteration(run, cotrainer)
+    run.results["seconds"]["rl"] = run.results["seconds"].get("rl", 0) + time.perf_counter() - t0
+    if cotrainer is not None and run.main:
+        from agentenv.policies.cotrain import plot_monitor
+
+        run.results["cotrain_judge"] = cotrainer.save(run.out / "judge")
+        plot_monitor(cotrainer.history, run.out / "cotrain.png")
+    for env in envs:
+        env.close()
+
+
+def _cotrainer(run: RecipeRun, envs: list[Any]) -> Any:
+    """The judge side of co-training when the recipe has a ``cotrain`` section (policies/cotrain.py)."""
+    if run.recipe.cotrain is None:
+        return None
+    from agentenv.policies.cotrain import CoTrainer
+
+    if run.resume:
+        raise ConfigError("a co-training recipe cannot --resume yet (the judge is not checkpointed)")
+    cotrainer = CoTrainer(run.recipe.cotrain, num_threads=run.recipe.model.num_threads, seed=run.recipe.seed)
+    run.results["cotrain"] = cotrainer.history
+    return cotrainer
+
+
+def _rl_iteration(run: RecipeRun, cotrainer: Any) -> None:
+    """One RL iteration with its progress bar, log row and checkpoint; co-training's monitor and judge update."""
+    recipe, c, trainer, progress = run.recipe, run.recipe.rl, run.trainer, run.progress
+    it = trainer.iteration_done + 1
+    share = c.episodes // (run.accelerator.num_processes if run.accelerator is not None else 1)
+    task = progress.add_task(f"RL {c.algorithm} iteration {it}/{c.iterations}", total=share) \
+        if progress is not None else None  # fmt: skip
+    advance = (lambda _, task=task: progress.advance(task)) if task is not None else None
+    metrics = trainer.iteration(on_episode=advance)
+    if task is not None:
+        progress.remove_task(task)
+    run.log.log("rl", it, metrics)
+    run.say(f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
+            f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
+    if cotrainer is not None:
+        row = cotrainer.after_iteration(it)
+        every_eval = recipe.cotrain.eval_every
+        if every_eval and it % every_eval == 0 and it < c.iterations:  # 'after' covers the last one
+            with trainer.full_parameters():
+                row["held_out_success"] = run.run_eval(f"iteration {it}", recipe.env.id)["success_rate"]
+        run.log.log("cotrain", it, row)
+        pct = {k: "-" if row[k] is None else f"{row[k]:.0%}" for k in ("disagreement", "judge_fpr", "verified_success")}
+        run.say(f"    judge: disagreement {pct['disagreement']} with the verifier, FPR {pct['judge_fpr']}, "
+                f"verified success {pct['verified_success']}")  # fmt: skip
+        run.save_results()
+    every = recipe.output.checkpoint_every
+    if (every and it % every == 0) or it == c.iterations:
+        trainer.save(run.rl_checkpoint)
+
+
+@register_stage("after")
+def evaluate_after(run: RecipeRun) -> None:
+    """The trained model's evaluation (always: a resumed run evaluates its final weights again)."""
+    with run.trainer.full_parameters() if run.trainer is not None else nullcontext():  # FSDP: whole weights
+        run.eval_all("after")
+
+
+@register_stage("finish")
+def finish(run: RecipeRun) -> None:
+    """``final/`` (the trained model), the timings, ``results.json`` and the report."""
+    recipe, trainer = run.recipe, run.trainer
     if recipe.output.save_final:
         weights = trainer.model_state_dict() if trainer is not None and trainer.fsdp else None  # gathered
-        if main:
-            _save_model(model, tokenizer, out / "final", {"stage": "final"}, weights)
-    results["seconds"]["total (this run)"] = time.perf_counter() - started
-    save_results()
-    log.close()
-    if main:
-        write_report(out, f"{recipe.name}: {recipe.env.id}", results["evaluations"], recipe.to_dict())
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    return results
+        if run.main:
+            _save_model(run.model, run.tokenizer, run.out / "final", {"stage": "final"}, weights)
+    run.results["seconds"]["total (this run)"] = time.perf_counter() - run.started
+    run.save_results()
+    run.log.close()
+    if run.main:
+        write_report(run.out, f"{recipe.name}: {recipe.env.id}", run.results["evaluations"], recipe.to_dict())
+    run.wait_for_everyone()
 
 
 def rewind(out: Path, results: dict[str, Any], sft_checkpoint: Path, rl_checkpoint: Path) -> None:

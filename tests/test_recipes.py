@@ -129,3 +129,26 @@ def test_train_runs_every_stage_and_resume_continues(tmp_path):
     assert [m["step"] for m in metrics if m["stage"] == "rl"] == [1, 2]
     assert [m["stage"] for m in metrics].count("sft") == 2
     assert json.loads((out / "checkpoints/rl/trainer.json").read_text())["iteration_done"] == 2
+
+
+def test_a_recipe_reorders_its_stages_and_adds_its_own(tmp_path):
+    from agentenv.recipes import run as recipe_run
+
+    seen = []
+
+    @recipe_run.register_stage("probe")
+    def probe(run):  # an extra evaluation between SFT and RL, under its own label
+        seen.append(run.trainer)
+        run.run_eval("probe", run.recipe.env.id)
+
+    try:
+        recipe = load_recipe({**TINY, "output": {"dir": str(tmp_path / "run")}},
+                             ["rl.iterations=1", "eval.harder=[]", "stages=[sft,probe,rl,finish]"])  # fmt: skip
+        results = recipe_run.run_recipe(recipe)
+    finally:
+        recipe_run._STAGES.pop("probe")
+    assert seen == [None]  # it ran before the RL stage made a trainer
+    assert set(results["evaluations"]) == {"after SFT", "probe"}  # no 'before' or 'after': they were left out
+    assert results["evaluations"]["probe"]["episodes"] == 3 and (tmp_path / "run" / "final" / "config.json").exists()
+    with pytest.raises(ConfigError, match=r"stages='probe' is not allowed"):
+        load_recipe(TINY, ["stages=[sft,probe]"])  # unregistered again
