@@ -24,13 +24,16 @@ def register(app: typer.Typer) -> None:
 
 def rollout(
     env_id: str,
-    policy: Annotated[str, typer.Option(help="random | walkthrough")] = "random",
+    policy: Annotated[
+        str, typer.Option(help="random | walkthrough | model:NAME|PATH | openai:URL[#MODEL] | vllm:PATH")
+    ] = "random",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     seed: Annotated[int, typer.Option(help="Episode i uses reset(seed=seed+i)")] = 0,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write episodes as JSONL here")] = None,
     kw: KwOption = None,
 ) -> None:
-    """Play episodes with a scripted policy, print metrics, optionally save them as JSONL (chat format included)."""
+    """Play episodes one at a time with any policy (a model samples), print metrics, optionally save them as JSONL
+    (chat format included). `agentenv eval` batches model policies on an env's test tasks."""
     summary = _run_rollouts(env_id, [policy], episodes, seed, parse_kwargs(kw), output)
     _print_summary(env_id, summary)
 
@@ -151,21 +154,23 @@ def _run_rollouts(
     from rich.progress import Progress
 
     import agentenv
-    from agentenv.policies import make_policy
+    from agentenv.policies import build_policy, make_policy
+    from agentenv.policy import SCRIPTED, parse_backend
     from agentenv.rollout import play_episode, summarize, write_jsonl
 
     env_id = agentenv.registry.resolve_id(env_id)
-    for name in policies:
-        make_policy(name)  # validate names before any work
+    backends = {name: parse_backend(name) for name in policies}  # validate names before any work
     env = agentenv.make(env_id, **kwargs)
     results, played = {}, []
     try:
         with Progress(console=console, transient=True) as progress:
             for name in policies:
+                runner = None if backends[name].kind in SCRIPTED else build_policy(name, seed=seed)
                 task = progress.add_task(f"{name} on {env_id}", total=episodes)
                 runs = []
                 for i in range(episodes):
-                    runs.append(play_episode(env, make_policy(name, seed=seed + i), seed=seed + i, env_id=env_id))
+                    policy = runner if runner is not None else make_policy(name, seed=seed + i)
+                    runs.append(play_episode(env, policy, seed=seed + i, env_id=env_id))
                     progress.advance(task)
                 results[name] = summarize(runs)
                 played += runs

@@ -87,6 +87,16 @@ def test_rollout_writes_episodes_and_prints_metrics(tmp_path):
     assert episodes[0].episode_return == 1.0
 
 
+def test_rollout_plays_a_model_backend(tmp_path):
+    out = tmp_path / "model.jsonl"
+    result = invoke("rollout", "AgentEnv/KeyDoor-s2k0d1-v0", "--policy", "model:tiny", "--episodes", "2",
+                    "-k", "max_turns=2", "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["policy"] for r in records] == ["model:tiny"] * 2 and all(len(r["turns"]) == 2 for r in records)
+    assert records[0]["messages"][2]["role"] == "assistant"  # the model's turns, as a chat
+
+
 def test_rollout_passes_env_kwargs(tmp_path):
     out = tmp_path / "dense.jsonl"
     result = invoke("rollout", "AgentEnv/KeyDoor-v0", "--policy", "walkthrough", "--episodes", "2",
