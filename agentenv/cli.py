@@ -1,4 +1,5 @@
 """The ``agentenv`` command. The core's commands are here: list, info, play, check, prepare, redteam, new, clean.
+The first four cover the multi-agent games (``agentenv.make_multi``) as well as the single-agent envs.
 
 Every other command comes from the layer that owns its code, through the entry-point group ``agentenv.cli`` (as env
 families come through ``agentenv.envs``): each entry point names a ``register(app: typer.Typer) -> None`` that adds
@@ -9,6 +10,7 @@ the same way. Shared options and consoles live in :mod:`agentenv.terminal`.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import sys
@@ -49,13 +51,10 @@ def main() -> None:
         sys.exit(1)
 
 
-def _knobs(env_id: str) -> dict[str, Any]:
-    """Constructor kwargs (with their effective defaults) of a registered env, its spec kwargs applied."""
-    import gymnasium as gym
-
+def _knobs(spec: Any) -> dict[str, Any]:
+    """Constructor kwargs (with their effective defaults) of a registered env or game, its spec kwargs applied."""
     from agentenv.core import env_kwargs
 
-    spec = gym.spec(env_id)
     creator = _creator(spec)
     params = env_kwargs(creator) if inspect.isclass(creator) else None
     knobs = {n: p.default for n, p in (params or {}).items() if p.default is not inspect.Parameter.empty}
@@ -83,9 +82,54 @@ def list_envs(
         modes = ", ".join(getattr(creator, "reward_modes", ()))
         knobs = ", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
         table.add_row(env_id, c.family, modes, knobs, c.description)
-    console.print(table)
+    games = [agentenv.registry.multi_spec(i) for i in agentenv.list_multi()]
+    games = [g for g in games if not family or g.family == family]
+    if table.row_count or not games:
+        console.print(table)
+    if games:
+        console.print(_games_table(games))
     for name, why in plugin_errors.items():
         err.print(f"[yellow]plugin {name!r} failed to load:[/] {why}")
+
+
+def _games_table(games: list[Any]) -> Table:
+    """The multi-agent games (``agentenv.make_multi``): id, family, API, agents, preset knobs, description."""
+    table = Table(title="AgentEnv multi-agent games (agentenv.make_multi)")
+    for column in ("id", "family", "API", "agents", "preset knobs", "description"):
+        table.add_column(column, overflow="fold")
+    for game in games:
+        try:
+            api, agents = _game_seats(game.id)
+        except ImportError:
+            api, agents = "?", "(needs the 'games' extra: pip install 'agentenv[games]')"
+        except Exception as e:  # a broken game must not hide the others
+            api, agents = "?", f"(cannot be made: {type(e).__name__}: {e})"
+        knobs = ", ".join(f"{k}={v}" for k, v in game.kwargs.items())
+        table.add_row(game.id, game.family, api, _shown(agents), knobs, game.description)
+    return table
+
+
+def _game_seats(game_id: str) -> tuple[str, str]:
+    """A game's native API ("AEC" or "parallel") and its agents, from a freshly made env."""
+    import agentenv
+    from agentenv.registry import multi_api
+
+    env = agentenv.make_multi(game_id)
+    try:
+        return multi_api(env), ", ".join(env.possible_agents)
+    finally:
+        env.close()
+
+
+def _game_id(env_id: str) -> str | None:
+    """The registered multi-agent game ``env_id`` names, or None (a single-agent env, or nothing)."""
+    from agentenv.errors import UnknownEnvError
+    from agentenv.registry import multi_spec
+
+    try:
+        return multi_spec(env_id).id
+    except UnknownEnvError:
+        return None
 
 
 def _creator(spec: Any) -> Any:
@@ -98,10 +142,15 @@ def _creator(spec: Any) -> Any:
 
 @app.command()
 def info(env_id: str, kw: KwOption = None, seed: int = 0) -> None:
-    """Details of one environment: knobs, reward modes, instructions and a first observation."""
+    """Details of one environment or game: knobs, reward modes, instructions and a first observation (each agent's,
+    in a game)."""
     import agentenv
     from agentenv.registry import card
 
+    game_id = _game_id(env_id)
+    if game_id is not None:
+        _game_info(game_id, parse_kwargs(kw), seed)
+        return
     env_id = agentenv.registry.resolve_id(env_id)
     c = card(env_id)
     env = agentenv.make(env_id, **parse_kwargs(kw))
@@ -112,7 +161,7 @@ def info(env_id: str, kw: KwOption = None, seed: int = 0) -> None:
         if c.description:
             console.print(c.description)
         console.print(f"reward modes: {', '.join(base.reward_modes)}   max_turns: {base.max_turns}")
-        console.print("knobs: " + ", ".join(f"{k}={v!r}" for k, v in _knobs(env_id).items()))
+        console.print("knobs: " + ", ".join(f"{k}={v!r}" for k, v in _knobs(agentenv.spec(env_id)).items()))
         console.print(f"\n[bold]instructions[/]\n{_shown(base.instructions)}")
         console.print(
             f"\n[bold]first observation[/] (seed={seed}, task_id={reset_info['task_id']})\n{_shown(observation)}"
@@ -123,15 +172,49 @@ def info(env_id: str, kw: KwOption = None, seed: int = 0) -> None:
         env.close()
 
 
+def _game_info(game_id: str, kwargs: dict[str, Any], seed: int) -> None:
+    import agentenv
+    from agentenv.registry import multi_api, multi_spec
+
+    spec = multi_spec(game_id)
+    env = agentenv.make_multi(game_id, **kwargs)
+    try:
+        env.reset(seed=seed)
+        console.print(
+            f"[bold]{game_id}[/]  family={spec.family or '-'}  source={spec.source or '-'}  (multi-agent game)"
+        )
+        if spec.description:
+            console.print(spec.description)
+        entry = spec.entry_point
+        if not isinstance(entry, str):
+            entry = f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', repr(entry))}"
+        console.print(f"entry point: {entry}   API: {multi_api(env)}   agents: {', '.join(env.possible_agents)}")
+        console.print("knobs: " + ", ".join(f"{k}={v!r}" for k, v in {**_knobs(spec), **kwargs}.items()))
+        for agent in env.possible_agents:
+            console.print(f"\n[bold]first observation of {agent}[/] (seed={seed})\n{_shown(env.observe(agent))}")
+    finally:
+        env.close()
+
+
 @app.command()
 def play(
     env_id: str,
     kw: KwOption = None,
     seed: Annotated[int | None, typer.Option(help="Task seed (random if omitted)")] = None,
+    seat: Annotated[str | None, typer.Option(help="Games: the agent you play (default: the first)")] = None,
+    opponent: Annotated[str | None, typer.Option(help="Games: the other seats' player, expert | random")] = None,
 ) -> None:
-    """Play an environment yourself in the terminal. Type :help for commands, :quit to stop."""
+    """Play an environment yourself in the terminal, or one seat of a game against scripted opponents. Type :help
+    for commands, :quit to stop."""
     import agentenv
+    from agentenv.errors import ConfigError
 
+    game_id = _game_id(env_id)
+    if game_id is not None:
+        _play_game(game_id, parse_kwargs(kw), seed, seat, opponent or "expert")
+        return
+    if seat is not None or opponent is not None:
+        raise ConfigError(f"--seat and --opponent are for multi-agent games; {env_id!r} is not one")
     env = agentenv.make(env_id, **parse_kwargs(kw))
     try:
         observation, info = env.reset(seed=seed)
@@ -168,6 +251,68 @@ def play(
         env.close()
 
 
+def _play_game(game_id: str, kwargs: dict[str, Any], seed: int | None, seat: str, opponent: str) -> None:
+    """A person plays ``seat`` (read from stdin, one line a turn); the other seats play ``opponent``."""
+    import agentenv
+    from agentenv.errors import check_choice
+    from agentenv.testing import SCRIPTED_PLAYERS, scripted_player
+
+    check_choice("opponent", opponent, SCRIPTED_PLAYERS)
+    env = agentenv.make_multi(game_id, **kwargs)
+    try:
+        seat = seat or env.possible_agents[0]
+        check_choice("seat", seat, env.possible_agents)
+        others = scripted_player(env, opponent, seed)
+        expert = scripted_player(env, "expert")
+        env.reset(seed=seed)
+        console.print(f"[dim]You are {seat} in {game_id}; the other seats play {opponent}. :help for commands.[/]\n")
+        returns = dict.fromkeys(env.possible_agents, 0.0)
+        last_info: dict[str, Any] = {}
+        for agent in env.agent_iter():
+            observation, reward, terminated, truncated, info = env.last()
+            returns[agent] += reward
+            if terminated or truncated:
+                if agent == seat:
+                    console.print(_shown(observation))
+                    last_info = info
+                env.step(None)
+            elif agent != seat:
+                env.step(others(agent))
+            else:
+                console.print(_shown(observation) + (f"\n[dim]reward {reward:+.3f}[/]" if reward else ""))
+                line = _ask_turn(env, seat, expert)
+                if line is None:
+                    console.print("\ngame abandoned")
+                    return
+                env.step(line)
+        verdict = "[green]success[/]" if last_info.get("success") else "[red]no success[/]"
+        outcome = f", outcome {last_info['outcome']:g}" if "outcome" in last_info else ""
+        console.print(f"\ngame over: {verdict}{outcome}, your return {returns[seat]:.3f}")
+        console.print("returns: " + ", ".join(f"{a} {r:+.3f}" for a, r in returns.items()))
+    finally:
+        env.close()
+
+
+def _ask_turn(env: Any, seat: str, expert: Any) -> str | None:
+    """The person's next turn; answers :help, :hint and :expert on the way. None when they quit (or stdin ends)."""
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            return None
+        command = line.strip()
+        if command in (":q", ":quit", ":exit"):
+            return None
+        if command == ":help":
+            console.print(":hint (some legal moves), :expert (the expert's move), :quit")
+        elif command == ":hint":
+            console.print(_shown(" | ".join(env.unwrapped.legal_actions(seat) or ["(no moves to list)"])))
+        elif command == ":expert":
+            console.print(_shown(expert(seat)))
+        else:
+            return line
+
+
 def _shown(text: str) -> str:
     """Env text for the console: control characters visible (:func:`~agentenv.core.terminal_text`), no markup."""
     from rich.markup import escape
@@ -179,17 +324,30 @@ def _shown(text: str) -> str:
 
 @app.command()
 def check(
-    env_ids: Annotated[list[str] | None, typer.Argument(help="Env ids; all registered if omitted")] = None,
+    env_ids: Annotated[list[str] | None, typer.Argument(help="Env or game ids; all registered if omitted")] = None,
     kw: KwOption = None,
 ) -> None:
-    """Run Gymnasium's checker and the AgentEnv contract on environments. Exit 1 on any failure."""
+    """Run Gymnasium's checker and the AgentEnv contract on environments, and PettingZoo's API, seed and parallel
+    tests plus bad turns on multi-agent games. Exit 1 on any failure."""
     import agentenv
-    from agentenv.testing import check_env
+    from agentenv.testing import check_env, check_game
 
     kwargs = parse_kwargs(kw)
+    if not env_ids:
+        env_ids = agentenv.env_ids()
+        if importlib.util.find_spec("pettingzoo") is None:
+            err.print(
+                "[yellow]multi-agent games skipped: they need the 'games' extra (pip install 'agentenv[games]')[/]"
+            )
+        else:
+            env_ids += agentenv.list_multi()
     failures = 0
-    for env_id in env_ids or agentenv.env_ids():
-        report = check_env(env_id, raise_on_failure=False, **kwargs)
+    for env_id in env_ids:
+        game_id = _game_id(env_id)
+        if game_id is not None:
+            report = check_game(game_id, raise_on_failure=False, **kwargs)
+        else:
+            report = check_env(env_id, raise_on_failure=False, **kwargs)
         mark = "[green]PASS[/]" if report.ok else "[red]FAIL[/]"
         console.print(f"{mark} {report.env_id}  ({len(report.passed)} checks passed, {len(report.failed)} failed)")
         for name, why in report.failed.items():

@@ -257,3 +257,11 @@ def make_multi(id: str, *, parallel: bool = False, **kwargs: Any) -> Any:
     if parallel:
         raise ConfigError(f"parallel=True: {spec.id} is turn-based (AEC only); leave parallel=False")
     return env
+
+
+def multi_api(env: Any) -> str:
+    """Which of PettingZoo's APIs a game made by :func:`make_multi` is native to: ``"parallel"`` for a simultaneous
+    game (a ``ParallelEnv``, or its AEC view), ``"AEC"`` for a turn-based one."""
+    from pettingzoo import ParallelEnv
+
+    return "parallel" if isinstance(env.unwrapped, ParallelEnv) else "AEC"

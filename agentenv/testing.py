@@ -1,26 +1,31 @@
 """The AgentEnv contract as a runnable check, for our envs and for plugin authors' own tests.
 
->>> from agentenv.testing import check_env
+>>> from agentenv.testing import check_env, check_game
 >>> report = check_env("AgentEnv/KeyDoor-s3k1d2-v0")   # raises EnvContractError listing every failure
+>>> report = check_game("AgentEnv/Nim-v0")             # a multi-agent game: PettingZoo's tests and bad turns
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 import pickle
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.utils.env_checker import data_equivalence
 
 from agentenv.core import _UNPRINTABLE, TextEnv
-from agentenv.errors import ConfigError, EnvContractError
-from agentenv.registry import make, resolve_id
+from agentenv.errors import ConfigError, EnvContractError, check_choice
+from agentenv.registry import make, make_multi, multi_api, multi_spec, resolve_id
 from agentenv.spaces import TextSpace
 
 #: Turns no env may crash on; each must come back as an invalid turn.
@@ -55,6 +60,23 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.failed
 
+    def run(self, name: str, check: Callable[[], str | None]) -> None:
+        """Run one check: an exception is its failure, a returned string a note. One broken check must not hide
+        the rest."""
+        try:
+            note = check()
+        except Exception as e:
+            self.failed[name] = f"{type(e).__name__}: {e}"
+        else:
+            self.passed.append(name)
+            if note:
+                self.notes.append(f"{name}: {note}")
+
+    def raise_on_failure(self) -> None:
+        if self.failed:
+            lines = "\n".join(f"  - {name}: {why}" for name, why in self.failed.items())
+            raise EnvContractError(f"{self.env_id} fails {len(self.failed)} contract check(s):\n{lines}")
+
 
 def check_env(
     env_id: str,
@@ -75,16 +97,7 @@ def check_env(
     """
     env_id = resolve_id(env_id)
     report = CheckReport(env_id)
-
-    def run(name: str, check: Callable[[], str | None]) -> None:
-        try:
-            note = check()
-        except Exception as e:  # each check reports its own failure; one broken check must not hide the rest
-            report.failed[name] = f"{type(e).__name__}: {e}"
-        else:
-            report.passed.append(name)
-            if note:
-                report.notes.append(f"{name}: {note}")
+    run = report.run
 
     def new_env(**extra: Any) -> gym.Env:
         return make(env_id, **{**kwargs, **extra})
@@ -102,9 +115,8 @@ def check_env(
     run("spec pickles and remakes", lambda: _spec_pickle(new_env, seeds[0]))
     run("make_vec (sync)", lambda: _vector(env_id, kwargs, seeds[0]))
 
-    if raise_on_failure and report.failed:
-        lines = "\n".join(f"  - {name}: {why}" for name, why in report.failed.items())
-        raise EnvContractError(f"{env_id} fails {len(report.failed)} contract check(s):\n{lines}")
+    if raise_on_failure:
+        report.raise_on_failure()
     return report
 
 
@@ -336,3 +348,197 @@ def _finite(x: Any) -> bool:
         return math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+# ---- multi-agent games (PettingZoo) -------------------------------------------------------------------------------
+#: PettingZoo's tests advise NumPy observations and Box/Discrete spaces: text games break that advice by design.
+ARRAY_ADVICE = re.compile(r"Observation is not a NumPy array|space for each agent probably should be gymnasium")
+#: The scripted players every game offers: its ``expert_action``, or a random move of its ``legal_actions``.
+SCRIPTED_PLAYERS = ("expert", "random")
+
+
+def check_game(
+    game_id: str,
+    *,
+    seed: int = 0,
+    num_cycles: int = 100,
+    max_steps: int = 1000,
+    raise_on_failure: bool = True,
+    **kwargs: Any,
+) -> CheckReport:
+    """Run PettingZoo's own tests plus the AgentEnv game contract on a registered multi-agent game (made with
+    ``kwargs``).
+
+    Checks: PettingZoo's ``api_test`` and ``seed_test`` (and ``parallel_api_test`` and ``parallel_seed_test`` for a
+    simultaneous game), with their advice for array envs silenced and any other warning noted; each of
+    :data:`BAD_ACTIONS` is an invalid turn for the agent that took it (``info['invalid_action']``, a finite reward,
+    an observation in its space), never an exception, and a game of nothing but bad turns plays on or ends by its
+    rules; unknown knobs and :data:`BAD_SEEDS` are ConfigErrors; render shows control characters escaped; the
+    scripted players (``expert_action`` against ``legal_actions``), when the game has them, play valid turns to the
+    end in either seat, and every agent's last info says its ``success``.
+    """
+    try:
+        from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
+    except ImportError as e:
+        raise ImportError(
+            f"Checking games needs the 'games' extra ({e.name} is missing): pip install 'agentenv[games]'"
+        ) from e
+
+    game_id = multi_spec(game_id).id
+    report = CheckReport(game_id)
+    run = report.run
+
+    def new_env(**extra: Any) -> Any:
+        return make_multi(game_id, **{**kwargs, **extra})
+
+    run("make_multi", lambda: new_env().close())
+    if report.failed:
+        if raise_on_failure:
+            report.raise_on_failure()
+        return report
+    parallel = multi_api(new_env()) == "parallel"
+    run("pettingzoo api_test", lambda: _quietly(api_test, new_env(), num_cycles=num_cycles))
+    run("pettingzoo seed_test", lambda: _quietly(seed_test, new_env, num_cycles=num_cycles))
+    if parallel:
+        new_parallel = functools.partial(new_env, parallel=True)
+        run("pettingzoo parallel_api_test", lambda: _quietly(parallel_api_test, new_parallel(), num_cycles=num_cycles))
+        run("pettingzoo parallel_seed_test", lambda: _quietly(parallel_seed_test, new_parallel, num_cycles=num_cycles))
+    run("bad turns are invalid turns", lambda: _bad_turns(new_env, seed, parallel))
+    run("a game of bad turns never crashes", lambda: _game_of_bad_turns(new_env, seed, max_steps))
+    run("bad knobs and seeds are ConfigErrors", lambda: _bad_game_config(new_env))
+    run("render ansi", lambda: _game_render(new_env, seed))
+    run("scripted players finish the game", lambda: _scripted_games(new_env, seed, max_steps))
+
+    if raise_on_failure:
+        report.raise_on_failure()
+    return report
+
+
+def scripted_player(env: Any, kind: str, seed: int | None = None) -> Callable[[str], str]:
+    """A scripted player of a game, agent -> its turn now: ``"expert"`` plays ``env.expert_action(agent)`` (the
+    game's optimal or reference strategy), ``"random"`` a uniformly random (seeded) move of
+    ``env.legal_actions(agent)``, or the expert's when that list is empty."""
+    check_choice("kind", kind, SCRIPTED_PLAYERS)
+    base = env.unwrapped
+    missing = [name for name in ("expert_action", "legal_actions") if not callable(getattr(base, name, None))]
+    if missing:
+        raise ConfigError(f"{type(base).__name__} has no {' or '.join(missing)}, so it has no scripted players")
+    if kind == "expert":
+        return base.expert_action
+    rng = np.random.default_rng(seed)
+
+    def random_turn(agent: str) -> str:
+        moves = base.legal_actions(agent)
+        return moves[int(rng.integers(len(moves)))] if moves else base.expert_action(agent)
+
+    return random_turn
+
+
+def _quietly(test: Callable[..., None], *args: Any, **kwargs: Any) -> str | None:
+    """Run one of PettingZoo's tests without its progress prints or its advice for array envs; other warnings come
+    back as a note."""
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("always")
+        test(*args, **kwargs)
+    others = sorted({str(w.message) for w in caught if not ARRAY_ADVICE.search(str(w.message))})
+    return "PettingZoo warned: " + " | ".join(others) if others else None
+
+
+def _bad_turns(new_env: Callable[..., Any], seed: int, parallel: bool) -> None:
+    env = new_env(parallel=parallel)
+    try:
+        for name, action in BAD_ACTIONS.items():
+            env.reset(seed=seed)
+            try:
+                if parallel:  # every agent takes the bad turn at once
+                    agents = list(env.agents)
+                    observations, rewards, _, _, infos = env.step(dict.fromkeys(agents, action))
+                    seen = [(a, observations[a], rewards[a], infos[a]) for a in agents]
+                else:
+                    agent = env.agent_selection
+                    env.step(action)
+                    seen = [(agent, env.observe(agent), env.rewards[agent], env.infos[agent])]
+            except Exception as e:
+                raise AssertionError(f"{name}: step raised {type(e).__name__}: {e}") from e
+            for agent, observation, reward, info in seen:
+                assert info.get("invalid_action") is True, f"{name}: {agent}'s info['invalid_action'] is not True"
+                assert _finite(reward), f"{name}: {agent}'s reward {reward!r} is not finite"
+                assert observation in env.observation_space(agent), (
+                    f"{name}: {agent}'s observation is outside its space"
+                )
+    finally:
+        env.close()
+
+
+def _game_of_bad_turns(new_env: Callable[..., Any], seed: int, max_steps: int) -> str:
+    env = new_env()
+    turns = list(BAD_ACTIONS.values())
+    steps = 0
+    try:
+        env.reset(seed=seed)
+        for steps, agent in enumerate(env.agent_iter(max_steps), 1):
+            _, reward, terminated, truncated, _ = env.last()
+            assert _finite(reward), f"step {steps}: {agent}'s reward {reward!r} is not finite"
+            env.step(None if terminated or truncated else turns[steps % len(turns)])
+        ended = not env.agents
+    finally:
+        env.close()
+    return f"ended after {steps} steps" if ended else f"still on after {steps} steps (the game's rules allow it)"
+
+
+def _bad_game_config(new_env: Callable[..., Any]) -> None:
+    try:
+        new_env(no_such_knob=1)
+    except ConfigError:
+        pass
+    else:
+        raise AssertionError("make_multi(..., no_such_knob=1) must raise ConfigError")
+    env = new_env()
+    try:
+        for seed in BAD_SEEDS:
+            try:
+                env.reset(seed=seed)
+            except ConfigError:
+                continue
+            raise AssertionError(f"reset(seed={seed!r}) must raise ConfigError")
+    finally:
+        env.close()
+
+
+def _game_render(new_env: Callable[..., Any], seed: int) -> None:
+    env = new_env(render_mode="ansi")
+    try:
+        env.reset(seed=seed)
+        for _ in env.agent_iter(4):
+            _, _, terminated, truncated, _ = env.last()
+            text = env.render()
+            assert isinstance(text, str), "render() in 'ansi' mode must return a str"
+            assert not _UNPRINTABLE.search(text), "render() must show control characters escaped (terminal_text)"
+            env.step(None if terminated or truncated else "\x1b[2J\x00 hello\x07")
+    finally:
+        env.close()
+
+
+def _scripted_games(new_env: Callable[..., Any], seed: int, max_steps: int) -> str | None:
+    env = new_env()
+    try:
+        if not all(callable(getattr(env.unwrapped, m, None)) for m in ("expert_action", "legal_actions")):
+            return "the game has no expert_action and legal_actions (skipped)"
+        for expert_seat in range(len(env.possible_agents)):
+            env.reset(seed=seed + expert_seat)
+            players = {
+                agent: scripted_player(env, "expert" if i == expert_seat else "random", seed)
+                for i, agent in enumerate(env.possible_agents)
+            }
+            for agent in env.agent_iter(max_steps):
+                _, _, terminated, truncated, info = env.last()
+                assert not info.get("invalid_action"), (
+                    f"{agent}'s scripted turn was invalid: {info.get('invalid_reason')}"
+                )
+                if terminated or truncated:
+                    assert isinstance(info.get("success"), bool), f"{agent}'s last info['success'] must be a bool"
+                env.step(None if terminated or truncated else players[agent](agent))
+            assert not env.agents, f"expert in seat {expert_seat} vs random: no end after {max_steps} steps"
+    finally:
+        env.close()
+    return None
