@@ -93,11 +93,11 @@ def print_table(label: str, run: dict[str, Any]) -> None:
 
     print(f"\n{label}: judge {run['judge_start']}, reward {run['reward']}, {run['iterations_done']}/"
           f"{run['iterations_planned']} iterations of {run['episodes_per_iteration']} answers")  # fmt: skip
-    print("iteration | disagreement | judge FPR | judge FNR | verified (train draws) | held-out")
+    print("iteration | disagreement | judge FPR | judge FNR | judge AUROC | verified (train draws) | held-out")
     for r in run["cotrain"]:
         print(f"{r['iteration']:>9} | {pct(r.get('disagreement')):>12} | {pct(r.get('judge_fpr')):>9} | "
-              f"{pct(r.get('judge_fnr')):>9} | {pct(r.get('verified_success')):>22} | "
-              f"{pct(r.get('held_out_success')):>8}")  # fmt: skip
+              f"{pct(r.get('judge_fnr')):>9} | {pct(r.get('judge_auroc')):>11} | "
+              f"{pct(r.get('verified_success')):>22} | {pct(r.get('held_out_success')):>8}")  # fmt: skip
     for name, e in run["evaluations"].items():
         print(f"  {name}: {e['success_rate']:.1%} [{e['success_ci_low']:.0%}, {e['success_ci_high']:.0%}] "
               f"on {e['episodes']} test tasks")  # fmt: skip

@@ -4,7 +4,8 @@ from fresh policy samples that the env's rule verifier labels.
 :class:`JudgedReward` wraps each training env: when an episode ends with an answer, the reward the policy sees is
 the judge's P(yes) (or its verdict) instead of the verifier's score, which stays in ``info["verified"]``. After
 each RL iteration :meth:`CoTrainer.after_iteration` reads what the judge paid against what the verifier says —
-the hacking monitor: disagreement, the judge's false-positive and false-negative rates, the policy's verified
+the hacking monitor: disagreement, the judge's false-positive and false-negative rates at its threshold, its AUROC
+on the iteration's answers (threshold-free: a P(yes) reward pays by rank within a group), the policy's verified
 success — and then trains the judge a few steps on the newest verified samples (a replay window), so the reward
 the policy chases is pulled back toward the truth as the policy explores. ``agentenv train`` runs it for a recipe
 with a ``cotrain:`` section and plots the monitor in ``cotrain.png``.
@@ -151,6 +152,10 @@ class CoTrainer:
             if positives
             else math.nan,
         }
+        if positives and negatives:  # threshold-free: does the judge rank the right answers above the wrong ones?
+            from agentenv.rewards.antihack import auroc
+
+            row["judge_auroc"] = auroc([s.p_yes for s in fresh], labels)
         fooled = [s for s in fresh if s.p_yes >= t and not s.label]
         row["fooled"] = [{"answer": s.answer[:120], "reference": s.reference, "p_yes": round(s.p_yes, 3)}
                          for s in sorted(fooled, key=lambda s: -s.p_yes)[:3]]  # fmt: skip
@@ -210,7 +215,8 @@ def plot_monitor(history: list[dict[str, Any]], path: str | Path) -> Path | None
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for key, label in (("disagreement", "judge vs verifier disagreement"), ("verified_success", "verified success"),
-                       ("judge_fpr", "judge FPR"), ("held_out_success", "held-out success (verifier)")):  # fmt: skip
+                       ("judge_fpr", "judge FPR"), ("judge_auroc", "judge AUROC"),
+                       ("held_out_success", "held-out success (verifier)")):  # fmt: skip
         points = [(row["iteration"], row[key]) for row in history if row.get(key) is not None]
         if points:  # held-out success exists only where the run evaluated
             ax.plot(*zip(*points, strict=True), marker="o", label=label)
