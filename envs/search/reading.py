@@ -101,9 +101,10 @@ class ReadingEnv(TextEnv):
         return self._rubric[q.answer_type](Sample(response=text, prompt=q.text, reference=q.answer, metadata=metadata))
 
     def near_misses(self, limit: int = 6) -> list[str]:
-        """Wrong answers the documents shown suggest — the other names, numbers and dates they state — each one
-        checked wrong by the rubric; those of the question's answer type first. The hard negatives a judge must
-        refuse (co-training adds them to the judge's training data, Cooper-style); empty before reset."""
+        """Wrong answers the documents shown suggest, each one checked wrong by the rubric: first the documents'
+        sentence that states the answer (a sentence frame, which the answer-only rule refuses), then the other
+        names, numbers and dates they state, those of the question's answer type first. The hard negatives a judge
+        must refuse (co-training adds them to the judge's training data, Cooper-style); empty before reset."""
         if self.question is None:
             return []
         world, text = self._world(), self._shown
@@ -111,7 +112,9 @@ class ReadingEnv(TextEnv):
         numbers = _NUMBER.findall(_DATE.sub(" ", text))
         names = [name for name in world.by_name if name in text]
         by_type = {"date": dates, "number": numbers, "entity": names}
-        ordered = by_type[self.question.answer_type] + [v for t, vs in by_type.items()
+        sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text.replace("\n", " "))]
+        framed = [x for x in sentences if any(a in x for a in self.question.answers)][:1]
+        ordered = framed + by_type[self.question.answer_type] + [v for t, vs in by_type.items()
                                                         if t != self.question.answer_type for v in vs]  # fmt: skip
         wrong: list[str] = []
         for value in dict.fromkeys(ordered):
