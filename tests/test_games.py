@@ -381,3 +381,13 @@ def test_reference_negotiators_usually_agree():
     deals = sum(play_out(env, {"player_0": expert, "player_1": expert}, s)[1]["player_0"]["deal"] is not None
                 for s in range(n))  # fmt: skip
     assert wilson_lower(deals, n) > 0.75, f"{deals}/{n}"
+
+
+def test_a_cooperative_game_reports_its_outcome_like_the_others():
+    from agentenv.multi_rollout import ScriptedSeat, play_game
+
+    env = agentenv.make_multi("AgentEnv/MutualFriends-v0")
+    won = play_game(env, {a: ScriptedSeat("expert") for a in env.possible_agents}, seed=0)
+    assert won.outcomes and set(won.outcomes.values()) == {1.0}  # experts find the shared friend
+    lost = play_game(env, {a: ScriptedSeat("random", seed=1) for a in env.possible_agents}, seed=0)
+    assert set(lost.outcomes) == set(env.possible_agents) and set(lost.outcomes.values()) <= {0.0, 1.0}

@@ -362,7 +362,7 @@ class SimultaneousGame(GameRules, ParallelEnv):
                 self._tell(a, f"Invalid turn: {reasons[a]}. It counts as silence.")
                 self.transcript.append(f"{a}: invalid turn ({reasons[a]})")
             if self._over:
-                infos[a].update(self._end_info, success=self._success)
+                infos[a].update(self._end_info, success=self._success, outcome=float(self._success))
         done = dict.fromkeys(self.agents, self._over)
         observations = {a: self._message(a) for a in self.agents}
         if self._over:
