@@ -20,8 +20,8 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,19 @@ def _progress(console: Any) -> Any:
 def _say(console: Any, text: str) -> None:
     if console is not None:
         console.print(text)
+
+
+@contextmanager
+def _bar(progress: Any, description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A progress bar for the duration of the block (none without ``progress``); yields ``advance(*_)``."""
+    if progress is None:
+        yield lambda *_: None
+        return
+    task = progress.add_task(description, total=total)
+    try:
+        yield lambda *_: progress.advance(task)
+    finally:
+        progress.remove_task(task)
 
 
 def launched_accelerator(recipe: Recipe) -> Any:
@@ -133,19 +146,16 @@ def evaluate(
     envs = [agentenv.make(env_id, **kwargs) for _ in range(max(1, min(e.num_envs, len(seeds))))]
     sampling = Sampling(e.max_new_tokens, e.temperature, seed=recipe.seed)
     policy = TransformersPolicy(model, tokenizer, sampling, batch_size=len(envs))
-    task = progress.add_task(f"eval {label}", total=len(seeds)) if progress is not None else None
     model.eval()
     try:
-        trajectories = rollout(
-            envs, policy, chat_format, seeds, env_id=env_id, policy_name=label,
-            max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096,
-            on_episode=(lambda _: progress.advance(task)) if task is not None else None,
-        )  # fmt: skip
+        with _bar(progress, f"eval {label}", len(seeds)) as advance:
+            trajectories = rollout(
+                envs, policy, chat_format, seeds, env_id=env_id, policy_name=label,
+                max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096, on_episode=advance,
+            )  # fmt: skip
     finally:
         for env in envs:
             env.close()
-        if task is not None:
-            progress.remove_task(task)
     if processes > 1:
         from accelerate.utils import gather_object
 
@@ -337,18 +347,15 @@ def supervised(run: RecipeRun) -> None:
     chats = demonstrations(recipe)
     run.say(f"SFT on {len(chats)} demonstrations, {s.epochs} epochs")
     steps = s.epochs * -(-len(chats) // s.batch_size)
-    task = run.progress.add_task("SFT", total=steps) if run.progress is not None else None
+    with _bar(run.progress, "SFT", steps) as advance:
 
-    def on_step(record: dict[str, float]) -> None:
-        run.log.log("sft", int(record["step"]), record)
-        if task is not None:
-            run.progress.advance(task)
+        def on_step(record: dict[str, float]) -> None:
+            run.log.log("sft", int(record["step"]), record)
+            advance()
 
-    train_sft(run.model, chats, run.chat_format, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-              micro_batch_size=s.micro_batch_size, max_grad_norm=s.max_grad_norm, seed=recipe.seed,
-              on_step=on_step)  # fmt: skip
-    if task is not None:
-        run.progress.remove_task(task)
+        train_sft(run.model, chats, run.chat_format, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
+                  micro_batch_size=s.micro_batch_size, max_grad_norm=s.max_grad_norm, seed=recipe.seed,
+                  on_step=on_step)  # fmt: skip
     run.results["seconds"]["sft"] = time.perf_counter() - t0
     if run.main:
         _save_model(run.model, run.tokenizer, run.sft_checkpoint, {"stage": "sft"})
@@ -402,15 +409,11 @@ def _cotrainer(run: RecipeRun, envs: list[Any]) -> Any:
 
 def _rl_iteration(run: RecipeRun, cotrainer: Any) -> None:
     """One RL iteration with its progress bar, log row and checkpoint; co-training's monitor and judge update."""
-    recipe, c, trainer, progress = run.recipe, run.recipe.rl, run.trainer, run.progress
+    recipe, c, trainer = run.recipe, run.recipe.rl, run.trainer
     it = trainer.iteration_done + 1
     share = c.episodes // (run.accelerator.num_processes if run.accelerator is not None else 1)
-    task = progress.add_task(f"RL {c.algorithm} iteration {it}/{c.iterations}", total=share) \
-        if progress is not None else None  # fmt: skip
-    advance = (lambda _, task=task: progress.advance(task)) if task is not None else None
-    metrics = trainer.iteration(on_episode=advance)
-    if task is not None:
-        progress.remove_task(task)
+    with _bar(run.progress, f"RL {c.algorithm} iteration {it}/{c.iterations}", share) as advance:
+        metrics = trainer.iteration(on_episode=advance)
     run.log.log("rl", it, metrics)
     run.say(f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
             f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
