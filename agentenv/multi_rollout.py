@@ -307,10 +307,7 @@ class GameScheduler:
         trajectory = seat.trajectory
         if seat.answer is not None and seat.chat_format is not None and seat.last is not None:
             ended = seat.chat_format.ended(seat.last.token_ids)
-            delta = seat.chat_format.delta({"role": "user", "content": seat.answer}, ended=ended)
-            trajectory.token_ids += delta
-            trajectory.loss_mask += [0] * len(delta)
-            trajectory.logprobs += [0.0] * len(delta)
+            trajectory.add_context(seat.chat_format.delta({"role": "user", "content": seat.answer}, ended=ended))
         seat.answer = None
         return len(trajectory.token_ids) + seat.max_new_tokens <= self.max_context_tokens
 
@@ -354,11 +351,7 @@ class GameScheduler:
             return
         if self.record_prompts:
             trajectory.prompts.append(prompt)
-        begin = len(trajectory.token_ids)
-        trajectory.token_ids += generation.token_ids
-        trajectory.loss_mask += [1] * len(generation.token_ids)
-        trajectory.logprobs += list(generation.logprobs) or [0.0] * len(generation.token_ids)
-        trajectory.turn_spans.append((begin, len(trajectory.token_ids)))
+        trajectory.add_agent_turn(generation.token_ids, generation.logprobs)
         seat.action, seat.last, seat.open = generation.text, generation, True
         try:
             game.env.step(generation.text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,20 @@ class Trajectory(Episode):
     context_truncated: bool = False  # stopped because the next turn would not fit max_context_tokens
     error: str = ""  # a failed env step or generation ended this episode; the rest of the batch goes on
     prompts: list[list[int]] = field(default_factory=list)  # each turn's prompt, when record_prompts=True
+
+    def add_agent_turn(self, token_ids: list[int], logprobs: Sequence[float] = ()) -> None:
+        """Append a generated turn: trained on (loss mask 1), with its sampling log-probs (0.0 if none came)."""
+        begin = len(self.token_ids)
+        self.token_ids += token_ids
+        self.loss_mask += [1] * len(token_ids)
+        self.logprobs += list(logprobs) or [0.0] * len(token_ids)
+        self.turn_spans.append((begin, len(self.token_ids)))
+
+    def add_context(self, token_ids: list[int]) -> None:
+        """Append tokens the agent reads but did not generate (an env message): loss mask 0."""
+        self.token_ids += token_ids
+        self.loss_mask += [0] * len(token_ids)
+        self.logprobs += [0.0] * len(token_ids)
 
     @property
     def turn_rewards(self) -> list[float]:
@@ -321,11 +335,7 @@ class RolloutScheduler:
             return (slot, generation, None, f"generation failed: {generation.error}")
         if self.record_prompts:
             episode.prompts.append(prompt)
-        begin = len(episode.token_ids)
-        episode.token_ids += generation.token_ids
-        episode.loss_mask += [1] * len(generation.token_ids)
-        episode.logprobs += list(generation.logprobs) or [0.0] * len(generation.token_ids)
-        episode.turn_spans.append((begin, len(episode.token_ids)))
+        episode.add_agent_turn(generation.token_ids, generation.logprobs)
         try:
             action = self.parse(generation.text) if self.parse is not None else generation.text
         except Exception as e:
@@ -356,10 +366,7 @@ class RolloutScheduler:
                 self.finish(slot)
                 continue
             message = env_message(observation, action, info)
-            delta = self.chat_format.delta(message, ended=self.chat_format.ended(generation.token_ids))
-            episode.token_ids += delta
-            episode.loss_mask += [0] * len(delta)
-            episode.logprobs += [0.0] * len(delta)
+            episode.add_context(self.chat_format.delta(message, ended=self.chat_format.ended(generation.token_ids)))
 
 
 def _raiser(error: Exception) -> Callable[[], Any]:
