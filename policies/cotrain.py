@@ -13,8 +13,11 @@ with a ``cotrain:`` section and plots the monitor in ``cotrain.png``.
 Besides the policy's answers, the judge trains on what Cooper adds for each question the policy meets: the
 reference answer as a positive and, when the env offers ``near_misses(k)`` (wrong answers its own documents
 suggest, each checked wrong by its rule verifier), those as hard negatives — so the judge has both labels from the
-first iteration and has already refused the wrong names and numbers a policy drifts to. The monitor reads the
-policy's answers only. ``eval_every`` evaluates the policy on held-out tasks with the verifier during the run.
+first iteration and has already refused the wrong names and numbers a policy drifts to. ``format_misses(k)`` adds
+the reference in forms the verifier refuses ('1,807 m' for '1807', 'the textiles sector', a misspelled name), the
+forms a policy's answers drift into while a judge trained on answer formats still says yes. Half of each judge batch
+(``newest_share``) is the newest iteration's answers, so the judge's calibration keeps up with the policy. The
+monitor reads the policy's answers only. ``eval_every`` evaluates the policy on held-out tasks with the verifier.
 
 The env must report ``question`` and ``reference`` in the reset info and ``answer`` and ``verified`` in the info
 of the step that answers (``AgentEnv/Search-World-Read-v0`` does).
@@ -52,6 +55,8 @@ class CoTrainConfig:
     max_prompt_tokens: int = 384
     reference_positive: bool = True  # each question's reference answer joins the judge's data as a positive
     near_misses: int = 4  # wrong answers from the env's own documents per question, as negatives (0: none)
+    format_misses: int = 4  # the reference in forms the verifier refuses ('2,367 m', 'in X'), as negatives (0: none)
+    newest_share: float = 0.5  # of each judge batch, drawn from the newest iteration's answers (the rest: replay)
     eval_every: int = 0  # iterations between held-out evaluations of the policy (verifier-scored); 0: none
 
     def validate(self, prefix: str = "") -> None:
@@ -65,6 +70,8 @@ class CoTrainConfig:
         check_choice(f"{prefix}reward", self.reward, REWARDS)
         check_range(f"{prefix}max_prompt_tokens", self.max_prompt_tokens, 16, 1_000_000, integer=True)
         check_range(f"{prefix}near_misses", self.near_misses, 0, 100, integer=True)
+        check_range(f"{prefix}format_misses", self.format_misses, 0, 100, integer=True)
+        check_range(f"{prefix}newest_share", self.newest_share, 0.0, 1.0)
         check_range(f"{prefix}eval_every", self.eval_every, 0, integer=True)
 
 
@@ -126,9 +133,8 @@ class CoTrainer:
                 self.constructed.setdefault((sample.question, sample.answer), sample)
 
     def after_iteration(self, iteration: int) -> dict[str, Any]:
-        """The monitor on this iteration's answers (as the judge paid them), then the judge's training steps."""
-        from agentenv.envs.judge.data import JudgeCase
-
+        """The monitor on this iteration's answers (as the judge paid them), then the judge's training steps: each
+        batch ``newest_share`` from these answers, the rest from the replay window (constructed data included)."""
         with self._lock:
             fresh, self.fresh = self.fresh, []
             constructed, self.constructed = list(self.constructed.values()), {}
@@ -159,12 +165,12 @@ class CoTrainer:
         fooled = [s for s in fresh if s.p_yes >= t and not s.label]
         row["fooled"] = [{"answer": s.answer[:120], "reference": s.reference, "p_yes": round(s.p_yes, 3)}
                          for s in sorted(fooled, key=lambda s: -s.p_yes)[:3]]  # fmt: skip
-        self.replay.extend(constructed + fresh)
         row["constructed"] = len(constructed)
-        cases = [JudgeCase(question=s.question, reference=s.reference, response=s.answer, label=s.label,
-                           category="policy", id=f"policy-{k}") for k, s in enumerate(self.replay)]  # fmt: skip
-        if len({c.label for c in cases}) == 2:  # one label only teaches the judge to say it always
-            row.update(self.learner.fit(cases, self.config.steps))
+        self.replay.extend(constructed + fresh)
+        replayed = list(self.replay)[: max(0, len(self.replay) - len(fresh))]  # the newest answers are drawn apart
+        older, newest = _cases(replayed), _cases(fresh)
+        if len({c.label for c in older + newest}) == 2:  # one label only teaches the judge to say it always
+            row.update(self.learner.fit(older, self.config.steps, newest=newest, newest_share=self.config.newest_share))
         else:
             row.update({"judge_loss": math.nan, "judge_steps": 0})
         row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}  # JSON: null
@@ -173,6 +179,14 @@ class CoTrainer:
 
     def save(self, path: str | Path) -> str:
         return self.learner.save(path)
+
+
+def _cases(samples: Sequence[Judged]) -> list[Any]:
+    """Verified samples as the judge trainer's labelled cases."""
+    from agentenv.envs.judge.data import JudgeCase
+
+    return [JudgeCase(question=s.question, reference=s.reference, response=s.answer, label=s.label,
+                      category="policy", id=f"policy-{k}") for k, s in enumerate(samples)]  # fmt: skip
 
 
 class JudgedReward(gym.Wrapper):
@@ -190,9 +204,12 @@ class JudgedReward(gym.Wrapper):
                               f"AgentEnv/Search-World-Read-v0); {self.env.spec.id if self.env.spec else self.env} "
                               "does not")  # fmt: skip
         self._question, self._reference = str(info["question"]), str(info["reference"])
-        k = self.cotrainer.config.near_misses
-        offer = getattr(self.env.unwrapped, "near_misses", None)
-        self.cotrainer.meet(self._question, self._reference, offer(k) if k and callable(offer) else ())
+        misses: list[str] = []
+        for name, k in (("near_misses", self.cotrainer.config.near_misses),
+                        ("format_misses", self.cotrainer.config.format_misses)):  # fmt: skip
+            offer = getattr(self.env.unwrapped, name, None)
+            misses += offer(k) if k and callable(offer) else []
+        self.cotrainer.meet(self._question, self._reference, misses)
         return observation, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:

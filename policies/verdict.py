@@ -397,6 +397,15 @@ class _VerdictRun:
         return str(final)
 
 
+def mixed_batch(rng: random.Random, older: Sequence[int], newest: Sequence[int], size: int,
+                newest_share: float) -> list[int]:  # fmt: skip
+    """A batch of ``size`` indices without repeats: ``round(newest_share * size)`` from ``newest``, the rest from
+    ``older``; either side fills in for the other when it runs short (the batch shrinks only when both do)."""
+    size = min(size, len(older) + len(newest))
+    take_new = min(len(newest), max(round(newest_share * size), size - len(older)))
+    return rng.sample(list(newest), take_new) + rng.sample(list(older), size - take_new)
+
+
 class OnlineVerdict:
     """A pointwise P(yes) judge that keeps learning while it is used (policy–judge co-training): :attr:`judge`
     scores responses, :meth:`fit` takes a few training steps on labelled cases, with the loss, the top-layer
@@ -429,17 +438,23 @@ class OnlineVerdict:
         """The judge's P(yes) of each case (``question``, ``reference``, ``response``)."""
         return [float(s.value) for s in self.judge.batch([c.sample() for c in cases])]
 
-    def fit(self, cases: Sequence[Any], steps: int) -> dict[str, float]:
-        """``steps`` optimizer steps on batches drawn from ``cases`` (class-balanced loss); the mean loss."""
-
-        data = VerdictData(self.judge, cases)
+    def fit(self, cases: Sequence[Any], steps: int, *, newest: Sequence[Any] = (),
+            newest_share: float = 0.5) -> dict[str, float]:  # fmt: skip
+        """``steps`` optimizer steps on batches drawn from ``cases`` and ``newest`` (class-balanced loss); the mean
+        loss. ``newest_share`` of each batch comes from ``newest`` (the latest samples, e.g. a policy's newest
+        answers, so the judge keeps up with what it is asked now), the rest from ``cases``."""
+        check_range("newest_share", newest_share, 0.0, 1.0)
+        data = VerdictData(self.judge, [*cases, *newest])
         if not len(data) or steps <= 0:
             return {"judge_loss": math.nan, "judge_steps": 0}
+        latest = {id(c) for c in newest}
+        new = [i for i, c in enumerate(data.cases) if id(c) in latest]
+        old = [i for i, c in enumerate(data.cases) if id(c) not in latest]
         weights = class_weights(data.labels)
         self.model.train()
         losses = []
         for _ in range(steps):
-            batch = self.rng.sample(range(len(data)), min(self.config.batch_size, len(data)))
+            batch = mixed_batch(self.rng, old, new, self.config.batch_size, newest_share)
             losses.append(train_step(self.model, data, batch, weights, self.yes, self.no, self.pad_id, self.cast,
                                      self.optimizer, self.params, f"OnlineVerdict step {self.steps + 1}"))  # fmt: skip
             self.steps += 1

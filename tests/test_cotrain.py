@@ -62,6 +62,80 @@ def test_near_misses_are_wrong_answers_the_documents_state():
     assert kinds >= 2  # names and numbers both
 
 
+def test_format_misses_are_the_reference_in_forms_the_verifier_refuses():
+    env = agentenv.make("AgentEnv/Search-World-Read-v0")
+    assert env.unwrapped.format_misses() == []  # before reset
+    found: dict[str, list[str]] = {"unit": [], "separated": [], "misspelled": [], "ordinal": [], "sentence": []}
+    for seed in range(40):
+        _, info = env.reset(seed=seed)
+        reference, answers = info["reference"], env.unwrapped.question.answers
+        misses = env.unwrapped.format_misses(8)
+        assert misses and len(misses) <= 8 and not set(misses) & set(answers)
+        for wrong in misses:  # labelled by the verifier, never by assumption
+            assert env.unwrapped.score_answer(wrong).value == 0.0
+        digits = reference.replace(",", "")
+        if info["answer_type"] == "number":
+            found["unit"] += [m for m in misses if m.startswith(reference + " ") and not m.endswith(".")]
+            if int(digits) >= 1000:
+                found["separated"] += [m for m in misses if m.startswith(f"{int(digits):,} ")]
+        if info["answer_type"] == "entity":
+            found["misspelled"] += [m for m in misses if " " not in m and abs(len(m) - len(reference)) <= 2
+                                    and m.lower() != reference.lower()]  # fmt: skip
+        if info["answer_type"] == "date" and reference[:1].isdigit() and " " in reference:
+            found["ordinal"] += [m for m in misses if m.split()[0][-2:] in ("st", "nd", "rd", "th")]
+        found["sentence"] += [m for m in misses if m == f"The answer is {reference}."]
+    assert all(found.values()), {kind: len(v) for kind, v in found.items()}
+
+
+def test_a_form_the_verifier_accepts_is_no_format_miss():
+    env = agentenv.make("AgentEnv/Search-World-Read-v0").unwrapped
+    for seed in range(40):
+        _, info = env.reset(seed=seed)
+        digits = info["reference"].replace(",", "")
+        if info["answer_type"] == "number" and int(digits) >= 1000:
+            separated = f"{int(digits):,}"
+            assert env.score_answer(separated).value == 1.0  # the thousands separator alone is accepted ...
+            assert separated not in env.format_misses(20)  # ... so it is never offered as a negative
+            return
+    pytest.fail("no number of 1000 or more in 40 tasks")
+
+
+def test_cotrain_adds_the_format_misses_as_negatives(tiny_folder):
+    cotrainer = CoTrainer(CoTrainConfig(judge=str(tiny_folder), near_misses=0, format_misses=3, batch_size=4))
+    env = cotrainer.wrap(agentenv.make("AgentEnv/Search-World-Read-v0"))
+    env.reset(seed=2)
+    negatives = [s.answer for s in cotrainer.constructed.values() if s.label == 0]
+    assert negatives == env.unwrapped.format_misses(3) and len(negatives) == 3
+
+
+def test_judge_batches_draw_their_newest_share_from_the_newest_answers():
+    from random import Random
+
+    from agentenv.policies.verdict import mixed_batch
+
+    older, newest = range(100), range(100, 110)
+    batch = mixed_batch(Random(0), older, newest, 16, 0.5)
+    assert len(batch) == len(set(batch)) == 16 and sum(i >= 100 for i in batch) == 8
+    assert sum(i >= 100 for i in mixed_batch(Random(0), older, newest, 16, 0.0)) == 0
+    assert sorted(mixed_batch(Random(0), older, newest, 16, 1.0))[6:] == list(newest)  # 10 new, 6 old fill in
+    assert sorted(mixed_batch(Random(0), range(3), newest, 16, 0.0)) == [*range(3), *newest]  # both run short
+
+
+def test_the_online_judge_trains_on_replay_and_newest_answers(tiny_folder):
+    from agentenv.envs.judge.data import JudgeCase
+    from agentenv.policies.verdict import OnlineVerdict
+
+    def case(response, label):
+        return JudgeCase(question="q", reference="5", response=response, label=label, category="policy", id="c")
+
+    learner = OnlineVerdict(str(tiny_folder), batch_size=4, num_threads=1)
+    row = learner.fit([case("5", 1), case("6", 0)], 2, newest=[case("5 m", 0), case("5.", 1)], newest_share=0.5)
+    assert row["judge_steps"] == 2 and math.isfinite(row["judge_loss"]) and learner.steps == 2
+    assert learner.fit([], 1, newest=[case("5", 1), case("7", 0)])["judge_steps"] == 1  # newest only
+    with pytest.raises(ConfigError, match="newest_share"):
+        learner.fit([case("5", 1)], 1, newest_share=2.0)
+
+
 def test_the_monitor_counts_disagreement_and_the_judge_trains_on_both_labels(tiny_folder):
     cotrainer = CoTrainer(CoTrainConfig(judge=str(tiny_folder), steps=3, batch_size=4, threshold=0.5))
     cotrainer.fresh = [Judged("q1", "5", "5", 1.0, 0.9), Judged("q2", "6", "7", 0.0, 0.8),
@@ -119,3 +193,7 @@ def test_cotrain_recipes_are_checked():
         load_recipe(base, ["cotrain.judge=/no/such/folder"])
     with pytest.raises(ConfigError, match=r"cotrain\.near_misses="):
         load_recipe(base, ["cotrain.near_misses=-1"])
+    with pytest.raises(ConfigError, match=r"cotrain\.format_misses="):
+        load_recipe(base, ["cotrain.format_misses=-1"])
+    with pytest.raises(ConfigError, match=r"cotrain\.newest_share="):
+        load_recipe(base, ["cotrain.newest_share=1.5"])

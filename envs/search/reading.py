@@ -11,8 +11,10 @@ co-training (``agentenv.policies.cotrain``) runs on it. ``info`` carries what a 
 
 from __future__ import annotations
 
+import itertools
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from agentenv.core import TextEnv
@@ -22,6 +24,7 @@ SHORT_TYPES = ("entity", "number", "date")
 #: Values a document states: dates in the world's three forms, then numbers (with thousands separators).
 _DATE = re.compile(r"\b\d{1,2} [A-Z][a-z]+ \d{4}\b|\b[A-Z][a-z]+ \d{1,2}, \d{4}\b|\b\d{4}-\d{2}-\d{2}\b")
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)?\b")
+_ORDINALS = {1: "st", 2: "nd", 3: "rd", 21: "st", 22: "nd", 23: "rd", 31: "st"}
 INSTRUCTIONS = (
     "Read the documents and answer the question with the answer only: a name, a number or a date, as the "
     "documents state it."
@@ -124,6 +127,30 @@ class ReadingEnv(TextEnv):
                 wrong.append(value)
         return wrong
 
+    def format_misses(self, limit: int = 4) -> list[str]:
+        """The reference in forms the answer-only rule refuses, each one checked wrong by the rubric (a form it
+        accepts, such as '10,690' for '10690', is left out): with the words around it in the documents ('2367 m',
+        'the textiles sector', 'in glassmaking'), misspelled ('Brorilamor'), as an ordinal date ('13th June 1960'),
+        inside a sentence — one of each kind in turn. The forms a policy's answers drift into, which a judge
+        trained on answer formats may accept (co-training adds them as negatives); empty before reset."""
+        if self.question is None:
+            return []
+        q = self.question
+        rng = random.Random(f"{self.task_tag}/{q.text}")
+        kinds = [
+            list(_in_context(q.answers, " ".join(self._shown.split()))),
+            _misspellings(q.answer, rng) if q.answer_type == "entity" else [],
+            _ordinal_dates(q.answer) if q.answer_type == "date" else [],
+            [f"The answer is {q.answer}."],
+        ]
+        wrong: list[str] = []
+        for value in dict.fromkeys(v for row in itertools.zip_longest(*kinds) for v in row if v):
+            if len(wrong) >= limit:
+                break
+            if value not in q.answers and float(self.score_answer(value).value) == 0.0:
+                wrong.append(value)
+        return wrong
+
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:  # type: ignore[override]
         score = self.score_answer(action)
         reward = float(score.value)
@@ -133,3 +160,51 @@ class ReadingEnv(TextEnv):
 
     def walkthrough(self) -> list[str] | None:
         return None if self.question is None or self._done else [self.question.oracle_answer()]
+
+
+def _in_context(answers: Sequence[str], text: str) -> Iterator[str]:
+    """Each answer where ``text`` first states it, with the words of its sentence around it: 'X m' (and '1,807 m'
+    for '1807'), 'in X', 'the X sector'."""
+    for answer in answers:
+        at = text.find(answer)
+        if at < 0:
+            continue
+        before = re.split(r"(?<=[.!?])\s+", text[:at])[-1].split()[-2:]
+        after = re.split(r"[.!?](?:\s|$)", text[at + len(answer) :])[0].split()[:1]
+        before = [w for w in (w.strip("[](),;:") for w in before) if w]
+        after = [w for w in (w.strip("[](),;:") for w in after) if w]
+        digits = answer.replace(",", "")
+        separated = [f"{int(digits):,} {after[0]}"] if digits.isdigit() and int(digits) >= 1000 and after else []
+        for left, right in (([], after), (before[-1:], []), (before[-1:], after), (before, after)):
+            if left or right:
+                yield " ".join([*left, answer, *right])
+                yield from separated if right and not left else ()
+
+
+def _misspellings(name: str, rng: random.Random) -> list[str]:
+    """``name`` with a vowel changed, a letter dropped and a syllable repeated (at seeded places)."""
+    out = []
+    vowels = [i for i, ch in enumerate(name) if ch in "aeiou"]
+    if vowels:
+        i = rng.choice(vowels)
+        out.append(name[:i] + rng.choice([v for v in "aeiou" if v != name[i]]) + name[i + 1 :])
+    inner = [i for i in range(1, len(name) - 1) if name[i].isalpha() and name[i - 1].isalpha()]
+    if inner:
+        i = rng.choice(inner)
+        out.append(name[:i] + name[i + 1 :])
+        j = rng.choice(inner)
+        out.append(name[: j + 2] + name[j : j + 2] + name[j + 2 :])
+    return [x for x in out if x != name]
+
+
+def _ordinal_dates(date: str) -> list[str]:
+    """'13 June 1960' as '13th June 1960' and 'June 13th, 1960' (the same for 'June 13, 1960')."""
+    found = re.fullmatch(r"(\d{1,2}) ([A-Z][a-z]+) (\d{4})", date) or re.fullmatch(
+        r"([A-Z][a-z]+) (\d{1,2}), (\d{4})", date
+    )
+    if not found:
+        return []
+    first, second, year = found.groups()
+    day, month = (first, second) if first.isdigit() else (second, first)
+    nth = f"{day}{_ORDINALS.get(int(day), 'th')}"
+    return [f"{nth} {month} {year}", f"{month} {nth}, {year}"]
