@@ -379,3 +379,45 @@ def test_sync_batch_inside_a_running_event_loop(server):
         return http_judge(server).batch(["Paris"], prompt=FRANCE)
 
     assert asyncio.run(main())[0].value == pytest.approx(0.7 / 0.9)
+
+
+# ---- the rule-based pairwise judge (no model) -------------------------------------------------------------------
+DOCUMENTS = "[Kamrond]\nKamrond has an area of 1,280 km2. The region is one of the regions of Haedrok."
+
+
+def side(answer, argument, reference="1280"):
+    from agentenv.rewards.base import Sample
+
+    metadata = {"answer": answer, "documents": DOCUMENTS}
+    return Sample(f"Answer: {answer}\n{argument}", prompt="What is the area of Kamrond?", reference=reference,
+                  metadata=metadata)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "answer, argument, value",
+    [
+        ("1280", 'It is 1280: "Kamrond has an area of 1,280 km2."', 1.0),  # verified
+        ("Haedrok", 'It is Haedrok: "The region is one of the regions of Haedrok."', 0.5),  # supported, not correct
+        ("1280", 'It is 1280: "The region is one of the regions of Haedrok."', 0.25),  # a true quote, not for it
+        ("1280", "It is 1280, trust me.", 0.0),
+        ("1280", 'It is 1280: "Kamrond measures exactly 1280 km2 in area."', 0.0),  # made up: -0.25, floored
+        ("1280", 'It is 1280: "Kamrond has an area of 1,280 km2." and "1280"', 1.0),  # short quotes are not quotes
+    ],
+)
+def test_evidence_judge_credits_verified_supported_and_true_quotes(answer, argument, value):
+    from agentenv.rewards.judges import EvidenceJudge
+
+    assert EvidenceJudge().credibility(side(answer, argument)).value == pytest.approx(value)
+
+
+def test_evidence_judge_is_a_pairwise_judge_without_a_model():
+    from agentenv.rewards.judges import EvidenceJudge
+
+    judge = EvidenceJudge()
+    honest = side("1280", 'It is 1280: "Kamrond has an area of 1,280 km2."')
+    liar = side("Haedrok", 'It is Haedrok: "The region is one of the regions of Haedrok."')
+    assert judge.compare(honest, liar) == 0.75 and judge.compare(liar, honest) == 0.25
+    assert judge.compare(honest, honest) == 0.5
+    as_reward = judge(honest, metadata={**honest.metadata, "baseline": liar})
+    assert as_reward.value == 0.75 and as_reward.parts["a.verified"] == 1.0
+    assert judge(None).value == 0.0 and judge("no baseline").reason

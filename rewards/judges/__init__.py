@@ -6,6 +6,8 @@
 * :class:`PairwiseJudge` — P(A better than B), scored in both orders and averaged to cancel position bias.
 * :class:`GroupJudge` — RULER-style: each response judged with the whole group of responses to its prompt in context.
 * :class:`ProcessJudge` — P("Yes") that each assistant step of a conversation is correct and useful (GenPRM-style).
+* :class:`EvidenceJudge` — no model: the pairwise interface from rules (the side that states the correct answer and
+  quotes the documents verbatim wins); offline and deterministic, the debate game's default judge.
 
 ``p_yes = sum P(yes variants) / (sum P(yes variants) + sum P(no variants))`` at the first answer token, from the
 logits of a local causal LM (:class:`LocalLM`, default: SmolLM2-135M-Instruct, offline) or from the top logprobs of
@@ -18,6 +20,7 @@ models), ``fitting`` (prompts into the context), ``base`` (what judges share) an
 
 from agentenv.rewards.judges.backends import JudgeBackend, LocalLM, OpenAIServer, as_backend, shared_local_lm
 from agentenv.rewards.judges.base import Judge
+from agentenv.rewards.judges.evidence import EvidenceJudge
 from agentenv.rewards.judges.fitting import MIN_KEPT_CHARS, Fitted, fit
 from agentenv.rewards.judges.group import GROUP_NORMALIZE, GroupJudge
 from agentenv.rewards.judges.pairwise import IDENTICAL, PairwiseJudge
@@ -36,6 +39,7 @@ __all__ = [
     "TEMPLATE_KEYS",
     "YES_WORDS",
     "Chat",
+    "EvidenceJudge",
     "Fitted",
     "GroupJudge",
     "Judge",
