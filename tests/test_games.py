@@ -12,6 +12,7 @@ import agentenv
 from agentenv import ConfigError, UnknownEnvError
 from agentenv.envs.games import GAMES
 from agentenv.envs.games.nim import nim_sum, optimal_move
+from agentenv.envs.games.proposer_solver import evaluate_task
 
 GAME_IDS = [f"AgentEnv/{name}" for name in GAMES]
 PARALLEL_IDS = [i for i in GAME_IDS if agentenv.make_multi(i).metadata["is_parallelizable"]]
@@ -391,3 +392,224 @@ def test_a_cooperative_game_reports_its_outcome_like_the_others():
     assert won.outcomes and set(won.outcomes.values()) == {1.0}  # experts find the shared friend
     lost = play_game(env, {a: ScriptedSeat("random", seed=1) for a in env.possible_agents}, seed=0)
     assert set(lost.outcomes) == set(env.possible_agents) and set(lost.outcomes.values()) <= {0.0, 1.0}
+
+
+# ---- Proposer–solver ------------------------------------------------------------------------------------------
+PROPOSER_SOLVER = "AgentEnv/ProposerSolver-v0"
+
+
+@pytest.mark.parametrize(
+    "field, value", [("rounds", 1), ("max_operators", 11), ("max_operand", 5), ("target", 0.95), ("target", "half")]
+)
+def test_proposer_solver_knobs_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        agentenv.make_multi(PROPOSER_SOLVER, **{field: value})
+
+
+@pytest.mark.parametrize(
+    "expression, expected",
+    [
+        ("(12 + 30) * 2 - 7", 77),
+        ("-5 * (3 - 10)", 35),
+        ("100 * 100 * 100 * 100", 100_000_000),
+        ("2 ** 10", "only whole numbers"),
+        ("7 / 2", "only whole numbers"),
+        ("101 + 1", "numbers go up to 100"),
+        ("1 + 1 + 1 + 1 + 1 + 1", "1 to 4 operators"),
+        ("42", "1 to 4 operators"),
+        ("(1 + 2", "does not parse"),
+        ("007 + 1", "does not parse"),
+        ("__import__('os')", "only whole numbers"),
+        ("1 + " + "(" * 150 + "1" + ")" * 150, "at most 300 characters"),
+        ("-" * 120 + "1 + 1", 2),
+    ],
+)
+def test_tasks_are_evaluated_exactly_or_refused_with_a_reason(expression, expected):
+    value = evaluate_task(expression, max_operators=4, max_operand=100)
+    assert value == expected if isinstance(expected, int) else expected in value
+
+
+@pytest.mark.parametrize("turn", ["task: 2 ** 10", "task: 1000 + 1", "task: 5", "2 + 2", "task: 1 + 1\ntask: 2 + 2"])
+def test_a_malformed_task_is_an_invalid_turn_for_the_proposer_and_is_replayed(turn):
+    env = agentenv.make_multi(PROPOSER_SOLVER, invalid_action_penalty=0.3)
+    env.reset(seed=0)
+    env.step(turn)
+    assert env.infos["proposer_0"]["invalid_action"] and env._cumulative_rewards["proposer_0"] == -0.3
+    assert env.agent_selection == "proposer_0" and "Invalid turn" in env.observe("proposer_0")
+
+
+@pytest.mark.parametrize("bad", [*BAD_TURNS, "answer: 1.5", "answer: twelve", "answer: " + "9" * 40, "task: 1 + 1"])
+def test_any_bad_answer_is_an_invalid_turn_for_the_solver(bad):
+    env = agentenv.make_multi(PROPOSER_SOLVER, invalid_action_penalty=0.25)
+    env.reset(seed=0)
+    env.step("task: 6 * 7")
+    env.step(bad)
+    assert env.infos["solver_0"]["invalid_action"] and env._cumulative_rewards["solver_0"] == pytest.approx(-0.25)
+    assert env.agent_selection == "solver_0" and env.solved == []
+
+
+def test_the_solver_is_checked_by_the_numeric_verifier_and_the_proposer_paid_for_half():
+    env = agentenv.make_multi(PROPOSER_SOLVER, rounds=4)
+    env.reset(seed=0)
+    for answer in ["answer: 42", "answer: 41", "answer: 42", "answer: -1"]:
+        env.step("task: 6 * 7")
+        env.step(answer)
+    assert env.solved == [True, False, True, False]
+    assert env.infos["proposer_0"]["outcome"] == 1.0 and env.infos["solver_0"]["outcome"] == 0.5
+
+
+@pytest.mark.parametrize("target, rate, score", [(0.5, 1.0, 0.0), (0.5, 0.0, 0.0), (0.5, 0.25, 0.5), (0.8, 0.8, 1.0)])
+def test_the_proposer_scores_by_the_distance_of_the_solve_rate_from_its_target(target, rate, score):
+    env = agentenv.make_multi(PROPOSER_SOLVER, target=target)
+    assert env.unwrapped.proposer_score(rate) == pytest.approx(score)
+
+
+def test_an_exact_solver_solves_every_task_so_no_proposer_scores_against_it():
+    env = agentenv.make_multi("AgentEnv/ProposerSolver-o8n1000-v0")
+    for seed in range(20):
+        proposer = expert if seed % 2 else random_player(seed)
+        totals, finals = play_out(env, {"proposer_0": proposer, "solver_0": expert}, seed)
+        assert finals["solver_0"]["solve_rate"] == 1.0 and totals == {"proposer_0": 0.0, "solver_0": 1.0}
+
+
+def test_the_expert_proposer_walks_a_staircase_on_the_operator_count():
+    env = agentenv.make_multi(PROPOSER_SOLVER, rounds=8)
+    env.reset(seed=0)
+    assert env.level() == 2
+    env.solved = [True, True, False]
+    assert env.level() == 3  # 2 -> 3 -> 4 -> 3
+    env.solved = [True] * 8
+    assert env.level() == env.max_operators
+
+
+def test_the_staircase_proposer_outscores_a_random_one_against_a_guessing_solver():
+    # The random solver solves a task of n operators with probability 1 / (2n + 1): 1/3 at best, so the proposer's
+    # best is the easiest tasks. Measured, 400 games each: the expert proposer scores 0.544 (solve rate 0.28), the
+    # random one 0.398 (0.21). Here: the difference's 95% interval (normal approximation) is above 0.
+    from agentenv.multi_rollout import ScriptedSeat, play_games
+
+    env = agentenv.make_multi(PROPOSER_SOLVER)
+    scores = {}
+    for kind in ("expert", "random"):
+        seating = {"proposer_0": ScriptedSeat(kind), "solver_0": ScriptedSeat("random", seed=3)}
+        scores[kind] = np.array([r.outcomes["proposer_0"] for r in play_games([env], seating, seeds=range(200))])
+    difference = scores["expert"].mean() - scores["random"].mean()
+    spread = 1.96 * math.sqrt(sum(x.var(ddof=1) / len(x) for x in scores.values()))
+    assert difference - spread > 0, (difference, spread)
+
+
+def test_proposer_solver_dense_rewards_sum_to_the_outcome():
+    env = agentenv.make_multi(PROPOSER_SOLVER, reward="dense", invalid_action_penalty=0.0)
+    for seed in range(20):
+        totals, finals = play_out(env, {"proposer_0": expert, "solver_0": random_player(seed)}, seed)
+        for agent in env.possible_agents:
+            assert totals[agent] == pytest.approx(finals[agent]["outcome"])
+
+
+def test_a_forfeiting_proposer_scores_zero_and_its_unposed_tasks_count_as_solved():
+    env = agentenv.make_multi(PROPOSER_SOLVER, rounds=4, max_invalid=2)
+    env.reset(seed=0)
+    env.step("task: 6 * 7")
+    env.step("answer: 0")
+    env.step("no task")
+    env.step("no task")
+    assert all(env.terminations.values()) and env.infos["proposer_0"]["forfeit"] == "proposer_0"
+    assert env.solved == [False, True, True, True] and env.infos["proposer_0"]["outcome"] == 0.0
+
+
+# ---- Debate ---------------------------------------------------------------------------------------------------
+DEBATE = "AgentEnv/Debate-v0"
+
+
+class PrefersFirst:
+    """A judge object that is no PairwiseJudge: anything with ``compare(a, b)`` may judge a debate."""
+
+    def __init__(self):
+        self.seen = []
+
+    def compare(self, a, b):
+        self.seen.append((a, b))
+        return 0.9
+
+
+@pytest.mark.parametrize(
+    "field, value", [("rounds", 0), ("rounds", 6), ("hops", 5), ("context_chars", 50), ("judge", "gpt")]
+)
+def test_debate_knobs_are_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        agentenv.make_multi(DEBATE, **{field: value})
+
+
+def test_one_debater_defends_the_correct_answer_the_other_a_value_the_documents_state():
+    env = agentenv.make_multi("AgentEnv/Debate-h2r3-v0")
+    honest_seats = set()
+    for seed in range(20):
+        env.reset(seed=seed)
+        correct = [a for a, answer in env.answers.items() if answer == env.reference]
+        assert len(correct) == 1 and len(set(env.answers.values())) == 2
+        honest_seats.add(correct[0])
+        wrong = next(answer for answer in env.answers.values() if answer != env.reference)
+        assert wrong in env.documents
+        for agent in env.possible_agents:  # each sees both answers, not which one is correct
+            assert env.answers[agent] in env.observe(agent) and "correct:" not in env.observe(agent)
+    assert honest_seats == {"debater_0", "debater_1"}
+
+
+def test_an_argument_that_does_not_name_the_debaters_answer_is_an_invalid_turn_and_passes():
+    env = agentenv.make_multi(DEBATE, invalid_action_penalty=0.2)
+    env.reset(seed=0)
+    other = env.answers["debater_1"]
+    env.step(f"The answer is surely {other}.")
+    assert "must name your answer" in env.infos["debater_0"]["invalid_reason"]
+    assert env.agent_selection == "debater_1" and env._cumulative_rewards["debater_0"] == -0.2
+
+
+def test_expert_debaters_quote_the_documents_and_the_correct_side_wins():
+    env = agentenv.make_multi("AgentEnv/Debate-h2r3-v0")
+    for seed in range(40):
+        totals, finals = play_out(env, {"debater_0": expert, "debater_1": expert}, seed)
+        honest = next(a for a, answer in env.answers.items() if answer == env.reference)
+        assert totals[honest] == 1.0 and finals[honest]["winner"] == honest, f"seed {seed}"
+
+
+@pytest.mark.parametrize("game_id", [DEBATE, "AgentEnv/Debate-h2r3-v0"])
+def test_the_expert_debater_beats_a_random_one(game_id):
+    # The expert always wins the correct side (its quote is verified, the random side's at best supports a wrong
+    # answer) and wins the wrong side unless the random debater quotes the sentence that states the correct answer.
+    # Measured, 400 games: Debate-v0 341 wins, 5 draws (95% CI of the win rate 0.81-0.88), Debate-h2r3-v0 354 wins
+    # (0.85-0.91); a random debater against a random one wins 134 of 400 on both. Here the CI's low end clears 0.7.
+    from agentenv.multi_rollout import ScriptedSeat, evaluate_games
+
+    evaluation = evaluate_games(agentenv.make_multi(game_id), ScriptedSeat("expert"), ScriptedSeat("random"), games=400)
+    summary = evaluation.summary()
+    assert summary["win_ci_low"] > 0.7 and summary["loss_ci_high"] < 0.3, summary
+
+
+def test_any_object_with_compare_judges_and_sees_both_sides_with_documents_and_reference():
+    judge = PrefersFirst()
+    env = agentenv.make_multi(DEBATE, judge=judge, rounds=1)
+    totals = play(env, {"debater_0": expert, "debater_1": expert}, 3)
+    assert totals == {"debater_0": 1.0, "debater_1": -1.0}
+    a, b = judge.seen[-1]
+    assert a.response.startswith(f"Answer: {env.answers['debater_0']}") and a.reference == env.reference
+    assert env.documents in a.prompt and a.metadata["answer"] == env.answers["debater_0"]
+    assert b.metadata["answer"] == env.answers["debater_1"]
+
+
+def test_a_pairwise_judge_with_a_model_plugs_in():
+    from agentenv.models import tiny_model
+    from agentenv.rewards.judges import LocalLM, PairwiseJudge
+
+    env = agentenv.make_multi(DEBATE, judge=PairwiseJudge(LocalLM(tiny_model(), batch_size=2)), rounds=1)
+    totals, finals = play_out(env, {"debater_0": expert, "debater_1": expert}, 0)
+    preference = finals["debater_0"]["judge_preference"]
+    assert 0.0 <= preference <= 1.0 and totals["debater_0"] == -totals["debater_1"]
+    assert totals["debater_0"] == (1.0 if preference > 0.5 else -1.0 if preference < 0.5 else 0.0)
+
+
+def test_debate_dense_rewards_are_zero_sum_and_sum_to_the_outcome():
+    env = agentenv.make_multi(DEBATE, reward="dense", invalid_action_penalty=0.0, rounds=3)
+    for seed in range(20):
+        totals, finals = play_out(env, {"debater_0": expert, "debater_1": random_player(seed)}, seed)
+        assert totals["debater_0"] == pytest.approx(-totals["debater_1"])
+        assert totals["debater_0"] == pytest.approx(finals["debater_0"]["outcome"])  # Φ(start) = 0 for this judge

@@ -100,7 +100,13 @@ def test_check_exits_1_for_a_game_that_crashes_on_a_bad_turn():
 
 
 @pytest.mark.parametrize(
-    "game_id, seed, seat", [("AgentEnv/Nim-v0", 0, "player_0"), ("MutualFriends-v0", 3, "player_1")]
+    "game_id, seed, seat",
+    [
+        ("AgentEnv/Nim-v0", 0, "player_0"),
+        ("MutualFriends-v0", 3, "player_1"),
+        ("AgentEnv/ProposerSolver-v0", 2, "solver_0"),
+        ("AgentEnv/Debate-v0", 0, "debater_1"),  # the seat that defends the correct answer on seed 0
+    ],
 )
 def test_play_a_seat_against_the_expert_to_the_end(game_id, seed, seat):
     moves = expert_moves(game_id, seed, seat)

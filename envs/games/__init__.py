@@ -31,6 +31,26 @@ GAMES: dict[str, tuple[str, dict, str]] = {
         {"items": 5, "max_count": 5, "max_rounds": 16},
         "Deal or No Deal with 5 item types of up to 5 each; 16 turns",
     ),
+    "ProposerSolver-v0": (
+        "agentenv.envs.games.proposer_solver:ProposerSolverGame",
+        {},
+        "proposer writes 6 arithmetic tasks (up to 4 operators, numbers to 100), solver answers; proposer paid at 50%",
+    ),
+    "ProposerSolver-o8n1000-v0": (
+        "agentenv.envs.games.proposer_solver:ProposerSolverGame",
+        {"rounds": 10, "max_operators": 8, "max_operand": 1000},
+        "proposer-solver with 10 tasks of up to 8 operators, numbers to 1000",
+    ),
+    "Debate-v0": (
+        "agentenv.envs.games.debate:DebateGame",
+        {},
+        "two debaters argue two answers to a search-world question, 2 rounds; a judge decides (zero-sum)",
+    ),
+    "Debate-h2r3-v0": (
+        "agentenv.envs.games.debate:DebateGame",
+        {"hops": 2, "rounds": 3},
+        "debate on 2-hop questions (two documents), 3 rounds",
+    ),
 }
 
 
