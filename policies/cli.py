@@ -90,9 +90,15 @@ def evaluate(
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Trajectories as JSONL")] = None,
     html: Annotated[Path | None, typer.Option(help="A page to read the episodes")] = None,
+    opponent: Annotated[str | None, typer.Option(help="Games: the other seats, random | expert | model:...")] = None,
     kw: KwOption = None,
 ) -> None:
-    """Run a policy on an env's test tasks and print the standard metrics (success with 95% CI, turns, ...)."""
+    """Run a policy on an env's test tasks and print the standard metrics (success with 95% CI, turns, ...). On a
+    multi-agent game: play --episodes games against --opponent, seats alternating, and print win / draw / loss rates
+    with 95% CIs."""
+    if (game_id := _game_id(env_id, opponent)) is not None:
+        sampling = (max_new_tokens, temperature, max_context_tokens, batch_size, threads)
+        return _evaluate_game(game_id, policy, opponent or "random", episodes, sampling, parse_kwargs(kw), output)
     from rich.progress import Progress
 
     import agentenv
@@ -146,6 +152,79 @@ def evaluate(
         console.print(f"wrote {write_jsonl(played, output)} trajectories to {output}")
     if html is not None:
         console.print(f"wrote {write_html(played, html, title=f'{policy} on {env_id}')} episodes to {html}")
+
+
+def _game_id(env_id: str, opponent: str | None) -> str | None:
+    """The multi-agent game ``env_id`` names, or None; ``--opponent`` is for games only."""
+    from agentenv.errors import ConfigError, UnknownEnvError
+    from agentenv.registry import multi_spec
+
+    try:
+        return multi_spec(env_id).id
+    except UnknownEnvError:
+        if opponent is not None:
+            raise ConfigError(f"--opponent is for multi-agent games; {env_id!r} is not one") from None
+        return None
+
+
+def _game_player(role: str, spec: str, sampling: tuple[Any, ...], seed: int) -> Any:
+    """A seat's player: ``expert`` (or ``optimal``) and ``random`` are the game's scripted players; any other spec
+    is a model runner, which must have a tokenizer (games are played token-exact)."""
+    from agentenv.errors import ConfigError
+    from agentenv.multi_rollout import ScriptedSeat, is_token_policy
+    from agentenv.policies import Sampling, build_policy
+    from agentenv.policy import SCRIPTED, parse_backend
+
+    if spec in ("expert", "optimal", "random"):
+        return ScriptedSeat("random" if spec == "random" else "expert", seed=seed)
+    try:
+        if parse_backend(spec).kind in SCRIPTED:
+            raise ConfigError("a single-agent scripted policy")
+    except ConfigError:
+        allowed = "expert (or optimal), random, model:NAME|PATH, openai:URL#MODEL, vllm:PATH"
+        raise ConfigError(f"{role}={spec!r} cannot play a game; choose one of {allowed}") from None
+    max_new_tokens, temperature, _, batch_size, threads = sampling
+    with console.status(f"loading {spec}"):
+        runner = build_policy(spec, sampling=Sampling(max_new_tokens, temperature), batch_size=batch_size,
+                              threads=threads)  # fmt: skip
+    if not is_token_policy(runner):
+        raise ConfigError(
+            f"{spec!r} cannot sit at a game: it needs a model runner with a tokenizer, or expert | random"
+        )
+    return runner
+
+
+def _evaluate_game(
+    game_id: str, policy: str, opponent: str, games: int, sampling: tuple[Any, ...], kwargs: dict[str, Any],
+    output: Path | None,
+) -> None:  # fmt: skip
+    """``agentenv eval`` on a game: ``policy`` against ``opponent`` in every seat in turn (``evaluate_games``)."""
+    import json
+
+    import agentenv
+    from agentenv.multi_rollout import evaluate_games, is_token_policy
+
+    envs = [agentenv.make_multi(game_id, **kwargs)]  # bad knobs fail before a model loads
+    player = _game_player("policy", policy, sampling, seed=0)
+    other = _game_player("opponent", opponent, sampling, seed=1)
+    if is_token_policy(player) or is_token_policy(other):
+        envs += [agentenv.make_multi(game_id, **kwargs) for _ in range(sampling[3] - 1)]
+    with console.status(f"{policy} against {opponent} on {game_id}, {games} games"):
+        evaluation = evaluate_games(envs, player, other, games, name=policy, opponent_name=opponent,
+                                    max_context_tokens=sampling[2], env_id=game_id)  # fmt: skip
+    summary = evaluation.summary()
+    table = Table(title=f"{policy} against {opponent} on {game_id} ({summary['games']} games, seats alternating)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("win", "draw", "loss"):
+        rate, low, high = (summary[f"{key}_{part}"] for part in ("rate", "ci_low", "ci_high"))
+        table.add_row(f"{key} rate", f"{rate:.3f}  [{low:.3f}, {high:.3f}] 95% CI")
+    for key in ("wins", "draws", "losses", "errors", "mean_outcome", "invalid_rate"):
+        table.add_row(key.replace("_", " "), fmt_metric(summary[key]))
+    console.print(table)
+    if output is not None:
+        output.write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(f"wrote the summary to {output}")
 
 
 def _run_rollouts(

@@ -1,5 +1,7 @@
 """`agentenv list / info / check / play` on multi-agent games (agentenv.make_multi)."""
 
+import json
+
 import pytest
 
 pytest.importorskip("pettingzoo")
@@ -132,6 +134,39 @@ def test_play_against_a_random_opponent_reports_invalid_turns_and_quits():
     ],
 )
 def test_bad_play_options_exit_2_with_a_clear_message(args, message):
+    result = agentenv_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in " ".join(result.stderr.split())
+
+
+def test_eval_on_a_game_prints_win_draw_loss_rates_with_95_cis(tmp_path):
+    out = tmp_path / "eval.json"
+    result = invoke("eval", "AgentEnv/Nim-v0", "--policy", "optimal", "--opponent", "random", "--episodes", "40",
+                    "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "optimal against random on AgentEnv/Nim-v0" in result.output and "95% CI" in result.output
+    for row in ("win rate", "draw rate", "loss rate", "invalid rate"):
+        assert row in result.output
+    summary = json.loads(out.read_text())
+    assert summary["games"] == 40 and summary["wins"] >= 36 and summary["win_ci_low"] < summary["win_rate"]
+
+
+def test_eval_seats_a_model_at_a_game():
+    result = invoke("eval", "AgentEnv/Nim-h2m3-v0", "--policy", "model:tiny", "--opponent", "expert",
+                    "--episodes", "2", "--batch-size", "2", "--max-new-tokens", "4")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "model:tiny against expert" in result.output and "2 games" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "AgentEnv/Nim-v0", "--policy", "random", "--opponent", "smart"], "opponent='smart' cannot play"),
+        (["eval", "AgentEnv/Nim-v0", "--policy", "walkthrough"], "policy='walkthrough' cannot play"),
+        (["eval", "AgentEnv/KeyDoor-v0", "--opponent", "random"], "--opponent is for multi-agent games"),
+    ],
+)
+def test_bad_eval_options_on_games_exit_2_with_a_clear_message(args, message):
     result = agentenv_cli(*args)
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
