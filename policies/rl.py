@@ -39,7 +39,15 @@ from agentenv.policies import advantages as adv
 from agentenv.policies.checkpoint import atomic_folder
 from agentenv.policies.estimators import EstimatorInputs, estimator_names, get_estimator
 from agentenv.policies.local import Sampling, TransformersPolicy
-from agentenv.policies.loss import AgentBatch, agent_forward, kl_penalty, policy_loss, sft_loss, value_loss
+from agentenv.policies.loss import (
+    AgentBatch,
+    agent_forward,
+    kl_penalty,
+    policy_loss,
+    sft_loss,
+    tis_weights,
+    value_loss,
+)
 from agentenv.policies.rl_config import DivergedError, RLConfig, check_finite, check_positive  # noqa: F401 (re-exported)
 
 #: The registered estimators' names (``rl.algorithm``); a new one is a module in agentenv/policies/estimators/.
@@ -209,10 +217,6 @@ class RLTrainer:
             if self.fsdp:
                 raise ConfigError("a separate generation policy under FSDP is not supported yet: every process "
                                   "would need the gathered weights; use DDP or the default policy")  # fmt: skip
-            if is_lora(model):
-                raise ConfigError("a LoRA model with a separate generation policy is not supported yet (the "
-                                  "adapter would have to be merged before each sync); train LoRA with the default "
-                                  "policy")  # fmt: skip
         self.value_head = None
         params: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
         self.estimator = get_estimator(config.algorithm)
@@ -337,9 +341,9 @@ class RLTrainer:
                             source = scored if name in scored else targets
                             return source[name][rows, :k].to(dev)
 
-                        loss, pg = policy_loss(
-                            f["logprobs"], take("old_logprobs"), take("advantages"), mask, denom, c.clip, c.clip_high
-                        )
+                        tis = take("tis_weights") if "tis_weights" in scored else None
+                        loss, pg = policy_loss(f["logprobs"], take("old_logprobs"), take("advantages"), mask, denom,
+                                               c.clip, c.clip_high, tis)  # fmt: skip
                         parts = {"pg_loss": loss.item()}
                         if self.value_head is not None:
                             vl = value_loss(f["values"], take("old_values"), take("returns"), mask, denom, c.vf_clip)
@@ -405,6 +409,7 @@ class RLTrainer:
         if usable_anywhere:
             batch = collate(usable, self.pad_id) if usable else padding_batch(0, self.pad_id)
             scored = self.score(batch)
+            metrics.update(self.sampler_gap(batch, scored))
             targets = self.advantages(batch, scored)
             metrics.update(self.update(batch, scored, targets, it))
             self._policy_synced = False  # the next rollout's runner needs the updated weights
@@ -417,9 +422,24 @@ class RLTrainer:
         self.iteration_done += 1
         return metrics
 
+    def sampler_gap(self, batch: AgentBatch, scored: dict[str, torch.Tensor]) -> dict[str, float]:
+        """How far the sampling log-probs (the runner's, e.g. vLLM in bf16) are from the trainer's old log-probs on
+        this process's agent tokens; with ``tis_cap`` set, the truncated importance weights go into ``scored``.
+        Nothing when the runner returned no log-probs (all zero)."""
+        if not bool((batch.rollout_logprobs * batch.mask).abs().sum() > 0):
+            return {}
+        cap = self.config.tis_cap
+        limit = math.inf if cap is None else cap
+        weights, gap = tis_weights(scored["old_logprobs"], batch.rollout_logprobs, batch.mask, limit)
+        if cap is not None:
+            scored["tis_weights"] = weights
+        return gap
+
     def sync_policy(self) -> None:
-        """Hand the separate generation policy the current weights (each process its own runner)."""
-        self.policy.sync_weights(self.model_state_dict())
+        """Hand the separate generation policy the current weights (each process its own runner; a LoRA model's
+        merged weights)."""
+        weights = merged_state_dict(self.model) if is_lora(self.model) else self.model_state_dict()
+        self.policy.sync_weights(weights)
         self._policy_synced = True
 
     # ---- data parallelism ------------------------------------------------------------------------------
@@ -589,6 +609,31 @@ class RLTrainer:
 
 def is_lora(model: Any) -> bool:
     return hasattr(model, "peft_config")
+
+
+def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The weights a LoRA (peft) model computes with, under the base model's names: W + the active adapters' deltas,
+    computed aside (merging and unmerging in place would drift the base weights by rounding at every sync). A model
+    without adapters gives its state dict."""
+    if not is_lora(model):
+        return dict(model.state_dict())
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    weights: dict[str, torch.Tensor] = {}
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name or ".original_module." in name:
+            continue
+        name = name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
+        weights[name] = tensor.detach()
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer):
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:
+                        key = f"{name}.weight"
+                        weights[key] = weights[key] + module.get_delta_weight(adapter).to(weights[key].dtype)
+    return weights
 
 
 def write_model(

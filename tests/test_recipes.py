@@ -60,6 +60,8 @@ def test_packaged_demo_recipe_is_valid():
         ("model.lora.r=0", "model.lora.r=0 is out of range"),
         ("sft.data=/nonexistent.jsonl", "no such file"),
         ("nonsense", "must look like section.field=value"),
+        ("model.engine=vlm", "model.engine='vlm' is not allowed.*Did you mean 'vllm'"),
+        ("rl.tis_cap=0.5", "rl.tis_cap=0.5 is out of range"),
     ],
 )
 def test_bad_fields_are_named(override, message):
@@ -152,3 +154,14 @@ def test_a_recipe_reorders_its_stages_and_adds_its_own(tmp_path):
     assert results["evaluations"]["probe"]["episodes"] == 3 and (tmp_path / "run" / "final" / "config.json").exists()
     with pytest.raises(ConfigError, match=r"stages='probe' is not allowed"):
         load_recipe(TINY, ["stages=[sft,probe]"])  # unregistered again
+
+
+def test_the_vllm_engine_is_refused_by_name_where_vllm_is_not_installed():
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        recipe = load_recipe(TINY, ["model.engine=vllm", "rl.tis_cap=2"])
+        assert recipe.model.engine == "vllm" and recipe.rl.tis_cap == 2
+        return
+    with pytest.raises(ConfigError, match=r"model.engine='vllm' needs vllm.*agentenv\[gpu\].*test-vllm"):
+        load_recipe(TINY, ["model.engine=vllm"])

@@ -380,3 +380,80 @@ def test_the_trainer_trains_with_a_separate_generation_policy_and_syncs_it(tiny)
     assert all(torch.equal(v, runner.model.state_dict()[k]) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="sync_weights"):
         RLTrainer(config, model, tokenizer, make_envs(), ChatFormat(tokenizer), policy=LookOrBabble(tokenizer))
+
+
+def test_merged_lora_weights_are_what_merge_and_unload_gives_and_leave_the_model_as_it_was():
+    import copy
+
+    from agentenv.policies.rl import merged_state_dict
+
+    model, _ = lora_tiny()
+    with torch.no_grad():  # peft starts B at zero (no delta): give the adapter something to merge
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = merged_state_dict(model)
+    reference = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert set(merged) == set(reference) and not any("lora" in k or "base_layer" in k for k in merged)
+    for k, v in reference.items():
+        torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-6, msg=k)
+    deltas = [k for k in merged if ("q_proj" in k or "v_proj" in k) and k.endswith(".weight")]
+    base = model.get_base_model().state_dict()
+    assert deltas and all(not torch.equal(merged[k], base[k.replace(".weight", ".base_layer.weight")]) for k in deltas)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing merged in place
+
+
+def test_a_lora_model_trains_with_a_separate_generation_policy_that_gets_its_merged_weights():
+    model, tokenizer = lora_tiny()
+    base, _ = tiny_model(seed=0)
+    runner = SecondCopy(base, tokenizer)
+    config = RLConfig(algorithm="grpo", episodes=4, group_size=2, max_new_tokens=5, num_envs=2, lr=1e-2, ent_coef=0.1)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(2), ChatFormat(tokenizer), seed=1, env_id=ENV,
+                        policy=runner)  # fmt: skip
+    trainer.iteration()
+    trainer.sync_policy()  # the adapter moved: the runner computes with W + its delta
+    from agentenv.policies.rl import merged_state_dict
+
+    for k, v in merged_state_dict(model).items():
+        assert torch.equal(v, runner.model.state_dict()[k]), k
+    assert any("q_proj" in k and not torch.equal(v, base.state_dict()[k]) for k, v in runner.model.state_dict().items())
+
+
+def test_truncated_importance_weights_and_the_sampler_gap():
+    from agentenv.policies.loss import tis_weights
+
+    trainer = torch.tensor([[-1.0, -2.0, -0.5, -3.0]])
+    sampler = torch.tensor([[-1.0, -1.0, -2.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    weights, gap = tis_weights(trainer, sampler, mask, cap=2.0)
+    # ratios exp(0) = 1, exp(-1) = 0.37, exp(2) = 7.4 -> truncated at 2; off the mask: 1
+    torch.testing.assert_close(weights, torch.tensor([[1.0, torch.e**-1, 2.0, 1.0]]))
+    assert gap["logprob_gap"] == pytest.approx(1.0)  # (0 + 1 + 2) / 3
+    assert gap["is_ratio_max"] == pytest.approx(torch.e**2, rel=1e-5)
+    assert gap["tis_truncated"] == pytest.approx(1 / 3)
+    # the weights scale each token's policy-gradient term
+    advantages, old = torch.ones((1, 4)), trainer.clone()
+    plain, _ = policy_loss(trainer, old, advantages, mask, 3.0)
+    weighted, _ = policy_loss(trainer, old, advantages, mask, 3.0, weights=weights)
+    assert plain.item() == pytest.approx(-1.0) and weighted.item() == pytest.approx(-(1 + torch.e**-1 + 2) / 3)
+
+
+def test_the_trainer_reports_the_sampler_gap_and_applies_tis_when_asked(tiny):
+    model, tokenizer = tiny
+    runner = SecondCopy(model, tokenizer)
+    config = RLConfig(algorithm="grpo", episodes=4, group_size=2, max_new_tokens=6, num_envs=2, tis_cap=2.0)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(2), ChatFormat(tokenizer), seed=1, env_id=ENV,
+                        policy=runner)  # fmt: skip
+    metrics = trainer.iteration()
+    # the same fp32 weights sampled the tokens: the gap is float rounding, every ratio ~1, nothing truncated
+    assert metrics["logprob_gap"] < 1e-3 and metrics["tis_truncated"] == 0.0
+    assert abs(metrics["is_ratio_mean"] - 1) < 1e-3
+    with torch.no_grad():  # a sampler out of date (a stale engine): the gap shows it
+        for p in runner.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    runner.sync_weights = lambda state: None  # it ignores the sync: the next rollout is off-policy
+    metrics = trainer.iteration()
+    assert metrics["logprob_gap"] > 1e-2 and metrics["is_ratio_std"] > 1e-2
+    with pytest.raises(ConfigError, match="tis_cap"):
+        RLConfig(tis_cap=0.5)

@@ -1,0 +1,136 @@
+"""vLLM generation vs transformers generation on CPU: tokens/s, one RL iteration of the demo recipe with each, the
+log-prob gap between vLLM's bf16 sampler and the fp32 trainer, and truncated importance sampling (TIS) on and off.
+
+Baseline: :class:`~agentenv.policies.TransformersPolicy` (fp32, prefix cache, batched). Compared:
+:class:`~agentenv.policies.vllm.VLLMPolicy` (vLLM's CPU build, bf16, in-process engine, eager). Same model (the
+offline default), same prompts, same seeds; torch at 1 thread for both (``OMP_NUM_THREADS=1``).
+
+1. Generation alone: 16 prompts x 32 new tokens (sampled), tokens/s of each, and the ratio.
+2. One RL iteration of ``recipes/demo.yaml``'s ``rl`` section (TextWorld, PPO) from the same weights and task seeds:
+   with transformers generation, then with vLLM generation (the trainer syncs its weights into the engine), TIS
+   off and on (``rl.tis_cap``); seconds, rollout seconds, generated tokens/s, the gap (mean |log p_vLLM - log
+   p_trainer| per token, importance-ratio mean / std / max, share truncated) and how much TIS changes the update
+   (cosine of the two weight updates).
+
+Runs in ``.venv-vllm`` (``make test-vllm`` builds it): ``OMP_NUM_THREADS=1 .venv-vllm/bin/python
+benchmarks/vllm_generation.py`` writes ``benchmarks/results/vllm_generation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+
+import agentenv
+from agentenv.chat_format import ChatFormat
+from agentenv.models import load_model
+from agentenv.policies import Sampling, TransformersPolicy
+from agentenv.policies.rl import RLConfig, RLTrainer
+from agentenv.recipes.config import load_recipe
+
+RESULTS = Path(__file__).parent / "results" / "vllm_generation.json"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generation(policy, tokenizer, prompts: int, tokens: int) -> dict:
+    chat = ChatFormat(tokenizer)
+    batch = [chat.start([{"role": "user", "content": f"Write a short story about the number {i}."}])
+             for i in range(prompts)]  # fmt: skip
+    sampling = Sampling(max_new_tokens=tokens, temperature=1.0, seed=0)
+    policy.generate(batch[:2], Sampling(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
+    t0 = time.perf_counter()
+    out = policy.generate(batch, sampling)
+    seconds = time.perf_counter() - t0
+    generated = sum(len(g.token_ids) for g in out)
+    return {"prompts": prompts, "generated_tokens": generated, "seconds": seconds, "tokens_per_s": generated / seconds}
+
+
+def rl_iteration(base, tokenizer, recipe, policy, tis_cap: float | None) -> tuple[dict, dict]:
+    """One iteration from ``base``'s weights; returns its metrics and the weight update (new - old)."""
+    rl = {**{f: getattr(recipe.rl, f) for f in recipe.rl.__dataclass_fields__}, "tis_cap": tis_cap}
+    config = RLConfig(**rl)
+    model = copy.deepcopy(base)
+    envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(config.num_envs)]
+    trainer = RLTrainer(config, model, tokenizer, envs, ChatFormat(tokenizer), seed=recipe.seed,
+                        env_id=recipe.env.id, policy=policy)  # fmt: skip
+    metrics = trainer.iteration()
+    delta = {k: (v - base.state_dict()[k]).flatten() for k, v in model.state_dict().items()}
+    keep = ("seconds", "rollout_seconds", "agent_tokens", "episodes", "success_rate", "mean_return", "pg_loss",
+            "grad_norm", "logprob_gap", "is_ratio_mean", "is_ratio_std", "is_ratio_max", "tis_truncated")  # fmt: skip
+    row = {k: metrics[k] for k in keep if k in metrics}
+    row["rollout_tokens_per_s"] = metrics["agent_tokens"] / metrics["rollout_seconds"]
+    return row, delta
+
+
+def cosine(a: dict, b: dict) -> float:
+    x, y = torch.cat(list(a.values())), torch.cat(list(b.values()))
+    return float(torch.nn.functional.cosine_similarity(x, y, dim=0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "demo.yaml"))
+    args = parser.parse_args()
+    from agentenv.policies.vllm import VLLMPolicy
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    recipe = load_recipe(args.recipe)
+    base, tokenizer = load_model("default")
+    transformers_policy = TransformersPolicy(copy.deepcopy(base), tokenizer, batch_size=args.prompts)
+    t0 = time.perf_counter()
+    engine = VLLMPolicy("default", max_model_len=recipe.rl.max_context_tokens + recipe.rl.max_new_tokens)
+    engine_start = time.perf_counter() - t0
+    results: dict = {"generation": {}, "rl_iteration": {}}
+    results["generation"]["transformers"] = generation(transformers_policy, tokenizer, args.prompts, args.tokens)
+    results["generation"]["vllm"] = generation(engine, tokenizer, args.prompts, args.tokens)
+    tf, vl = results["generation"]["transformers"], results["generation"]["vllm"]
+    results["generation"]["vllm_over_transformers"] = vl["tokens_per_s"] / tf["tokens_per_s"]
+    runs = {"transformers": (None, None), "vllm": (engine, None), "vllm_tis": (engine, 2.0)}
+    deltas = {}
+    for name, (policy, cap) in runs.items():
+        results["rl_iteration"][name], deltas[name] = rl_iteration(base, tokenizer, recipe, policy, cap)
+        print(name, json.dumps(results["rl_iteration"][name]), flush=True)
+    it = results["rl_iteration"]
+    results["rl_iteration"]["vllm_over_transformers_rollout_tokens_per_s"] = (
+        it["vllm"]["rollout_tokens_per_s"] / it["transformers"]["rollout_tokens_per_s"]
+    )
+    results["rl_iteration"]["vllm_over_transformers_seconds"] = it["vllm"]["seconds"] / it["transformers"]["seconds"]
+    results["rl_iteration"]["tis_update_cosine"] = cosine(deltas["vllm"], deltas["vllm_tis"])
+    results["rl_iteration"]["vllm_vs_transformers_update_cosine"] = cosine(deltas["vllm"], deltas["transformers"])
+    results["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "python": platform.python_version(), "vllm_engine_start_seconds": engine_start}  # fmt: skip
+    results["recipe"] = {"path": os.path.relpath(args.recipe, ROOT), "env": recipe.env.id, "rl": vars(recipe.rl)}
+    print_table(results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def print_table(results: dict) -> None:
+    g, it = results["generation"], results["rl_iteration"]
+    print(f"\ngeneration, {g['transformers']['prompts']} prompts (tokens/s, 1 thread)")
+    for name in ("transformers", "vllm"):
+        print(f"  {name:<14}{g[name]['tokens_per_s']:>10.1f}")
+    print(f"  vllm / transformers: {g['vllm_over_transformers']:.2f}x")
+    print("\none RL iteration of the demo recipe")
+    print(f"  {'':<14}{'seconds':>9}{'rollout s':>11}{'tok/s':>8}{'gap':>8}{'ratio sd':>10}{'truncated':>11}")
+    for name in ("transformers", "vllm", "vllm_tis"):
+        r = it[name]
+        gap = f"{r.get('logprob_gap', 0):>8.4f}{r.get('is_ratio_std', 0):>10.4f}{r.get('tis_truncated', 0):>11.4f}"
+        print(f"  {name:<14}{r['seconds']:>9.1f}{r['rollout_seconds']:>11.1f}{r['rollout_tokens_per_s']:>8.1f}{gap}")
+    print(f"  cosine(update without TIS, with TIS) = {it['tis_update_cosine']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
