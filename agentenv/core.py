@@ -25,6 +25,10 @@ invalid-action penalty and fills the ``info`` keys in the table below. Observati
 ``render()`` shows them with control characters escaped (:func:`terminal_text`), as ``agentenv play`` and the HTML
 viewer do.
 
+An env pickles and deep-copies at any point of an episode, and the copy plays on from the same state: families
+that hold what cannot be pickled (a game engine, a sandbox) leave it out and re-open it on unpickling, replaying
+the episode so far (each says in its ``__setstate__`` what is restored).
+
 ==================  ==========  =================================================================================
 key                 when        meaning
 ==================  ==========  =================================================================================

@@ -54,6 +54,8 @@ def register(
 
     Registering the same id again with the same entry point and kwargs is a no-op; with a different
     definition it is an error (two plugins fighting over one id should not silently replace each other).
+    Give ``kwargs`` as JSON values (lists, not tuples), so that ``EnvSpec.from_json(spec.to_json())`` equals
+    the spec.
     """
     env_id = id if "/" in id else f"{NAMESPACE}/{id}"
     parse_env_id(env_id)  # validates the id's syntax with Gymnasium's own message

@@ -120,3 +120,9 @@ def test_async_shared_memory_round_trips_unicode():
         assert observations == ("héllo wörld ✓ 世界 🙂", "plain")
     finally:
         envs.close()
+
+
+@pytest.mark.parametrize("env_id", [i for i in agentenv.env_ids() if card(i).source])
+def test_spec_json_round_trip_is_lossless(env_id):
+    spec = gym.spec(env_id)
+    assert gym.envs.registration.EnvSpec.from_json(spec.to_json()) == spec

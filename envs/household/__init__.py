@@ -13,27 +13,27 @@ PRESETS: dict[str, tuple[dict, str]] = {
         "all six ALFWorld task types, 15 receptacles, 10 distractors, 50 turns as in ALFWorld (knobs as kwargs)",
     ),
     "Household-Pick-v0": (
-        {"task_types": ("pick_and_place_simple",), "max_turns": 20},
+        {"task_types": ["pick_and_place_simple"], "max_turns": 20},
         "pick_and_place_simple: put a/some {obj} in/on {recep}",
     ),
     "Household-Look-v0": (
-        {"task_types": ("look_at_obj_in_light",), "max_turns": 20},
+        {"task_types": ["look_at_obj_in_light"], "max_turns": 20},
         "look_at_obj_in_light: hold the {obj} under a switched-on {lamp}",
     ),
     "Household-Clean-v0": (
-        {"task_types": ("pick_clean_then_place_in_recep",), "max_turns": 25},
+        {"task_types": ["pick_clean_then_place_in_recep"], "max_turns": 25},
         "pick_clean_then_place_in_recep: clean some {obj} in a sinkbasin and put it in {recep}",
     ),
     "Household-Heat-v0": (
-        {"task_types": ("pick_heat_then_place_in_recep",), "max_turns": 25},
+        {"task_types": ["pick_heat_then_place_in_recep"], "max_turns": 25},
         "pick_heat_then_place_in_recep: heat some {obj} in the microwave and put it in {recep}",
     ),
     "Household-Cool-v0": (
-        {"task_types": ("pick_cool_then_place_in_recep",), "max_turns": 25},
+        {"task_types": ["pick_cool_then_place_in_recep"], "max_turns": 25},
         "pick_cool_then_place_in_recep: cool some {obj} in the fridge and put it in {recep}",
     ),
     "Household-PickTwo-v0": (
-        {"task_types": ("pick_two_obj_and_place",), "max_turns": 35},
+        {"task_types": ["pick_two_obj_and_place"], "max_turns": 35},
         "pick_two_obj_and_place: put two {obj} in/on one {recep}",
     ),
 }

@@ -20,6 +20,7 @@ equals its final ratio — potential-based shaping).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import shlex
@@ -150,6 +151,7 @@ class SWEEnv(ToolEnv):
         self.command_timeout, self.test_timeout, self.memory_mb = float(command_timeout), float(test_timeout), memory_mb
         self.task: Any = None
         self.box: Any = None
+        self._calls: list[Any] = []  # the tool calls run on the agent's sandbox this episode, for unpickling
         self._grader = TestPassRatio("binary" if reward in ("binary", "sparse") else "ratio")
         self._ratio = TestPassRatio("ratio")
 
@@ -177,6 +179,7 @@ class SWEEnv(ToolEnv):
         self.pristine = fetch_source(self.task.repo)
         self.box = self._open_box()
         self._apply(self.task.bug_patch)
+        self._calls = []
         package_paths = library_for(self.task).package_paths
         self.grader = Grader(self.task, self.pristine, package_paths=package_paths, open_box=self._open_box,
                              timeout=self.test_timeout)  # fmt: skip
@@ -383,6 +386,32 @@ class SWEEnv(ToolEnv):
     def close(self) -> None:
         self._close_box()
         super().close()
+
+    # ---- pickling ---------------------------------------------------------------------------------------
+    def _run_tool(self, call: Any) -> ToolResult:
+        self._calls.append(call)
+        return super()._run_tool(call)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the sandbox (processes, a uid socket): the task, the tool calls so far, the counters."""
+        return {**self.__dict__, "box": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Open a fresh sandbox on the same task (pristine tree plus the bug) and replay this episode's tool calls
+        on it, so the copy's tree holds the same edits as the original's when it was pickled. Tests are rerun
+        for what they leave in the tree but not graded again (the pass ratio so far is restored as it was); a
+        ``bash`` command whose effect depends on time or chance may leave a different tree."""
+        self.__dict__.update(state)
+        if self.task is None or not self._started:
+            return
+        self.box = self._open_box()
+        self._apply(self.task.bug_patch)
+        for call in self._calls:
+            if call.name == "run_tests":
+                self._pytest([str(t) for t in call.arguments.get("tests") or []], summary=False)
+            elif call.name != "submit":
+                with contextlib.suppress(ToolError):  # it failed the same way the first time
+                    getattr(self, f"tool_{call.name}")(**call.arguments)
 
     def walkthrough(self) -> list[str] | None:
         """The gold fix: apply the task's gold patch with bash, then submit."""

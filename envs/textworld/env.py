@@ -132,6 +132,25 @@ class TextWorldGameEnv(TextEnv):
         self._close_engine()
         super().close()
 
+    # ---- pickling ---------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the engine (a ctypes handle): the game, the commands sent so far, the counters."""
+        state = self.__dict__.copy()
+        state.update(_engine=None, _engine_path=None, _state=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Re-open the same game file and replay the commands the engine ran this episode, so the copy is in the
+        same game state (room, inventory, score, turn count) as the original when it was pickled."""
+        self.__dict__.update(state)
+        if self._game is None or not self._started:
+            return
+        self._start_engine(str(self._game.path))
+        with quiet_engine():
+            self._state = self._engine.reset()
+            for command in self._sent:
+                self._state, _, _ = self._engine.step(command)
+
     # ---- observations and rewards -----------------------------------------------------------------------
     def _finish(self, feedback: str, *, invalid: bool) -> tuple[str, float, bool, dict[str, Any]]:
         state = self._state
