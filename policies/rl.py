@@ -270,11 +270,14 @@ class RLTrainer:
         if self.external_policy and not self._policy_synced:
             self.sync_policy()
         with self.full_parameters():
-            return rollout(
+            trajectories = rollout(
                 self.envs, self.policy, self.chat_format, self.local_task_seeds(iteration), sampling=sampling,
                 max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=on_episode,
                 parse=self.parse,
             )  # fmt: skip
+        if self.external_policy and getattr(self.policy, "enable_sleep_mode", False):
+            self.policy.sleep()  # the engine frees its GPU memory for the update; the next sync wakes it
+        return trajectories
 
     @torch.no_grad()
     def score(self, batch: AgentBatch) -> dict[str, torch.Tensor]:

@@ -457,3 +457,28 @@ def test_the_trainer_reports_the_sampler_gap_and_applies_tis_when_asked(tiny):
     assert metrics["logprob_gap"] > 1e-2 and metrics["is_ratio_std"] > 1e-2
     with pytest.raises(ConfigError, match="tis_cap"):
         RLConfig(tis_cap=0.5)
+
+
+def test_a_generation_engine_with_sleep_mode_sleeps_through_each_update(tiny):
+    model, tokenizer = tiny
+
+    class Sleepy(SecondCopy):
+        enable_sleep_mode = True
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.events = []
+
+        def sleep(self):
+            self.events.append("sleep")
+
+        def sync_weights(self, state):
+            self.events.append("sync")
+            super().sync_weights(state)
+
+    runner = Sleepy(model, tokenizer)
+    config = RLConfig(algorithm="grpo", episodes=4, group_size=2, max_new_tokens=4, num_envs=2)
+    trainer = RLTrainer(config, model, tokenizer, make_envs(2), ChatFormat(tokenizer), env_id=ENV, policy=runner)
+    trainer.iteration()
+    trainer.iteration()
+    assert runner.events == ["sync", "sleep", "sync", "sleep"]  # asleep during each update, synced before each rollout
