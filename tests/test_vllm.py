@@ -151,6 +151,33 @@ def test_rl_trainer_generates_with_vllm_and_syncs_after_each_update(engine, weig
     engine.sync_weights(weights)
 
 
+def test_a_recipe_with_model_engine_vllm_plays_its_rl_rollouts_on_the_engine(tmp_path):
+    import json
+
+    from agentenv.recipes import run as recipe_run
+    from agentenv.recipes.config import load_recipe
+
+    recipe = load_recipe(
+        {
+            "name": "vllm-engine",
+            "env": {"id": ENV, "kwargs": {"max_turns": 2, "reward": "dense"}},
+            "model": {"name": "default", "engine": "vllm", "num_threads": 1},
+            "rl": {"algorithm": "grpo", "iterations": 2, "episodes": 4, "group_size": 2, "train_tasks": 8,
+                   "max_new_tokens": 6, "num_envs": 4, "tis_cap": 2.0, "micro_batch_size": 4},
+            "eval": {"episodes": 2, "max_new_tokens": 6, "num_envs": 2},
+            "output": {"dir": str(tmp_path / "run")},
+        },
+        ["stages=[rl,finish]"],
+    )  # fmt: skip
+    recipe_run.run_recipe(recipe)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in rows if "logprob_gap" in r]
+    assert len(rl) == 2, rows
+    # a bf16 engine sampled the tokens, the fp32 trainer scored them: a gap the transformers runner never shows
+    assert all(1e-4 < r["logprob_gap"] < 0.1 for r in rl)
+    assert (tmp_path / "run" / "final" / "config.json").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
