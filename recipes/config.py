@@ -26,6 +26,7 @@ import yaml
 from agentenv.errors import ConfigError, UnknownEnvError, check_choice, check_range, closest
 from agentenv.policies.cotrain import CoTrainConfig
 from agentenv.policies.rl_config import RLConfig, check_positive
+from agentenv.policies.selfplay_config import SelfPlayConfig
 from agentenv.policies.verdict import VerdictConfig
 
 
@@ -46,11 +47,12 @@ def read_yaml(text: str) -> Any:
 
 @dataclass
 class EnvSection:
-    id: str = "AgentEnv/TextWorld-w1o1q1-v0"
+    id: str = "AgentEnv/TextWorld-w1o1q1-v0"  # a multi-agent game's id in a self-play recipe
     kwargs: dict[str, Any] = field(default_factory=dict)  # env knobs, e.g. {reward: dense, max_turns: 6}
 
-    def validate(self, prefix: str) -> None:
-        check_env(f"{prefix}id", self.id, self.kwargs, f"{prefix}kwargs")
+    def validate(self, prefix: str, game: bool = False) -> None:
+        check = check_game if game else check_env
+        check(f"{prefix}id", self.id, self.kwargs, f"{prefix}kwargs")
 
 
 #: Keyword arguments that ``gymnasium.make`` takes itself rather than passing to the env.
@@ -85,6 +87,31 @@ def check_env(field: str, env_id: str, kwargs: dict[str, Any] | None = None, kwa
                 f"{kwargs_field}.{key}: {creator.__name__} ({resolved}) takes no keyword argument {key!r}."
                 f"{did_you_mean} Allowed: {', '.join(sorted(allowed))}"
             )
+
+
+def check_game(field: str, env_id: str, kwargs: dict[str, Any] | None = None, kwargs_field: str = "") -> None:
+    """``env_id`` is a registered multi-agent game whose class takes every key of ``kwargs`` (not made here)."""
+    from agentenv.core import env_kwargs
+    from agentenv.registry import multi_spec
+
+    try:
+        spec = multi_spec(env_id)
+    except UnknownEnvError as e:
+        raise ConfigError(f"{field}={env_id!r}: a self-play recipe needs a multi-agent game; {e}") from e
+    creator = spec.entry_point
+    if isinstance(creator, str):
+        module, _, attr = creator.partition(":")
+        try:
+            creator = getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            raise ConfigError(f"{field}={env_id!r}: cannot import its module ({e})") from e
+    allowed = env_kwargs(creator) if isinstance(creator, type) else None
+    if allowed is None:  # a factory function or a game that takes **kwargs: only making it can tell
+        return
+    for key in kwargs or {}:
+        if key not in allowed:
+            raise ConfigError(f"{kwargs_field}.{key}: {creator.__name__} ({spec.id}) takes no keyword argument "
+                              f"{key!r}. Allowed: {', '.join(sorted(allowed))}")  # fmt: skip
 
 
 @dataclass
@@ -314,6 +341,7 @@ class Recipe:
     rl: RLConfig | None = None
     verdict: VerdictSection | None = None
     cotrain: CoTrainSection | None = None
+    selfplay: SelfPlayConfig | None = None  # self-play on the multi-agent game env.id (with an rl section)
     eval: EvalSection = field(default_factory=EvalSection)
     output: OutputSection = field(default_factory=OutputSection)
     stages: list[str] | None = None  # the order of the run's stages; None: before, sft, rl, after, finish
@@ -338,12 +366,30 @@ class Recipe:
             raise ConfigError("cotrain: co-training trains a judge alongside RL; the recipe needs an 'rl' section")
         if self.rl is not None:
             self.rl.validate("rl.")
-        policy = ("output", "sft", "cotrain", "eval", "model", "env")
+        if self.selfplay is not None:
+            self.validate_selfplay()
+        policy = ("output", "sft", "cotrain", "eval", "model")
         for section in ("output", "verdict", "model") if self.verdict is not None else policy:  # files, envs last
             value = getattr(self, section)
             if value is not None:
                 value.validate(f"{section}.")
+        if self.verdict is None:
+            self.env.validate("env.", game=self.selfplay is not None)
         check_output_dir("output.dir", self.output.dir, self.output_dir)
+
+    def validate_selfplay(self) -> None:
+        """What a self-play recipe cannot combine with (yet)."""
+        assert self.selfplay is not None
+        self.selfplay.validate("selfplay.")
+        if self.rl is None:
+            raise ConfigError("selfplay: self-play trains with RL; the recipe needs an 'rl' section")
+        if self.cotrain is not None or self.verdict is not None:
+            raise ConfigError("selfplay: a self-play recipe cannot have a 'cotrain' or 'verdict' section")
+        if self.model.engine != "transformers":
+            raise ConfigError(f"model.engine={self.model.engine!r}: self-play generates with the trained model "
+                              "itself (engine: transformers) for now")  # fmt: skip
+        if self.eval.harder:
+            raise ConfigError("eval.harder: a self-play recipe evaluates on its game only; leave it empty")
 
     @property
     def output_dir(self) -> Path:

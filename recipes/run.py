@@ -100,9 +100,18 @@ def load_policy_model(
 
 
 def env_tools(recipe: Recipe) -> list[dict[str, Any]]:
-    """The tool schemas of the recipe's env, read from an env made with its kwargs (the env checks their values)."""
+    """The tool schemas of the recipe's env, read from an env made with its kwargs (the env checks their values).
+    A self-play recipe's game has none (it is made all the same, to check its kwargs)."""
     import agentenv
 
+    if recipe.selfplay is not None:
+        from agentenv.recipes.selfplay import make_games
+
+        try:
+            make_games(recipe, 1)[0].close()
+        except ConfigError as e:
+            raise ConfigError(f"env.kwargs={recipe.env.kwargs!r} for {recipe.env.id}: {e}") from e
+        return []
     try:
         probe = agentenv.make(recipe.env.id, **recipe.env.kwargs)
     except ConfigError as e:
@@ -174,6 +183,10 @@ def demonstrations(recipe: Recipe) -> list[list[dict]]:
     assert s is not None
     if s.data is not None:
         return read_chats(s.data, "sft.data")
+    if recipe.selfplay is not None:
+        from agentenv.recipes.selfplay import demonstrations as game_demonstrations
+
+        return game_demonstrations(recipe)
     env = agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"})
     pool = recipe.rl.train_tasks if recipe.rl is not None else s.episodes
     seeds = random.Random(recipe.seed).sample(range(max(pool, s.episodes)), s.episodes)
@@ -316,7 +329,13 @@ class RecipeRun:
         return summary
 
     def eval_all(self, stage: str) -> None:
-        """The evaluations of ``stage`` (the recipe's env and its ``eval.harder`` ones) not already finished."""
+        """The evaluations of ``stage`` (the recipe's env and its ``eval.harder`` ones; a self-play recipe's game
+        against each evaluation opponent) not already finished."""
+        if self.recipe.selfplay is not None:
+            from agentenv.recipes.selfplay import evaluate_game_stage
+
+            evaluate_game_stage(self, stage)
+            return
         for label, env_id in eval_labels(self.recipe, stage).items():
             if label not in self.results["evaluations"]:  # a resumed run keeps the evaluations it finished
                 self.run_eval(label, env_id)
@@ -383,13 +402,20 @@ def reinforce(run: RecipeRun) -> None:
     recipe, c = run.recipe, run.recipe.rl
     if c is None:
         return
-    envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
-    cotrainer = _cotrainer(run, envs)
-    if cotrainer is not None:
-        envs = [cotrainer.wrap(env) for env in envs]
-    run.trainer = trainer = RLTrainer(c, run.model, run.tokenizer, envs, run.chat_format, seed=recipe.seed,
-                                      env_id=recipe.env.id, accelerator=run.accelerator,
-                                      policy=_generation_engine(run))  # fmt: skip
+    if recipe.selfplay is not None:
+        from agentenv.recipes.selfplay import trainer as selfplay_trainer
+
+        run.trainer, envs = selfplay_trainer(run)
+        cotrainer = None
+    else:
+        envs = [agentenv.make(recipe.env.id, **{**recipe.env.kwargs, "split": "train"}) for _ in range(c.num_envs)]
+        cotrainer = _cotrainer(run, envs)
+        if cotrainer is not None:
+            envs = [cotrainer.wrap(env) for env in envs]
+        run.trainer = RLTrainer(c, run.model, run.tokenizer, envs, run.chat_format, seed=recipe.seed,
+                                env_id=recipe.env.id, accelerator=run.accelerator,
+                                policy=_generation_engine(run))  # fmt: skip
+    trainer = run.trainer
     if run.resumed_rl:
         trainer.load(run.rl_checkpoint)
         run.say(f"resumed RL after iteration {trainer.iteration_done}")
@@ -427,8 +453,13 @@ def _rl_iteration(run: RecipeRun, cotrainer: Any) -> None:
     with _bar(run.progress, f"RL {c.algorithm} iteration {it}/{c.iterations}", share) as advance:
         metrics = trainer.iteration(on_episode=advance)
     run.log.log("rl", it, metrics)
-    run.say(f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
-            f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
+    if recipe.selfplay is not None:
+        rates = ", ".join(f"{k[9:]} {v:.0%}" for k, v in metrics.items() if k.startswith("win_rate_"))
+        run.say(f"  RL {it}/{c.iterations}: wins in training games: {rates}; return {metrics['mean_return']:.2f}, "
+                f"invalid turns {metrics['invalid_rate']:.0%}, {metrics['seconds']:.0f}s")  # fmt: skip
+    else:
+        run.say(f"  RL {it}/{c.iterations}: success {metrics['success_rate']:.0%} on training tasks, "
+                f"return {metrics['mean_return']:.2f}, {metrics['seconds']:.0f}s")  # fmt: skip
     if cotrainer is not None:
         row = cotrainer.after_iteration(it)
         every_eval = recipe.cotrain.eval_every
@@ -450,6 +481,10 @@ def evaluate_after(run: RecipeRun) -> None:
     """The trained model's evaluation (always: a resumed run evaluates its final weights again)."""
     with run.trainer.full_parameters() if run.trainer is not None else nullcontext():  # FSDP: whole weights
         run.eval_all("after")
+    if run.recipe.selfplay is not None:
+        from agentenv.recipes.selfplay import rate_players
+
+        rate_players(run)
 
 
 @register_stage("finish")

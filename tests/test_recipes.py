@@ -38,6 +38,9 @@ def test_every_packaged_recipe_validates(path):
     if "fractions" in yaml.safe_load(path.read_text()):
         pytest.skip("a budget grid, not a recipe (tests/test_grid.py validates it)")
     recipe = load_recipe(path)
+    if recipe.selfplay is not None:
+        agentenv.registry.multi_spec(recipe.env.id)  # a registered multi-agent game
+        return
     for env_id in [recipe.env.id, *recipe.eval.harder]:
         agentenv.registry.resolve_id(env_id)  # registered ids only
 
