@@ -275,3 +275,69 @@ def test_sft_data_writes_chats_that_load_as_a_dataset(tmp_path):
     assert len(dataset) == 3 and all(dataset["success"])
     chat = dataset[0]["messages"]
     assert chat[0]["role"] == "system" and chat[1]["content"].startswith("Goal:") and chat[-1]["role"] == "assistant"
+
+
+def textworlds_own_walkthrough(path) -> list[str]:
+    """What ``tw-play --mode walkthrough`` plays: the walkthrough TextWorld stores with the game it generated."""
+    import textworld
+
+    engine = textworld.start(str(path), textworld.EnvInfos(extras=["walkthrough"]))
+    try:
+        return list(engine.reset()["extra.walkthrough"])
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("env_id", ["AgentEnv/TextWorld-Cooking-v0", "AgentEnv/TextWorld-Simple-Dense-v0", BASE])
+def test_walkthrough_and_optimal_steps_are_textworlds_own(env_id):
+    env = agentenv.make(env_id, split="test")
+    try:
+        for seed in range(3):
+            _, info = env.reset(seed=seed)
+            own = textworlds_own_walkthrough(env.unwrapped._game.path)
+            assert env.unwrapped.walkthrough() == own and info["optimal_steps"] == len(own)
+            if "Cooking" in env_id:
+                assert own[:2] == ["inventory", "examine cookbook"]
+            first, *rest = own
+            env.step(first)
+            assert env.unwrapped.walkthrough() == rest  # the rest of it while the episode follows it
+            steps = play(env, rest)
+            assert steps[-1][4]["success"] and not any(s[4]["invalid_action"] for s in steps)
+    finally:
+        env.close()
+
+
+def test_the_walkthrough_replans_when_the_episode_leaves_it():
+    env = agentenv.make("AgentEnv/TextWorld-Cooking-v0")
+    env.reset(seed=0)
+    own = env.unwrapped.walkthrough()
+    env.step(own[2])  # skips reading the cookbook
+    replanned = env.unwrapped.walkthrough()
+    assert replanned and "examine cookbook" not in replanned
+    assert play(env, replanned)[-1][4]["success"]
+
+
+GAME_HASH = """
+    import hashlib, sys
+    from pathlib import Path
+    from agentenv.envs.textworld.games import GameSpec, build
+    knobs = {
+        "simple": {"rewards": "dense", "goal": "detailed", "split": "train"},
+        "cooking": {"recipe": 2, "take": 2, "go": 6, "open": True, "cook": True, "cut": True, "drop": False,
+                    "split": "train"},
+    }
+    for kind, seed in [("simple", 3), ("cooking", 3), ("cooking", 4)]:
+        game = build(GameSpec.of(kind, knobs[kind], seed), Path(sys.argv[1]))
+        print(kind, seed, hashlib.sha256(game.path.read_bytes()).hexdigest(), game.walkthrough)
+"""
+
+
+def test_same_seed_same_game_whatever_the_hash_seed(tmp_path):
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-c", textwrap.dedent(GAME_HASH), str(tmp_path / hash_seed)],
+                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        outputs.append(run.stdout)
+    assert outputs[0] == outputs[1]

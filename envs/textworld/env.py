@@ -27,7 +27,8 @@ class TextWorldGameEnv(TextEnv):
     Observations follow the seed paper: the room the agent is in, the game's feedback, and the inventory; the
     first one starts with the goal. A turn is invalid when its command is not one of the game's admissible
     commands (the game still answers it, so the agent reads the parser's own complaint). Rewards come from the
-    game's score: progress = score / max_score.
+    game's score: progress = score / max_score. ``optimal_steps`` is the length of TextWorld's own walkthrough of
+    the game (in the cooking games it checks the inventory and reads the cookbook first, which score nothing).
     """
 
     family = "textworld"
@@ -73,7 +74,7 @@ class TextWorldGameEnv(TextEnv):
         self._room = _room_of(feedback) or ""
         room_text = _clean(feedback[start:] if start >= 0 else feedback)
         observation = f"Goal: {self._state.objective.strip()}\n\n{self._view(room_text)}"
-        info = {"optimal_steps": len(self._state.policy_commands), "max_score": self._state.max_score}
+        info = {"optimal_steps": len(self._game.walkthrough), "max_score": self._state.max_score}
         return observation, info
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:  # type: ignore[override]
@@ -178,8 +179,14 @@ class TextWorldGameEnv(TextEnv):
 
     # ---- planning -------------------------------------------------------------------------------------
     def walkthrough(self) -> list[str] | None:
+        """The rest of the game's walkthrough (TextWorld's own, as ``tw-play`` plays it) while the episode has
+        followed it, else the policy TextWorld plans from the current state."""
         if self._state is None or self._state.won or self._state.lost:
             return None
+        planned = self._game.walkthrough if self._game is not None else ()
+        done = len(self._sent)
+        if done < len(planned) and [_engine_safe(normalize_command(c)) for c in planned[:done]] == self._sent:
+            return list(planned[done:])
         return list(self._state.policy_commands)
 
     def admissible_commands(self) -> list[str] | None:

@@ -21,7 +21,7 @@ from typing import Any
 from agentenv.cache import build_once, cache_root
 
 #: Bump when the way games are built changes, so old cache entries are not reused.
-FORMAT = 2
+FORMAT = 3
 #: TextWorld sometimes generates a game its own walkthrough cannot win (e.g. two objects whose names the parser
 #: cannot tell apart). Such a draw is rejected and the generator is re-seeded, deterministically, up to this often.
 MAX_ATTEMPTS = 10
@@ -100,8 +100,9 @@ def _build_into(spec: GameSpec, out: Path) -> None:
         options.force_recompile = True
         with quiet_engine():  # the challenges replay their walkthrough in jericho while generating
             game = _make_game(spec, options)
+            _canonical_order(game)
             compile_game(game, options)
-        walkthrough = _winning_policy(textworld, out / "game.z8")
+        walkthrough = _winning_walkthrough(textworld, game, out / "game.z8")
         if walkthrough is not None:
             break
     else:
@@ -149,14 +150,40 @@ def _reseed(seed: int, attempt: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{attempt}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _winning_policy(textworld: Any, path: Path) -> list[str] | None:
-    """TextWorld's policy at the start of the game, if playing it wins the game; else None."""
+def _canonical_order(game: Any) -> None:
+    """Sort what TextWorld lists in an order that depends on ``PYTHONHASHSEED``, so that one seed gives the same
+    game file in every process: the cooking challenge lists each ingredient's wrong cookings and cuttings (its
+    quests' fail events) by iterating a set of strings, and ``GameMaker`` the names its grammar must not reuse.
+    Neither order changes how the game plays (any fail event loses; the names are only excluded)."""
+    for quest in game.quests:
+        quest.fail_events = sorted(quest.fail_events, key=lambda e: json.dumps(e.serialize(), sort_keys=True))
+    if game.grammar is not None:
+        game.grammar.options.names_to_exclude.sort(key=str)  # None among the names too
+
+
+def _winning_walkthrough(textworld: Any, game: Any, path: Path) -> list[str] | None:
+    """The walkthrough to store, or None when the game is not winnable as planned (then it is rejected).
+
+    A game is kept when the policy TextWorld plans from its start wins it. Its walkthrough is then TextWorld's own
+    (``game.walkthrough``, what ``tw-play --mode walkthrough`` plays: the cooking games check the inventory and read
+    the cookbook first) when playing that wins too, else the planned policy.
+    """
+    policy = _winning_play(textworld, path, None)
+    if policy is None:
+        return None
+    own = list(game.walkthrough or [])
+    return (own and _winning_play(textworld, path, own)) or policy
+
+
+def _winning_play(textworld: Any, path: Path, commands: list[str] | None) -> list[str] | None:
+    """``commands`` (None: TextWorld's policy at the start of the game) if playing them wins the game, each one
+    admissible when played; else None."""
     infos = textworld.EnvInfos(policy_commands=True, won=True, admissible_commands=True)
     with quiet_engine():
         engine = textworld.start(str(path), infos)
         try:
             state = engine.reset()
-            policy = list(state.policy_commands)
+            policy = list(state.policy_commands) if commands is None else commands
             for command in policy:
                 if command not in state.admissible_commands:
                     return None
