@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import warnings
 from importlib.metadata import entry_points
@@ -41,6 +42,9 @@ command_errors: dict[str, str] = {}
 def main() -> None:
     from agentenv.errors import ConfigError, EnvContractError, UnknownEnvError
 
+    # OpenMP threads that spin while they wait for work take the cores another process needs, and torch collapses
+    # 5-10x under contention; passive waiting yields them. Read once, when torch loads (commands import it lazily).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app()
     except (ConfigError, UnknownEnvError) as e:

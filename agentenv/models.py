@@ -147,6 +147,46 @@ def resolve(name: str = DEFAULT_MODEL, *, gguf_file: str | None = None, cache_di
     return name  # a hub id: transformers resolves it (and its own cache)
 
 
+def free_cores() -> tuple[int, float]:
+    """``(cores, load)``: the cores this process may run on (its CPU affinity, capped by a cgroup CPU quota) and
+    their share of the 1-minute load average (runnable processes, ours included; the average counts the whole
+    host, so on 2 of 64 CPUs it is scaled by 2/64), 0 where the system does not report it."""
+    import math
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    try:
+        load = os.getloadavg()[0] * cores / max(cores, os.cpu_count() or cores)
+    except (OSError, AttributeError):
+        load = 0.0
+    return cores, load
+
+
+def choose_threads(
+    requested: int | None = None, *, cores: int | None = None, load: float | None = None
+) -> tuple[int, str]:
+    """Torch threads for this process, and a line saying why (printed at the start of ``eval``, ``train`` and the
+    demo): ``requested`` when given, else the cores left free by the other work on the machine (``cores`` minus the
+    1-minute ``load``, rounded; at least 1). Intra-op threads that outnumber the free cores wait on each other
+    whenever another process takes a core: two threads beside one CPU-bound process ran 5-10x slower than one.
+    ``cores`` and ``load`` default to :func:`free_cores`."""
+    if requested is not None:
+        check_range("num_threads", requested, 1, integer=True)
+        return requested, f"torch threads: {requested} (as asked)"
+    if cores is None or load is None:
+        measured = free_cores()
+        cores = measured[0] if cores is None else cores
+        load = measured[1] if load is None else load
+    threads = max(1, min(cores, round(cores - load)))
+    return threads, f"torch threads: {threads} of {cores} cores (1-minute load {load:.1f}; set the count to override)"
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     *,

@@ -114,8 +114,8 @@ def evaluate(
         runner = None
         if backend.kind not in SCRIPTED:
             with console.status(f"loading {policy}"):
-                sampling = Sampling(max_new_tokens, temperature)
-                runner = build_policy(policy, sampling=sampling, batch_size=batch_size, threads=threads)
+                runner = build_policy(policy, sampling=Sampling(max_new_tokens, temperature), batch_size=batch_size,
+                                      threads=_threads_for(policy, threads))  # fmt: skip
             if isinstance(runner, TokenPolicy) and runner.tokenizer is None:
                 err.print(f"[yellow]no tokenizer for {backend.model!r}:[/] playing {policy} in chat mode (text only)")
         batched = isinstance(runner, TokenPolicy) and runner.tokenizer is not None
@@ -154,6 +154,19 @@ def evaluate(
         console.print(f"wrote {write_html(played, html, title=f'{policy} on {env_id}')} episodes to {html}")
 
 
+def _threads_for(spec: str, threads: int | None) -> int | None:
+    """The torch threads of a local model runner (``--threads``, else the cores free now), said on the console;
+    other runners keep ``threads`` as given."""
+    from agentenv.models import choose_threads
+    from agentenv.policy import parse_backend
+
+    if parse_backend(spec).kind != "model":
+        return threads
+    threads, note = choose_threads(threads)
+    console.print(note)
+    return threads
+
+
 def _game_id(env_id: str, opponent: str | None) -> str | None:
     """The multi-agent game ``env_id`` names, or None; ``--opponent`` is for games only."""
     from agentenv.errors import ConfigError, UnknownEnvError
@@ -186,7 +199,7 @@ def _game_player(role: str, spec: str, sampling: tuple[Any, ...], seed: int) -> 
     max_new_tokens, temperature, _, batch_size, threads = sampling
     with console.status(f"loading {spec}"):
         runner = build_policy(spec, sampling=Sampling(max_new_tokens, temperature), batch_size=batch_size,
-                              threads=threads)  # fmt: skip
+                              threads=_threads_for(spec, threads))  # fmt: skip
     if not is_token_policy(runner):
         raise ConfigError(
             f"{spec!r} cannot sit at a game: it needs a model runner with a tokenizer, or expert | random"

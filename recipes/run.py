@@ -31,12 +31,19 @@ from agentenv.recipes.report import RunLog, write_report
 
 
 def _progress(console: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if console is None:
         return nullcontext(None)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)  # fmt: skip
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)  # fmt: skip
 
 
 def _say(console: Any, text: str) -> None:
@@ -75,17 +82,22 @@ def launched_accelerator(recipe: Recipe) -> Any:
 
 
 def load_policy_model(
-    recipe: Recipe, device: str | None = None, tools: list[dict[str, Any]] | None = None
+    recipe: Recipe,
+    device: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    num_threads: int | None = None,
 ) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured), on
-    ``device`` if given, else ``model.device``. The chat format shows the env's tools, if it has any."""
+    ``device`` if given, else ``model.device``, with ``num_threads`` torch threads if given, else
+    ``model.num_threads``. The chat format shows the env's tools, if it has any."""
     from agentenv.models import load_model
     from agentenv.policies.tools import tool_chat_format
 
     if tools is None:
         tools = env_tools(recipe)  # a bad env kwarg fails here, before the model loads
     m = recipe.model
-    model, tokenizer = load_model(m.name, num_threads=m.num_threads, dtype=m.dtype, device=device or m.device)
+    threads = num_threads if num_threads is not None else m.num_threads
+    model, tokenizer = load_model(m.name, num_threads=threads, dtype=m.dtype, device=device or m.device)
     if m.lora is not None:
         try:
             import peft
@@ -249,6 +261,7 @@ class RecipeRun:
     def __init__(self, recipe: Recipe, *, resume: bool = False, console: Any = None):
         import torch
 
+        from agentenv.models import choose_threads
         from agentenv.policies.checkpoint import is_complete
 
         self.recipe, self.resume = recipe, resume
@@ -275,7 +288,9 @@ class RecipeRun:
         torch.manual_seed(recipe.seed)
         t0 = time.perf_counter()
         device = str(self.accelerator.device) if self.accelerator else None
-        self.model, self.tokenizer, self.chat_format = load_policy_model(recipe, device, self.tools)
+        threads, note = choose_threads(recipe.model.num_threads)  # model.num_threads unset: the free cores
+        self.say(note)
+        self.model, self.tokenizer, self.chat_format = load_policy_model(recipe, device, self.tools, threads)
         self.results["seconds"]["load model"] = time.perf_counter() - t0
         self.say(f"[bold]{recipe.name}[/]: {recipe.model.name} on {recipe.env.id} -> {out}")
         self.wait_for_everyone()  # before the main process writes a checkpoint the others would see

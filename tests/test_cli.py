@@ -201,3 +201,24 @@ def test_every_layer_contributes_its_commands():
     names = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
     assert not command_errors
     assert {"rollout", "sft-data", "eval", "train", "grid", "demo", "judge-audit", "search", "swe"} <= names
+
+
+def test_main_makes_openmp_threads_wait_passively_unless_told_otherwise(monkeypatch):
+    from agentenv.cli import main
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # restored after the test, whatever main sets
+    monkeypatch.setattr(sys, "argv", ["agentenv", "list", "--family", "keydoor"])
+    with pytest.raises(SystemExit):
+        main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    with pytest.raises(SystemExit):
+        main()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_eval_of_a_model_says_how_many_torch_threads_it_runs():
+    result = invoke("eval", "AgentEnv/KeyDoor-s2k0d1-v0", "--policy", "model:tiny", "--episodes", "2",
+                    "--max-new-tokens", "4", "--threads", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "torch threads: 1 (as asked)" in result.output

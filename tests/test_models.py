@@ -163,3 +163,20 @@ def test_a_local_folder_loads_as_saved():
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True)
     )
     assert tokenizer.chat_template and not model.training
+
+
+def test_threads_are_the_free_cores_unless_asked():
+    from agentenv.models import choose_threads, free_cores
+
+    assert choose_threads(cores=2, load=0.3)[0] == 2
+    assert choose_threads(cores=2, load=1.2)[0] == 1  # another CPU-bound process takes a core
+    assert choose_threads(cores=2, load=6.0)[0] == 1  # never fewer than one
+    assert choose_threads(cores=16, load=3.6)[0] == 12
+    threads, note = choose_threads(3, cores=2, load=5.0)
+    assert threads == 3 and note == "torch threads: 3 (as asked)"
+    cores, load = free_cores()
+    assert cores >= 1 and load >= 0
+    threads, note = choose_threads()
+    assert 1 <= threads <= cores and f"of {cores} cores" in note
+    with pytest.raises(ConfigError, match="num_threads"):
+        choose_threads(0)
