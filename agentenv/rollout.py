@@ -163,6 +163,7 @@ def rollout(
     parse: Callable[[str], Any] | None = None,
     concurrent_env_steps: bool = False,
     overlap: bool = False,
+    on_turn: Any = None,
 ) -> list[Trajectory]:
     """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
 
@@ -172,9 +173,11 @@ def rollout(
     whose next turn would not fit in ``max_context_tokens`` ends with ``truncated=True`` and
     ``context_truncated=True`` (never silently shortened), its ids ending with its last agent turn so they fit.
     A failing env step or generation ends only that episode, with ``error`` set. ``on_episode(trajectory)`` is
-    called as each episode ends (e.g. to advance a progress bar). ``parse(text)`` turns each generated turn into the
-    env's action (e.g. tool calls: :func:`agentenv.policies.tools.parse_turn`); the env's answer to a tool call goes
-    back as a ``tool`` message (:func:`~agentenv.tool_calls.format_tool_result`), any other answer as a ``user`` one.
+    called as each episode ends (e.g. to advance a progress bar), ``on_turn(trajectory)`` after each turn of an
+    episode that goes on (:class:`EpisodeProgress` turns both into a bar that moves turn by turn). ``parse(text)``
+    turns each generated turn into the env's action (e.g. tool calls: :func:`agentenv.policies.tools.parse_turn`);
+    the env's answer to a tool call goes back as a ``tool`` message (:func:`~agentenv.tool_calls.format_tool_result`),
+    any other answer as a ``user`` one.
 
     Env steps and resets of a batch run concurrently on envs with ``step_async``/``step_wait`` and
     ``reset_async``/``reset_wait`` (e.g. :class:`agentenv.workers.RayEnv`), and on other envs in threads when
@@ -186,9 +189,29 @@ def rollout(
     scheduler = RolloutScheduler(
         envs, policy, chat_format, seeds, sampling=sampling, max_context_tokens=max_context_tokens, env_id=env_id,
         policy_name=policy_name, record_prompts=record_prompts, on_episode=on_episode, parse=parse,
-        concurrent_env_steps=concurrent_env_steps, overlap=overlap,
+        concurrent_env_steps=concurrent_env_steps, overlap=overlap, on_turn=on_turn,
     )  # fmt: skip
     return scheduler.run()
+
+
+class EpisodeProgress:
+    """Advances a progress bar counted in episodes as the turns are played, not only as episodes end: each turn of an
+    episode adds ``1 / max_turns`` of it (never reaching 1), its end the rest. A batch of episodes that all run to
+    the turn limit then moves the bar turn by turn instead of jumping at the end. Pass :meth:`turn` as ``on_turn``
+    and :meth:`episode` as ``on_episode`` to :func:`rollout`."""
+
+    def __init__(self, advance: Callable[[float], Any], max_turns: int):
+        self.advance, self.share = advance, 1.0 / max(1, max_turns)
+        self.credited: dict[int, float] = {}
+
+    def turn(self, episode: Trajectory) -> None:
+        done = self.credited.get(id(episode), 0.0)
+        step = min(self.share, (1.0 - done) / 2)  # past the turn limit (budget_factor): ever smaller steps
+        self.credited[id(episode)] = done + step
+        self.advance(step)
+
+    def episode(self, episode: Trajectory) -> None:
+        self.advance(1.0 - self.credited.pop(id(episode), 0.0))
 
 
 Step = tuple[int, Generation, Any, "Callable[[], Any] | str"]  # (env slot, its turn, the action, the env step's wait)
@@ -204,13 +227,13 @@ class RolloutScheduler:
         self, envs: list[gym.Env], policy: TokenPolicy, chat_format: ChatFormat, seeds: Iterable[int], *,
         sampling: Sampling | None = None, max_context_tokens: int = 4096, env_id: str = "", policy_name: str = "",
         record_prompts: bool = False, on_episode: Any = None, parse: Callable[[str], Any] | None = None,
-        concurrent_env_steps: bool = False, overlap: bool = False,
+        concurrent_env_steps: bool = False, overlap: bool = False, on_turn: Any = None,
     ):  # fmt: skip
         from concurrent.futures import ThreadPoolExecutor
 
         self.envs, self.policy, self.chat_format, self.sampling = envs, policy, chat_format, sampling
         self.max_context_tokens, self.env_id, self.policy_name = max_context_tokens, env_id, policy_name
-        self.record_prompts, self.on_episode, self.parse = record_prompts, on_episode, parse
+        self.record_prompts, self.on_episode, self.on_turn, self.parse = record_prompts, on_episode, on_turn, parse
         self.pending = list(enumerate(seeds))[::-1]  # (position in the result, seed); seeds may repeat (GRPO groups)
         self.free = list(range(len(envs)))[::-1]
         self.live: dict[int, Trajectory] = {}  # env slot -> episode in progress
@@ -367,6 +390,8 @@ class RolloutScheduler:
                 continue
             message = env_message(observation, action, info)
             episode.add_context(self.chat_format.delta(message, ended=self.chat_format.ended(generation.token_ids)))
+            if self.on_turn is not None:
+                self.on_turn(episode)
 
 
 def _raiser(error: Exception) -> Callable[[], Any]:

@@ -104,7 +104,7 @@ def evaluate(
     import agentenv
     from agentenv.policies import Sampling, build_policy, tool_chat_format
     from agentenv.policy import SCRIPTED, TokenPolicy, parse_backend
-    from agentenv.rollout import play_episode, rollout, summarize, write_html, write_jsonl
+    from agentenv.rollout import EpisodeProgress, play_episode, rollout, summarize, write_html, write_jsonl
 
     env_id = agentenv.registry.resolve_id(env_id)
     kwargs = parse_kwargs(kw)
@@ -124,9 +124,10 @@ def evaluate(
             task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
             if batched:
                 chat_format = tool_chat_format(runner.tokenizer, envs[0].unwrapped.tools)
+                bar = EpisodeProgress(lambda n: progress.advance(task, n), envs[0].unwrapped.max_turns)
                 played = rollout(
                     envs, runner, chat_format, range(episodes), env_id=env_id, policy_name=policy,
-                    max_context_tokens=max_context_tokens, on_episode=lambda _: progress.advance(task),
+                    max_context_tokens=max_context_tokens, on_episode=bar.episode, on_turn=bar.turn,
                 )  # fmt: skip
             else:
                 played = []
@@ -137,8 +138,16 @@ def evaluate(
     finally:
         for env in envs:
             env.close()
-    metrics = summarize(played)
-    table = Table(title=f"{policy} on {env_id} ({split}, {episodes} episodes)")
+    console.print(_metrics_table(f"{policy} on {env_id} ({split}, {episodes} episodes)", summarize(played)))
+    if output is not None:
+        console.print(f"wrote {write_jsonl(played, output)} trajectories to {output}")
+    if html is not None:
+        console.print(f"wrote {write_html(played, html, title=f'{policy} on {env_id}')} episodes to {html}")
+
+
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    """The standard metrics of an evaluation (:func:`agentenv.rollout.summarize`) as a table."""
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("success rate", f"{metrics['success_rate']:.3f}  [{metrics['success_ci_low']:.3f}, "
@@ -147,11 +156,7 @@ def evaluate(
         table.add_row(key.replace("_", " "), fmt_metric(metrics[key]))
     for key in (k for k in metrics if k.startswith("reward_parts.")):
         table.add_row(key, fmt_metric(metrics[key]))
-    console.print(table)
-    if output is not None:
-        console.print(f"wrote {write_jsonl(played, output)} trajectories to {output}")
-    if html is not None:
-        console.print(f"wrote {write_html(played, html, title=f'{policy} on {env_id}')} episodes to {html}")
+    return table
 
 
 def _threads_for(spec: str, threads: int | None) -> int | None:

@@ -53,13 +53,15 @@ def _say(console: Any, text: str) -> None:
 
 @contextmanager
 def _bar(progress: Any, description: str, total: int) -> Iterator[Callable[..., None]]:
-    """A progress bar for the duration of the block (none without ``progress``); yields ``advance(*_)``."""
+    """A progress bar for the duration of the block (none without ``progress``); yields ``advance(amount=1)``, which
+    moves it by ``amount`` when that is a number (a share of an episode) and by one otherwise (a finished episode, as
+    ``on_episode`` callbacks pass it)."""
     if progress is None:
         yield lambda *_: None
         return
     task = progress.add_task(description, total=total)
     try:
-        yield lambda *_: progress.advance(task)
+        yield lambda amount=1: progress.advance(task, amount if isinstance(amount, (int, float)) else 1)
     finally:
         progress.remove_task(task)
 
@@ -155,7 +157,7 @@ def evaluate(
     """
     import agentenv
     from agentenv.policies.local import Sampling, TransformersPolicy
-    from agentenv.rollout import rollout, summarize
+    from agentenv.rollout import EpisodeProgress, rollout, summarize
 
     e = recipe.eval
     seeds = range(e.episodes)
@@ -170,9 +172,11 @@ def evaluate(
     model.eval()
     try:
         with _bar(progress, f"eval {label}", len(seeds)) as advance:
+            bar = EpisodeProgress(advance, envs[0].unwrapped.max_turns)  # moves turn by turn
             trajectories = rollout(
                 envs, policy, chat_format, seeds, env_id=env_id, policy_name=label,
-                max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096, on_episode=advance,
+                max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096, on_episode=bar.episode,
+                on_turn=bar.turn,
             )  # fmt: skip
     finally:
         for env in envs:

@@ -219,3 +219,31 @@ def test_tool_env_turns_come_back_as_tool_messages_token_exactly(tiny):
     rendered = fmt.encode(fmt.render(chat, add_generation_prompt=False))
     assert trajectory.token_ids == rendered[: len(trajectory.token_ids)]
     assert "<tool_response>" in tokenizer.decode(trajectory.token_ids)
+
+
+def test_episode_progress_moves_turn_by_turn_and_counts_whole_episodes():
+    from agentenv.rollout import EpisodeProgress, Trajectory
+
+    moves: list[float] = []
+    bar = EpisodeProgress(moves.append, max_turns=4)
+    first, second = (Trajectory("env", "policy", seed, "", "", "", None) for seed in (0, 1))
+    for _ in range(3):
+        bar.turn(first)
+        bar.turn(second)
+    assert moves[:2] == [0.25, 0.25] and sum(moves) == 1.5  # three turns of two 4-turn episodes
+    for _ in range(5):  # past the turn limit (budget_factor): the bar creeps, never counts the episode done
+        bar.turn(first)
+    assert sum(moves) < 2.0
+    bar.episode(first)
+    bar.episode(second)
+    assert abs(sum(moves) - 2.0) < 1e-9
+
+
+def test_rollout_calls_on_turn_after_each_turn_of_an_episode_that_goes_on(tiny):
+    _, tokenizer = tiny
+    envs = [agentenv.make("AgentEnv/KeyDoor-s3k1d2-v0", max_turns=3) for _ in range(2)]
+    turns, ends = [], []
+    played = rollout(envs, ScriptedTokens(tokenizer, ["look"]), ChatFormat(tokenizer), range(3),
+                     on_turn=turns.append, on_episode=ends.append)  # fmt: skip
+    assert [len(t.turns) for t in played] == [3, 3, 3] and len(ends) == 3
+    assert len(turns) == 6 and all(t in played for t in turns)  # turns 1 and 2 of each; the 3rd ends it
