@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -75,8 +77,13 @@ def rl_iteration(base, tokenizer, recipe, policy, tis_cap: float | None) -> tupl
 
 
 def cosine(a: dict, b: dict) -> float:
-    x, y = torch.cat(list(a.values())), torch.cat(list(b.values()))
-    return float(torch.nn.functional.cosine_similarity(x, y, dim=0))
+    """Cosine of two weight updates, accumulated tensor by tensor in float64 (a float32 sum over 135M weights drifts;
+    one concatenated float64 copy of each would cost 2 GB)."""
+    dot = na = nb = 0.0
+    for k, x in a.items():
+        x, y = x.double(), b[k].double()
+        dot, na, nb = dot + float(x @ y), na + float(x @ x), nb + float(y @ y)
+    return dot / (na * nb) ** 0.5
 
 
 def main() -> None:
@@ -100,6 +107,8 @@ def main() -> None:
     results: dict = {"generation": {}, "rl_iteration": {}}
     results["generation"]["transformers"] = generation(transformers_policy, tokenizer, args.prompts, args.tokens)
     results["generation"]["vllm"] = generation(engine, tokenizer, args.prompts, args.tokens)
+    del transformers_policy  # keep the peak memory down: each RL iteration below holds a model and its optimiser
+    gc.collect()
     tf, vl = results["generation"]["transformers"], results["generation"]["vllm"]
     results["generation"]["vllm_over_transformers"] = vl["tokens_per_s"] / tf["tokens_per_s"]
     runs = {"transformers": (None, None), "vllm": (engine, None), "vllm_tis": (engine, 2.0)}
@@ -107,18 +116,22 @@ def main() -> None:
     for name, (policy, cap) in runs.items():
         results["rl_iteration"][name], deltas[name] = rl_iteration(base, tokenizer, recipe, policy, cap)
         print(name, json.dumps(results["rl_iteration"][name]), flush=True)
+        if name == "vllm_tis":
+            it = results["rl_iteration"]
+            it["tis_update_cosine"] = cosine(deltas["vllm"], deltas.pop("vllm_tis"))
+            it["vllm_vs_transformers_update_cosine"] = cosine(deltas["vllm"], deltas["transformers"])
+        gc.collect()
     it = results["rl_iteration"]
     results["rl_iteration"]["vllm_over_transformers_rollout_tokens_per_s"] = (
         it["vllm"]["rollout_tokens_per_s"] / it["transformers"]["rollout_tokens_per_s"]
     )
     results["rl_iteration"]["vllm_over_transformers_seconds"] = it["vllm"]["seconds"] / it["transformers"]["seconds"]
-    results["rl_iteration"]["tis_update_cosine"] = cosine(deltas["vllm"], deltas["vllm_tis"])
-    results["rl_iteration"]["vllm_vs_transformers_update_cosine"] = cosine(deltas["vllm"], deltas["transformers"])
     results["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "python": platform.python_version(), "vllm_engine_start_seconds": engine_start}  # fmt: skip
     results["recipe"] = {"path": os.path.relpath(args.recipe, ROOT), "env": recipe.env.id, "rl": vars(recipe.rl)}
     print_table(results)
     results["machine"]["device"] = args.device
+    results["machine"]["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out}")

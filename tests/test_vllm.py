@@ -190,10 +190,19 @@ def agentenv_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout)  # fmt: skip
 
 
-def test_eval_runs_with_a_vllm_policy():
-    out = agentenv_cli("eval", ENV, "--policy", "vllm:default", "--episodes", "3", "--max-new-tokens", "12")
+def test_eval_runs_with_a_vllm_policy_on_a_model_folder(tmp_path):
+    import json
+
+    from agentenv.models import resolve
+
+    spec = f"vllm:{resolve('default')}"  # the converted default model's folder
+    out = agentenv_cli("eval", ENV, "--policy", spec, "--episodes", "3", "--max-new-tokens", "12",
+                       "-o", str(tmp_path / "episodes.jsonl"))  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert "vllm:default" in out.stdout and "success" in out.stdout.lower()
+    assert "success" in out.stdout.lower()
+    episodes = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) == 3 and all(e["policy"] == spec for e in episodes)
+    assert all(any(e["loss_mask"]) and any(lp < 0 for lp in e["logprobs"]) for e in episodes)
 
 
 def test_eval_runs_against_a_live_vllm_openai_server_in_token_mode(tmp_path):
