@@ -4,8 +4,8 @@ the game's scripted players, expert demonstrations for SFT, the trainer, and the
 Evaluations play ``eval.episodes`` games against each of ``selfplay.eval_opponents``, seats alternating, on game
 seeds from :data:`EVAL_SEED` (training draws from ``0..rl.train_tasks-1``); each is recorded as ``<stage> vs
 <opponent>`` with win / draw / loss rates and 95% Wilson intervals, and, so that the report and the summary lines of
-single-agent runs read it alike, ``success_rate`` (a win) with its interval, ``episodes`` (games) and
-``mean_return`` (the mean outcome).
+single-agent runs read it alike, ``success_rate`` (a win) with its interval, ``episodes`` (games),
+``mean_return`` (the mean outcome) and ``mean_turns`` (the policy's own turns a game).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def record_evaluation(run: Any, label: str, evaluation: Any, seconds: float) -> 
     import json
 
     summary = evaluation.summary()
+    played = [r.trajectories[seat] for r, seat in zip(evaluation.records, evaluation.policy_seats, strict=True)]
+    summary["mean_turns"] = sum(len(t.turns) for t in played) / max(1, len(played))  # the policy's own turns
     summary.update(env_id=run.recipe.env.id, episodes=summary["games"], mean_return=summary["mean_outcome"],
                    success_rate=summary["win_rate"], success_ci_low=summary["win_ci_low"],
                    success_ci_high=summary["win_ci_high"])  # fmt: skip
