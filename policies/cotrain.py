@@ -4,10 +4,11 @@ from fresh policy samples that the env's rule verifier labels.
 :class:`JudgedReward` wraps each training env: when an episode ends with an answer, the reward the policy sees is
 the judge's P(yes) (or its verdict) instead of the verifier's score, which stays in ``info["verified"]``. After
 each RL iteration :meth:`CoTrainer.after_iteration` reads what the judge paid against what the verifier says —
-the hacking monitor: disagreement, the judge's false-positive and false-negative rates at its threshold, its AUROC
-on the iteration's answers (threshold-free: a P(yes) reward pays by rank within a group), the policy's verified
-success — and then trains the judge a few steps on the newest verified samples (a replay window), so the reward
-the policy chases is pulled back toward the truth as the policy explores. ``agentenv train`` runs it for a recipe
+the hacking monitor: disagreement, the judge's false-positive and false-negative rates at its threshold (with the
+answers that fooled it and the right ones it refused), its AUROC on the iteration's answers (threshold-free: a
+P(yes) reward pays by rank within a group), the policy's verified success — and then trains the judge a few steps
+on the newest verified samples (a replay window), so the reward the policy chases is pulled back toward the truth
+as the policy explores. ``agentenv train`` runs it for a recipe
 with a ``cotrain:`` section and plots the monitor in ``cotrain.png``.
 
 Besides the policy's answers, the judge trains on what Cooper adds for each question the policy meets: the
@@ -165,6 +166,9 @@ class CoTrainer:
         fooled = [s for s in fresh if s.p_yes >= t and not s.label]
         row["fooled"] = [{"answer": s.answer[:120], "reference": s.reference, "p_yes": round(s.p_yes, 3)}
                          for s in sorted(fooled, key=lambda s: -s.p_yes)[:3]]  # fmt: skip
+        rejected = [s for s in fresh if s.p_yes < t and s.label]  # right answers the judge refused: its lag shows
+        row["rejected"] = [{"answer": s.answer[:120], "reference": s.reference, "p_yes": round(s.p_yes, 3)}
+                           for s in sorted(rejected, key=lambda s: s.p_yes)[:3]]  # fmt: skip
         row["constructed"] = len(constructed)
         self.replay.extend(constructed + fresh)
         replayed = list(self.replay)[: max(0, len(self.replay) - len(fresh))]  # the newest answers are drawn apart

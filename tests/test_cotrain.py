@@ -144,6 +144,8 @@ def test_the_monitor_counts_disagreement_and_the_judge_trains_on_both_labels(tin
     assert row["disagreement"] == 0.5 and row["judge_fpr"] == 0.5 and row["judge_fnr"] == 0.5
     assert row["verified_success"] == 0.5 and row["judge_reward"] == pytest.approx(0.5)
     assert row["judge_auroc"] == 0.75  # 3 of the 4 (right, wrong) pairs ranked right: threshold-free
+    assert row["fooled"] == [{"answer": "7", "reference": "6", "p_yes": 0.8}]  # paid, but wrong
+    assert row["rejected"] == [{"answer": "8", "reference": "8", "p_yes": 0.2}]  # right, but refused
     assert row["judge_steps"] == 3 and math.isfinite(row["judge_loss"]) and cotrainer.learner.steps == 3
     cotrainer.fresh = [Judged("q5", "1", "2", 0.0, 0.1)]
     cotrainer.replay.clear()
