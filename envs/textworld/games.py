@@ -21,7 +21,7 @@ from typing import Any
 from agentenv.cache import build_once, cache_root
 
 #: Bump when the way games are built changes, so old cache entries are not reused.
-FORMAT = 3
+FORMAT = 4
 #: TextWorld sometimes generates a game its own walkthrough cannot win (e.g. two objects whose names the parser
 #: cannot tell apart). Such a draw is rejected and the generator is re-seeded, deterministically, up to this often.
 MAX_ATTEMPTS = 10
@@ -166,29 +166,37 @@ def _winning_walkthrough(textworld: Any, game: Any, path: Path) -> list[str] | N
 
     A game is kept when the policy TextWorld plans from its start wins it. Its walkthrough is then TextWorld's own
     (``game.walkthrough``, what ``tw-play --mode walkthrough`` plays: the cooking games check the inventory and read
-    the cookbook first) when playing that wins too, else the planned policy.
+    the cookbook first) when playing that wins too, less the commands that are not admissible when they come (the
+    cooking generator opens a container again for a second ingredient in it: "That's already open."), else the
+    planned policy.
     """
     policy = _winning_play(textworld, path, None)
     if policy is None:
         return None
     own = list(game.walkthrough or [])
-    return (own and _winning_play(textworld, path, own)) or policy
+    return (own and _winning_play(textworld, path, own, skip_inadmissible=True)) or policy
 
 
-def _winning_play(textworld: Any, path: Path, commands: list[str] | None) -> list[str] | None:
-    """``commands`` (None: TextWorld's policy at the start of the game) if playing them wins the game, each one
-    admissible when played; else None."""
+def _winning_play(
+    textworld: Any, path: Path, commands: list[str] | None, *, skip_inadmissible: bool = False
+) -> list[str] | None:
+    """The commands played if playing ``commands`` (None: TextWorld's policy at the start of the game) wins the
+    game; else None. A command that is not admissible when it comes fails the play, or with ``skip_inadmissible``
+    is left out."""
     infos = textworld.EnvInfos(policy_commands=True, won=True, admissible_commands=True)
     with quiet_engine():
         engine = textworld.start(str(path), infos)
         try:
             state = engine.reset()
-            policy = list(state.policy_commands) if commands is None else commands
-            for command in policy:
+            played = []
+            for command in list(state.policy_commands) if commands is None else commands:
                 if command not in state.admissible_commands:
+                    if skip_inadmissible:
+                        continue
                     return None
                 state, _, _ = engine.step(command)
-            return policy if state.won else None
+                played.append(command)
+            return played if state.won else None
         finally:
             engine.close()
 
