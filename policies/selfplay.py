@@ -100,7 +100,13 @@ class SelfPlayTrainer(RLTrainer):
         self.agents = list(games[0].possible_agents)
         self.pool = OpponentPool(selfplay.pool_size, selfplay.recency)
         self.opponent_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.opponent = TransformersPolicy(self.opponent_model, tokenizer, batch_size=max(len(games), 1))
+        # Prefix caches sized to one conversation a game (the default, 65536 slots, is ~3 GB for a 135M model)
+        cache = len(games) * config.max_context_tokens
+        self.opponent = TransformersPolicy(
+            self.opponent_model, tokenizer, batch_size=len(games), cache_max_tokens=cache
+        )
+        if isinstance(self.policy, TransformersPolicy):
+            self.policy.cache_max_tokens = min(self.policy.cache_max_tokens, cache)
         self.loaded: int | None = None  # the iteration of the snapshot now in the opponent model
         self.last_games: list[tuple[GameRecord, str, str]] = []  # the last iteration's (game, learner seat, opponent)
 

@@ -31,7 +31,8 @@ def evaluate_game_stage(run: Any, stage: str) -> None:
     recipe = run.recipe
     e, s = recipe.eval, recipe.selfplay
     games = make_games(recipe, e.num_envs)
-    policy = TransformersPolicy(run.model, run.tokenizer, batch_size=len(games))
+    cache = len(games) * recipe.rl.max_context_tokens  # one conversation a game
+    policy = TransformersPolicy(run.model, run.tokenizer, batch_size=len(games), cache_max_tokens=cache)
     sampling = Sampling(e.max_new_tokens, e.temperature, seed=recipe.seed)
     run.model.eval()
     for opponent in s.eval_opponents:
