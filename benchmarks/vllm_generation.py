@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,7 +70,9 @@ def rl_iteration(base, tokenizer, recipe, policy, tis_cap: float | None) -> tupl
     trainer = RLTrainer(config, model, tokenizer, envs, ChatFormat(tokenizer), seed=recipe.seed,
                         env_id=recipe.env.id, policy=policy)  # fmt: skip
     metrics = trainer.iteration()
-    delta = {k: (v - base.state_dict()[k]).flatten() for k, v in model.state_dict().items()}
+    for env in envs:
+        env.close()
+    delta = {k: (v - base.state_dict()[k]).contiguous() for k, v in model.state_dict().items()}
     keep = ("seconds", "rollout_seconds", "agent_tokens", "episodes", "success_rate", "mean_return", "pg_loss",
             "grad_norm", "logprob_gap", "is_ratio_mean", "is_ratio_std", "is_ratio_max", "tis_truncated")  # fmt: skip
     row = {k: metrics[k] for k in keep if k in metrics}
@@ -76,14 +80,48 @@ def rl_iteration(base, tokenizer, recipe, policy, tis_cap: float | None) -> tupl
     return row, delta
 
 
-def cosine(a: dict, b: dict) -> float:
-    """Cosine of two weight updates, accumulated tensor by tensor in float64 (a float32 sum over 135M weights drifts;
-    one concatenated float64 copy of each would cost 2 GB)."""
+def cosine(a: Path, b: Path) -> float | None:
+    """Cosine of two saved weight updates, accumulated tensor by tensor in float64 (a float32 sum over 135M weights
+    drifts; one concatenated float64 copy of each would cost 2 GB)."""
+    from safetensors.torch import load_file
+
+    x_all, y_all = load_file(a), load_file(b)
     dot = na = nb = 0.0
-    for k, x in a.items():
-        x, y = x.double(), b[k].double()
+    for k, x in x_all.items():
+        x, y = x.double().flatten(), y_all[k].double().flatten()
         dot, na, nb = dot + float(x @ y), na + float(x @ x), nb + float(y @ y)
-    return dot / (na * nb) ** 0.5
+    return dot / (na * nb) ** 0.5 if na and nb else None  # None: an update of zero (every advantage was 0)
+
+
+PHASES = {"transformers": None, "vllm": None, "vllm_tis": 2.0}  # RL iterations: name -> tis_cap
+
+
+def phase(name: str, args: argparse.Namespace, folder: Path) -> None:
+    """One measurement in this process (its own memory: glibc keeps what a PPO update frees, so three iterations in
+    one process reached 11-13 GB); writes ``folder/name.json`` (and the update, ``name.safetensors``)."""
+    from safetensors.torch import save_file
+
+    from agentenv.policies.vllm import VLLMPolicy
+
+    recipe = load_recipe(args.recipe)
+    base, tokenizer = load_model("default", device=args.device)
+    result: dict = {}
+    engine = None
+    if name == "generation" or name.startswith("vllm"):
+        t0 = time.perf_counter()
+        engine = VLLMPolicy("default", max_model_len=recipe.rl.max_context_tokens + recipe.rl.max_new_tokens,
+                            gpu_memory_utilization=0.3, enable_sleep_mode=args.device != "cpu")  # fmt: skip
+        result["engine_start_seconds"] = time.perf_counter() - t0
+    if name == "generation":
+        runner = TransformersPolicy(base, tokenizer, batch_size=args.prompts)
+        result["transformers"] = generation(runner, tokenizer, args.prompts, args.tokens)
+        result["vllm"] = generation(engine, tokenizer, args.prompts, args.tokens)
+    else:
+        result, delta = rl_iteration(base, tokenizer, recipe, engine, PHASES[name])
+        save_file(delta, str(folder / f"{name}.safetensors"))
+        print(name, json.dumps(result), flush=True)
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    (folder / f"{name}.json").write_text(json.dumps(result))
 
 
 def main() -> None:
@@ -92,46 +130,42 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "demo.yaml"))
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine with the gpu extra")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)  # one measurement, in a child process
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    out = RESULTS if args.device == "cpu" else RESULTS.with_name(f"vllm_generation_{args.device.split(':')[0]}.json")
-    from agentenv.policies.vllm import VLLMPolicy
-
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    recipe = load_recipe(args.recipe)
-    base, tokenizer = load_model("default", device=args.device)
-    transformers_policy = TransformersPolicy(copy.deepcopy(base), tokenizer, batch_size=args.prompts)
-    t0 = time.perf_counter()
-    engine = VLLMPolicy("default", max_model_len=recipe.rl.max_context_tokens + recipe.rl.max_new_tokens,
-                        gpu_memory_utilization=0.3, enable_sleep_mode=args.device != "cpu")  # fmt: skip
-    engine_start = time.perf_counter() - t0
-    results: dict = {"generation": {}, "rl_iteration": {}}
-    results["generation"]["transformers"] = generation(transformers_policy, tokenizer, args.prompts, args.tokens)
-    results["generation"]["vllm"] = generation(engine, tokenizer, args.prompts, args.tokens)
-    del transformers_policy  # keep the peak memory down: each RL iteration below holds a model and its optimiser
-    gc.collect()
-    tf, vl = results["generation"]["transformers"], results["generation"]["vllm"]
-    results["generation"]["vllm_over_transformers"] = vl["tokens_per_s"] / tf["tokens_per_s"]
-    runs = {"transformers": (None, None), "vllm": (engine, None), "vllm_tis": (engine, 2.0)}
-    deltas = {}
-    for name, (policy, cap) in runs.items():
-        results["rl_iteration"][name], deltas[name] = rl_iteration(base, tokenizer, recipe, policy, cap)
-        print(name, json.dumps(results["rl_iteration"][name]), flush=True)
-        if name == "vllm_tis":
-            it = results["rl_iteration"]
-            it["tis_update_cosine"] = cosine(deltas["vllm"], deltas.pop("vllm_tis"))
-            it["vllm_vs_transformers_update_cosine"] = cosine(deltas["vllm"], deltas["transformers"])
-        gc.collect()
-    it = results["rl_iteration"]
-    results["rl_iteration"]["vllm_over_transformers_rollout_tokens_per_s"] = (
+    if args.phase:
+        return phase(args.phase, args, Path(args.folder))
+    out = RESULTS if args.device == "cpu" else RESULTS.with_name(f"vllm_generation_{args.device.split(':')[0]}.json")
+    with tempfile.TemporaryDirectory(prefix="vllm-bench-") as tmp:
+        folder = Path(tmp)
+        for name in ("generation", *PHASES):
+            command = [sys.executable, __file__, "--phase", name, "--folder", tmp, "--prompts", str(args.prompts),
+                       "--tokens", str(args.tokens), "--recipe", args.recipe, "--device", args.device]  # fmt: skip
+            subprocess.run(command, check=True)
+        parts = {name: json.loads((folder / f"{name}.json").read_text()) for name in ("generation", *PHASES)}
+        gen = parts.pop("generation")
+        it: dict = dict(parts)
+        it["tis_update_cosine"] = cosine(folder / "vllm.safetensors", folder / "vllm_tis.safetensors")
+        it["vllm_vs_transformers_update_cosine"] = cosine(
+            folder / "vllm.safetensors", folder / "transformers.safetensors"
+        )
+    results: dict = {"generation": {"transformers": gen["transformers"], "vllm": gen["vllm"]}, "rl_iteration": it}
+    results["generation"]["vllm_over_transformers"] = gen["vllm"]["tokens_per_s"] / gen["transformers"]["tokens_per_s"]
+    it["vllm_over_transformers_rollout_tokens_per_s"] = (
         it["vllm"]["rollout_tokens_per_s"] / it["transformers"]["rollout_tokens_per_s"]
     )
-    results["rl_iteration"]["vllm_over_transformers_seconds"] = it["vllm"]["seconds"] / it["transformers"]["seconds"]
-    results["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "python": platform.python_version(), "vllm_engine_start_seconds": engine_start}  # fmt: skip
+    it["vllm_over_transformers_seconds"] = it["vllm"]["seconds"] / it["transformers"]["seconds"]
+    recipe = load_recipe(args.recipe)
+    results["machine"] = {
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "device": args.device, "vllm_engine_start_seconds": gen["engine_start_seconds"],
+        "peak_rss_gib": max(p["peak_rss_gib"] for p in (gen, *parts.values())),
+        "load_average_1min_at_end": os.getloadavg()[0],  # other jobs on the machine slow both sides
+        "note": "each measurement in its own process, one after another",
+    }  # fmt: skip
     results["recipe"] = {"path": os.path.relpath(args.recipe, ROOT), "env": recipe.env.id, "rl": vars(recipe.rl)}
     print_table(results)
-    results["machine"]["device"] = args.device
-    results["machine"]["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out}")
@@ -149,7 +183,7 @@ def print_table(results: dict) -> None:
         r = it[name]
         gap = f"{r.get('logprob_gap', 0):>8.4f}{r.get('is_ratio_std', 0):>10.4f}{r.get('tis_truncated', 0):>11.4f}"
         print(f"  {name:<14}{r['seconds']:>9.1f}{r['rollout_seconds']:>11.1f}{r['rollout_tokens_per_s']:>8.1f}{gap}")
-    print(f"  cosine(update without TIS, with TIS) = {it['tis_update_cosine']:.4f}")
+    print(f"  cosine(update without TIS, with TIS) = {it['tis_update_cosine']}")
 
 
 if __name__ == "__main__":
