@@ -39,6 +39,7 @@ DIFFICULTIES = ("easy", "medium", "hard")
 #: The file tools (view, str_replace, insert) read UTF-8 text files of at most this many bytes and refuse bigger or
 #: binary ones with a message (bash's head, sed -n, grep -n read parts of them): the host's work per call is bounded.
 MAX_FILE_BYTES = 4 * 2**20
+SETUP_SECONDS = 120.0  # wall-clock limit of the env's own set-up commands in the sandbox (applying the bug)
 
 INSTRUCTIONS = (
     "You are a software engineer fixing a bug in a Python repository. The repository is your working directory. "
@@ -201,7 +202,10 @@ class SWEEnv(ToolEnv):
     def _apply(self, patch: str) -> None:
         name = ".agentenv.patch"
         self.box.write_file(name, patch)
-        result = self.box.run(f"patch -p1 -s --no-backup-if-mismatch -i {name}; s=$?; rm -f {name}; exit $s")
+        # the env's own set-up, not an agent command: a short command_timeout must not fail it on a loaded machine
+        # (5 s was measured too short for `patch` with the load average at 5 on 2 cores)
+        command = f"patch -p1 -s --no-backup-if-mismatch -i {name}; s=$?; rm -f {name}; exit $s"
+        result = self.box.run(command, timeout=max(self.command_timeout, SETUP_SECONDS))
         if result.exit_code != 0:
             raise RuntimeError(f"{self.task.instance_id}: the patch does not apply: {result.output[-500:]}")
 
