@@ -61,6 +61,25 @@ def held_out_curve(run: dict[str, Any]) -> list[tuple[int, float]]:
     return points
 
 
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    """The run in a few numbers: mean disagreement over the first and the second half of its iterations (an odd
+    middle one counts in neither), the largest after the first, and held-out success after SFT and at the end."""
+    values = [r["disagreement"] for r in run["cotrain"] if r.get("disagreement") is not None]
+    half = len(values) // 2
+    curve = held_out_curve(run)
+
+    def mean(xs: list[float]) -> float | None:
+        return round(sum(xs) / len(xs), 4) if xs else None
+
+    return {
+        "disagreement_first_half_mean": mean(values[:half]),
+        "disagreement_second_half_mean": mean(values[len(values) - half :]),
+        "disagreement_max_after_first": max(values[1:], default=None),
+        "held_out_start": curve[0][1] if curve else None,
+        "held_out_end": curve[-1][1] if curve else None,
+    }
+
+
 def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -101,6 +120,10 @@ def print_table(label: str, run: dict[str, Any]) -> None:
     for name, e in run["evaluations"].items():
         print(f"  {name}: {e['success_rate']:.1%} [{e['success_ci_low']:.0%}, {e['success_ci_high']:.0%}] "
               f"on {e['episodes']} test tasks")  # fmt: skip
+    s = run["summary"]
+    print(f"  disagreement mean: first half {pct(s['disagreement_first_half_mean'])}, second half "
+          f"{pct(s['disagreement_second_half_mean'])}, max after iteration 1 {pct(s['disagreement_max_after_first'])}; "
+          f"held-out {pct(s['held_out_start'])} -> {pct(s['held_out_end'])}")  # fmt: skip
 
 
 def main() -> None:
@@ -114,6 +137,7 @@ def main() -> None:
     for spec in args.runs:
         label, folder = spec.split("=", 1)
         runs[label] = {**load_run(Path(folder)), "note": notes.get(label, "")}
+        runs[label]["summary"] = summary(runs[label])
         print_table(label, runs[label])
     machine = {"cpus": os.cpu_count(), "torch_threads": 1, "note": "runs at 1 torch thread each, side by side"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

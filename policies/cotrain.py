@@ -8,8 +8,8 @@ the hacking monitor: disagreement, the judge's false-positive and false-negative
 answers that fooled it and the right ones it refused), its AUROC on the iteration's answers (threshold-free: a
 P(yes) reward pays by rank within a group), the policy's verified success — and then trains the judge a few steps
 on the newest verified samples (a replay window), so the reward the policy chases is pulled back toward the truth
-as the policy explores. ``agentenv train`` runs it for a recipe
-with a ``cotrain:`` section and plots the monitor in ``cotrain.png``.
+as the policy explores. ``agentenv train`` runs it for a recipe with a ``cotrain:`` section and plots the monitor
+in ``cotrain.png``.
 
 Besides the policy's answers, the judge trains on what Cooper adds for each question the policy meets: the
 reference answer as a positive and, when the env offers ``near_misses(k)`` (wrong answers its own documents
