@@ -72,6 +72,7 @@ def prepared_test_split(textworld_pool):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first one builds every preset's 20 test games (~300; 9 minutes at load 5 on 2 cores)
 @pytest.mark.parametrize("env_id", TEXTWORLD_IDS)
 def test_walkthrough_wins_on_20_test_seeds(env_id, prepared_test_split):
     env = agentenv.make(env_id, split="test")
