@@ -146,10 +146,6 @@ class VLLMPolicy(TurnByTurn):
         self.llm.reset_prefix_cache()
         self.syncs += 1
 
-    def load_weights(self, weights: Any) -> None:
-        """The former name of :meth:`sync_weights`."""
-        self.sync_weights(weights)
-
     def reset_prefix_cache(self) -> bool:
         return bool(self.llm.reset_prefix_cache())
 
