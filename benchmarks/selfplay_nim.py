@@ -12,7 +12,8 @@ strategy) wins every game it can against any player. A rise is "measurable" when
 the after-SFT point (reported as ``significant``: the two Wilson intervals do not overlap).
 
 Usage: python benchmarks/selfplay_nim.py [--threads 1] [--iterations 8] [--games 64] [--before]
-       [--out runs/selfplay-nim-bench] [-s section.field=value ...]   (writes benchmarks/results/selfplay_nim.json)
+       [--out runs/selfplay-nim-bench] [--result selfplay_nim] [-s section.field=value ...]
+       (writes benchmarks/results/<result>.json)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/selfplay-nim-bench")
     parser.add_argument("--before", action="store_true", help="also evaluate the untrained model (slow: it only "
                         "writes illegal moves, three a game)")  # fmt: skip
+    parser.add_argument("--result", default="selfplay_nim", help="name of the JSON under benchmarks/results/")
     parser.add_argument("-s", "--set", action="append", default=[], help="recipe override, e.g. rl.lr=2e-5")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -61,7 +63,7 @@ def main() -> None:
     rl = [row for row in rl if row.get("stage") == "rl"]
     report = summarize(recipe, results, rl, seconds, args.threads)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "selfplay_nim.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / f"{args.result}.json").write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
 
 
