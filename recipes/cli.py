@@ -64,30 +64,50 @@ def train(
         _print_evaluations(loaded.name, results)
 
 
+GRID_HELP = "A grid YAML file, or the name of a packaged grid (e.g. budget, algorithms-cpu)"
+RAY_HELP = "Run cells as tasks on a Ray cluster at this address ('local': start one here)"
+
+
 def grid(
-    grid_file: Annotated[str, typer.Argument(help="A grid YAML file, or the name of a packaged grid (e.g. budget)")],
+    grid_file: Annotated[str, typer.Argument(help=GRID_HELP)],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override a grid field (repeatable): -s budget=256 -s recipe.rl.lr=1e-5"),
+        typer.Option("--set", "-s", help="Override a grid field (repeatable): -s 'seeds=[0,1]' -s recipe.rl.lr=1e-5"),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: the grid's)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run at a time, each in its own process")] = 1,
+    gpus: Annotated[str | None, typer.Option(help="GPUs to spread cells over, one each: --gpus 0,1,2,3")] = None,
+    ray: Annotated[str | None, typer.Option(help=RAY_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per cell (default: cores / jobs)")] = None,
 ) -> None:
-    """Split one training budget between SFT demonstrations and RL episodes at several SFT fractions; run each cell
-    (finished cells are skipped), then write grid.json, grid.md and grid.png and print the table."""
-    from agentenv.recipes.grid import grid_table, load_grid, run_grid
+    """Run an experiment grid: a sweep over recipe fields (axes, variants, seeds) or an SFT:RL budget split. Each
+    cell is a recipe run in its own folder; finished cells are skipped and killed ones resume, so running the same
+    command again continues a grid. Writes grid.json, grid.csv, grid.md and grid.png and prints the table."""
+    from agentenv.recipes.grid import load_grid, packaged_grid
+    from agentenv.recipes.grid_exec import run_grid
+    from agentenv.recipes.grid_table import grid_table
 
+    path = Path(grid_file)
+    source = path if path.suffix in (".yaml", ".yml") or path.exists() else packaged_grid(grid_file)
     overrides = list(set_ or []) + ([f"output={output}"] if output is not None else [])
-    loaded = load_grid(_recipe_source(grid_file), overrides)
-    summary = run_grid(loaded, console=console)
+    loaded = load_grid(source, overrides)
+    summary = run_grid(loaded, jobs=jobs, gpus=gpus.split(",") if gpus else None, ray=ray, threads=threads,
+                       console=console)  # fmt: skip
     header, rows = grid_table(summary)
-    table = Table(title=f"{loaded.name}: budget {loaded.budget:g} RL episodes, 1 SFT demo = {loaded.sft_cost:g}")
+    title = f"{loaded.name}: " + (f"budget {loaded.budget:g} RL episodes, 1 SFT demo = {loaded.sft_cost:g}"
+                                  if loaded.is_budget else f"{len(summary['rows'])} points")  # fmt: skip
+    table = Table(title=title)
     for i, column in enumerate(header):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
     console.print(table)
     out = loaded.output_dir
-    console.print(f"table: {out / 'grid.md'}  plot: {out / 'grid.png'}  data: {out / 'grid.json'}")
+    console.print(f"table: {out / 'grid.md'}  plot: {out / 'grid.png'}  data: {out / 'grid.json'}, {out / 'grid.csv'}")
+    if summary["failed"]:
+        err.print(f"[bold red]{len(summary['failed'])} cell(s) did not finish[/] (see grid.md); run the same command "
+                  "again to retry them")  # fmt: skip
+        raise typer.Exit(1)
 
 
 def _diverged(e: Exception) -> None:

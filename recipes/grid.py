@@ -1,24 +1,40 @@
-"""Budgeted SFT:RL grids: one fixed budget split between SFT demonstrations and RL episodes, swept over SFT shares.
+"""Experiment grids: a sweep over any recipe fields, run cell by cell (resumable, in parallel), one table at the end.
 
-The cost model counts everything in RL episodes: one SFT demonstration costs ``sft_cost`` episodes. For an SFT
-fraction ``f`` of ``budget``, a cell trains on ``round(f * budget / sft_cost)`` walkthrough demonstrations, then
-runs ``round((1 - f) * budget / rl.episodes)`` RL iterations (halves round up; a stage that gets 0 is left out).
-Each (fraction, seed) cell is an ordinary recipe run in ``<output>/f<fraction>-s<seed>/``; the starting model is
-evaluated once per seed (in the first cell that runs) and shared. Finished cells are skipped, so a killed grid
-resumes where it stopped. The grid writes ``grid.json``, ``grid.md`` (the table) and ``grid.png`` (success against
-the SFT fraction, one line per evaluated env, 95% CIs; dashed: the starting model).
+A grid YAML names a base ``recipe`` and what varies:
+
+* ``axes``: recipe fields (dotted, e.g. ``rl.algorithm``, ``env.kwargs.reward``, ``env.id``) -> lists of values;
+  the cells are their product;
+* ``variants``: named bundles of field values (``sparse: {env.kwargs.reward: sparse}``), one more axis;
+* ``budget`` with ``fractions``: one fixed budget, counted in RL episodes, split between SFT demonstrations (one costs
+  ``sft_cost`` episodes) and RL iterations at each SFT fraction ``f``: ``round(f * budget / sft_cost)``
+  demonstrations, then ``round((1 - f) * budget / rl.episodes)`` RL iterations (halves round up; a stage that gets 0
+  is left out) -- the SFT:RL budget grid is this one axis;
+* ``seeds``: every cell is repeated over them; rows pool their seeds (95% CIs over seeds and over test episodes);
+* ``overrides``: recipe fields set for every cell (so one base recipe serves several grids); ``finding`` names the
+  seed paper's finding the grid measures (``agentenv report`` sets our numbers beside the paper's).
+
+Each cell is an ordinary recipe run in its own folder under ``output``. Cells whose SFT stage is the same (same
+seed, model, env, SFT and eval sections) train it once (``share_sft``): a shared run does the starting model's
+evaluation, SFT and the after-SFT evaluation, and the cells' RL starts from its weights. Cells without SFT share
+the starting model's evaluation the same way. A finished cell is skipped, a killed one resumes from its checkpoints,
+so a grid picks up where it stopped. Cells run one at a time in this process, or ``jobs`` at a time in
+subprocesses (one GPU each with ``gpus``), or as tasks on a Ray cluster (:mod:`agentenv.recipes.grid_exec`).
+The grid writes ``grid.json``, ``grid.csv``, ``grid.md`` and ``grid.png`` (:mod:`agentenv.recipes.grid_table`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import math
-import time
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentenv.errors import ConfigError, check_range
+from agentenv.policies.rl_config import RLConfig
 from agentenv.recipes.config import (
     Recipe,
     build,
@@ -30,44 +46,63 @@ from agentenv.recipes.config import (
     read_yaml,
 )
 
+DEFAULT_FRACTIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
 
 @dataclass
 class GridConfig:
     name: str = "grid"
     recipe: dict[str, Any] = field(default_factory=dict)  # the base recipe (a path or packaged name is read at load)
-    budget: float = 256.0  # total, in RL episodes
+    finding: str | None = None  # the seed paper's finding this grid measures (agentenv report reads it)
+    overrides: dict[str, Any] = field(default_factory=dict)  # recipe field (dotted) -> value, for every cell
+    axes: dict[str, Any] = field(default_factory=dict)  # recipe field (dotted) -> values; cells are the product
+    variants: dict[str, Any] | None = None  # name -> {recipe field: value}: one more axis, of named bundles
+    budget: float | None = None  # SFT:RL budget grid: the total, in RL episodes (needs an rl section)
     sft_cost: float = 1.0  # one SFT demonstration costs this many RL episodes
-    fractions: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # SFT shares of the budget
-    seeds: list[int] | None = None  # repeat each fraction over these seeds (default: the base recipe's seed)
+    fractions: list[float] | None = None  # SFT shares of the budget (default 0, 0.25, 0.5, 0.75, 1 with a budget)
+    seeds: list[int] | None = None  # repeat each cell over these seeds (default: the base recipe's seed)
+    share_sft: bool = True  # cells with the same SFT stage train it once and start RL from its weights
     output: str = "runs/{name}"
 
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name={self.name!r} must be a non-empty name without '/'")
-        check_range("budget", self.budget, 0.0)
-        if self.budget <= 0:
-            raise ConfigError(f"budget={self.budget!r} must be positive")
+        if self.budget is not None:
+            check_range("budget", self.budget, 0.0)
+            if self.budget <= 0:
+                raise ConfigError(f"budget={self.budget!r} must be positive")
+            if self.fractions is None:
+                self.fractions = list(DEFAULT_FRACTIONS)
+        elif self.fractions is not None:
+            raise ConfigError("fractions: SFT fractions split a budget; give budget (in RL episodes) too")
         check_range("sft_cost", self.sft_cost, 0.0)
         if self.sft_cost <= 0:
             raise ConfigError(f"sft_cost={self.sft_cost!r} must be positive")
-        if not self.fractions:
-            raise ConfigError("fractions: give at least one SFT fraction in [0, 1]")
-        for i, f in enumerate(self.fractions):
-            check_range(f"fractions[{i}]", f, 0.0, 1.0)
-        if len({f"{f:g}" for f in self.fractions}) < len(self.fractions):
-            raise ConfigError(f"fractions={self.fractions}: each fraction may appear once")
+        if self.fractions is not None:
+            if not self.fractions:
+                raise ConfigError("fractions: give at least one SFT fraction in [0, 1]")
+            for i, f in enumerate(self.fractions):
+                check_range(f"fractions[{i}]", f, 0.0, 1.0)
+            _unique("fractions", [f"{f:g}" for f in self.fractions], "fraction")
         if self.seeds is not None:
             if not self.seeds:
                 raise ConfigError("seeds: give at least one seed, or leave it out")
             for i, s in enumerate(self.seeds):
                 check_range(f"seeds[{i}]", s, 0, integer=True)
-            if len(set(self.seeds)) < len(self.seeds):
-                raise ConfigError(f"seeds={self.seeds}: each seed may appear once")
+            _unique("seeds", self.seeds, "seed")
+        if self.overrides:
+            self.recipe = merge(self.recipe, nest(dict(_flatten(self.overrides, "overrides", leaves_only=True))))
+        self.axes = flat_axes(self.axes)
+        self.variants = flat_variants(self.variants)
         self.cells()  # the base recipe and every cell's recipe validate
 
     @property
     def output_dir(self) -> Path:
         return Path(self.output.format(name=self.name))
+
+    @property
+    def is_budget(self) -> bool:
+        return self.budget is not None
 
     def base(self) -> Recipe:
         """The base recipe, validated; errors name fields from the grid's root (``recipe.rl.lr``)."""
@@ -76,47 +111,178 @@ class GridConfig:
         except ConfigError as e:
             raise ConfigError(f"recipe.{e}" if not str(e).startswith("a recipe") else f"recipe: {e}") from e
 
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the varied values (variant, axes, fraction) in run order, without the seed."""
+        dims: list[list[tuple[str, Any]]] = []
+        if self.variants:
+            dims.append([("variant", name) for name in self.variants])
+        dims += [[(key, v) for v in values] for key, values in self.axes.items()]
+        if self.fractions is not None:
+            dims.append([("fraction", f) for f in self.fractions])
+        return [dict(combo) for combo in itertools.product(*dims)]
+
     def cells(self) -> list[Cell]:
-        """Every (fraction, seed) cell in run order: seeds outermost, fractions as listed."""
+        """Every cell in run order: seeds outermost, then variants, axes and fractions as listed."""
         sft = self.recipe.get("sft")
-        if isinstance(sft, dict) and sft.get("data") is not None:  # before the recipe reads the file
+        if self.is_budget and isinstance(sft, dict) and sft.get("data") is not None:  # before the recipe reads it
             raise ConfigError("recipe.sft.data: a budget grid counts walkthrough demonstrations; leave sft.data out")
         base = self.base()
-        if base.rl is None and any(f < 1 for f in self.fractions):
+        if self.is_budget and base.rl is None and any(f < 1 for f in self.fractions or []):
             raise ConfigError("recipe.rl: the base recipe needs an rl section (rl.episodes is the RL budget's unit)")
-        rl_episodes = base.rl.episodes if base.rl is not None else 1
-        out = []
+        out, folders = [], {}
         for seed in self.seeds if self.seeds is not None else [base.seed]:
-            for i, fraction in enumerate(self.fractions):
-                demos, iterations = cost_split(fraction, self.budget, self.sft_cost, rl_episodes)
-                if demos == 0 and iterations == 0:
-                    raise ConfigError(
-                        f"fractions[{i}]={fraction:g}: budget={self.budget:g} buys 0 SFT demonstrations "
-                        f"(sft_cost={self.sft_cost:g}) and 0 RL iterations (recipe.rl.episodes={rl_episodes})"
-                    )
-                folder = self.output_dir / f"f{fraction:g}-s{seed}"
-                data = dict(self.recipe)
-                data.update(name=f"{self.name}-f{fraction:g}-s{seed}", seed=seed)
-                data["output"] = {**(data.get("output") or {}), "dir": str(folder)}
-                data["sft"] = {**(data.get("sft") or {}), "episodes": demos} if demos else None
-                data["rl"] = {**(data.get("rl") or {}), "iterations": iterations} if iterations else None
-                try:
-                    recipe = load_recipe(data)
-                except ConfigError as e:
-                    raise ConfigError(f"fractions[{i}]={fraction:g}: recipe.{e}") from e
-                out.append(Cell(fraction, seed, demos, iterations, iterations * rl_episodes, folder, recipe))
+            for point in self.points():
+                cell = self.cell(point, seed)
+                if cell.dir in folders:
+                    raise ConfigError(f"cells {folders[cell.dir]} and {point} would share {str(cell.dir)!r}: give "
+                                      "the axis values distinct names")  # fmt: skip
+                folders[cell.dir] = point
+                out.append(cell)
         return out
+
+    def cell(self, point: dict[str, Any], seed: int) -> Cell:
+        """The cell at ``point`` (from :meth:`points`) for ``seed``: its folder and validated recipe."""
+        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the base recipe"
+        data = json.loads(json.dumps(self.recipe))
+        if "variant" in point:
+            data = merge(data, nest(self.variants[point["variant"]]))
+        data = merge(data, nest({k: v for k, v in point.items() if k not in ("variant", "fraction")}))
+        demos = iterations = rl_episodes = None
+        if "fraction" in point:
+            rl = data.get("rl") or {}
+            per_iteration = rl.get("episodes", RLConfig.episodes)
+            fraction = point["fraction"]
+            demos, iterations = cost_split(fraction, self.budget, self.sft_cost, per_iteration)
+            if demos == 0 and iterations == 0:
+                i = self.fractions.index(fraction) if self.fractions else 0
+                raise ConfigError(f"fractions[{i}]={fraction:g}: budget={self.budget:g} buys 0 SFT demonstrations "
+                                  f"(sft_cost={self.sft_cost:g}) and 0 RL iterations (recipe.rl.episodes="
+                                  f"{per_iteration})")  # fmt: skip
+            data["sft"] = {**(data.get("sft") or {}), "episodes": demos} if demos else None
+            data["rl"] = {**rl, "iterations": iterations} if iterations else None
+            rl_episodes = iterations * per_iteration
+        slug = cell_slug(point, seed, budget_only=self.is_budget and set(point) == {"fraction"})
+        folder = self.output_dir / slug
+        data.update(name=f"{self.name}-{slug}", seed=seed)
+        data["output"] = {**(data.get("output") or {}), "dir": str(folder)}
+        try:
+            recipe = load_recipe(data)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: recipe.{e}") from e
+        return Cell(point, seed, folder, recipe, demos, iterations, rl_episodes)
 
 
 @dataclass
 class Cell:
-    fraction: float
+    point: dict[str, Any]  # the varied values: variant, dotted recipe fields, fraction
     seed: int
-    sft_demos: int
-    rl_iterations: int
-    rl_episodes: int
     dir: Path
-    recipe: Recipe
+    recipe: Recipe  # the whole run: before, SFT, RL, after (see Plan for what a shared run takes over)
+    sft_demos: int | None = None  # budget grids: what the cell's share bought
+    rl_iterations: int | None = None
+    rl_episodes: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        return self.point.get("fraction")
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{short(k)}={v}" for k, v in self.point.items()) + f", seed {self.seed}"
+
+
+def _unique(name: str, values: list[Any], what: str) -> None:
+    if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
+        raise ConfigError(f"{name}={values}: each {what} may appear once")
+
+
+def flat_axes(axes: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{"rl": {"algorithm": [...]}}`` or ``{"rl.algorithm": [...]}`` -> ``{"rl.algorithm": [...]}`` (both forms,
+    since command-line overrides nest dotted keys); every axis a non-empty list of distinct values."""
+    out: dict[str, list[Any]] = {}
+    for key, value in _flatten(axes, "axes"):
+        if not isinstance(value, list):
+            raise ConfigError(f"axes.{key}={value!r} must be a list of values")
+        if not value:
+            raise ConfigError(f"axes.{key}: give at least one value")
+        if key in ("seed", "name") or key.startswith("output."):
+            raise ConfigError(f"axes.{key}: the grid sets {key} for each cell (use seeds: for seeds)")
+        _unique(f"axes.{key}", value, "value")
+        out[key] = value
+    return out
+
+
+def flat_variants(variants: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+    if variants is None:
+        return None
+    if not variants:
+        raise ConfigError("variants: give at least one named variant, or leave it out")
+    out = {}
+    for name, fields in variants.items():
+        if not re.fullmatch(r"[A-Za-z0-9][\w.+-]*", str(name)):
+            raise ConfigError(f"variants.{name}: a variant's name is a word (letters, digits, _ . + -)")
+        if not isinstance(fields, dict):
+            raise ConfigError(f"variants.{name}={fields!r} must be a mapping of recipe fields to values")
+        out[str(name)] = dict(_flatten(fields, f"variants.{name}", leaves_only=True))
+    return out
+
+
+def _flatten(data: dict[str, Any], where: str, prefix: str = "", leaves_only: bool = False) -> list[tuple[str, Any]]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}={data!r} must be a mapping")
+    out = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out += _flatten(value, where, path + ".", leaves_only)
+        else:
+            out.append((path, value))
+    return out
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """``{"rl.lr": 1e-5}`` -> ``{"rl": {"lr": 1e-5}}``."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def short(key: str) -> str:
+    """The name a field goes by in folder names and tables: its last part (``rl.algorithm`` -> ``algorithm``),
+    ``env.id`` -> ``env``."""
+    return "env" if key == "env.id" else key.rsplit(".", 1)[-1]
+
+
+def cell_slug(point: dict[str, Any], seed: int, *, budget_only: bool = False) -> str:
+    """A cell's folder name: ``f0.5-s0`` for a budget grid; else e.g. ``dense-algorithm_ppo-s0``."""
+    parts = []
+    for key, value in point.items():
+        if key == "variant":
+            parts.append(str(value))
+        elif key == "fraction":
+            parts.append(f"f{value:g}")
+        else:
+            parts.append(f"{short(key)}_{_value_slug(value)}")
+    return "-".join([*parts, f"s{seed}"]) if not budget_only else f"f{point['fraction']:g}-s{seed}"
+
+
+def _value_slug(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (str, int, bool)):
+        text = str(value).split("/")[-1]
+        clean = re.sub(r"[^A-Za-z0-9.+_]+", "_", text).strip("_")
+        return clean[:40] if clean and len(text) <= 40 else clean[:24] + _digest(value)
+    return _digest(value)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def cost_split(fraction: float, budget: float, sft_cost: float, rl_episodes: int) -> tuple[int, int]:
@@ -155,228 +321,92 @@ def _read_recipe(name: str, folder: Path) -> dict[str, Any]:
     return read_mapping(path if path is not None else packaged_recipe(name), "recipe")
 
 
-def _labels(recipe: Recipe) -> dict[str, str]:
-    """Evaluated env id -> the label of its final evaluation in ``results.json``."""
-    return {recipe.env.id: "after", **{h: f"after {h.split('/')[-1]}" for h in recipe.eval.harder}}
+def packaged_grid(name: str) -> Path:
+    """A grid shipped with the package: ``agentenv/recipes/grids/<name>.yaml`` (or a packaged ``<name>.yaml``)."""
+    path = Path(__file__).parent / "grids" / f"{name}.yaml"
+    return path if path.is_file() else packaged_recipe(name)
 
 
-def _comparable(recipe: Recipe) -> dict[str, Any]:
-    data = json.loads(json.dumps(recipe.to_dict(), default=str))
-    data["eval"].pop("before", None)
-    return data
+def packaged_grids() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).parent / "grids").glob("*.yaml"))
 
 
-def _read_results(cell: Cell) -> dict[str, Any] | None:
-    """The cell's ``results.json`` if its run finished, else ``None``; a folder holding another recipe is an error."""
-    saved = cell.dir / "recipe.json"
-    if saved.exists():
-        stored = json.loads(saved.read_text())
-        stored.get("eval", {}).pop("before", None)
-        if stored != _comparable(cell.recipe):
-            raise ConfigError(
-                f"{str(cell.dir)!r} holds a run of a different recipe: change output (or remove that folder)"
-            )
-    path = cell.dir / "results.json"
-    if not path.exists():
-        return None
-    results = json.loads(path.read_text())
-    done = "total (this run)" in results.get("seconds", {})
-    return results if done and all(label in results["evaluations"] for label in _labels(cell.recipe).values()) else None
+# ---- the plan: which runs a grid does, and what each cell reads from which run ---------------------------------
+@dataclass
+class Run:
+    """One recipe run of the grid: a cell's own, or a shared one (SFT, or the starting model's evaluation)."""
+
+    dir: Path
+    recipe: Recipe
+    shared: bool = False  # a run other cells start from, done before them
+
+    @property
+    def label(self) -> str:
+        return self.dir.name
 
 
-def run_grid(grid: GridConfig, *, console: Any = None) -> dict[str, Any]:
-    """Run (or skip, when finished) every cell, then write and return ``grid.json``; also ``grid.md``, ``grid.png``."""
-    out = grid.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grid_config.json").write_text(json.dumps(_jsonable_config(grid), indent=1))
+@dataclass
+class Plan:
+    cells: list[Cell]
+    runs: list[Run]  # shared runs first
+    own: dict[Path, Run]  # cell folder -> the run that trains it (its own folder)
+    sft_from: dict[Path, Path]  # cell folder -> the shared run whose final weights its RL starts from
+    before_from: dict[Path, Path]  # cell folder -> the run holding its starting model's evaluation
+
+
+def plan_grid(grid: GridConfig) -> Plan:
+    """Every run of ``grid``: shared SFT runs (for SFT stages two or more cells have in common), then the cells."""
     cells = grid.cells()
-    base = grid.base()
-    finished = [_read_results(cell) for cell in cells]  # a folder of another recipe fails before anything runs
-    records = []
-    for cell, results in zip(cells, finished, strict=True):
-        what = f"f={cell.fraction:g} seed {cell.seed}: {cell.sft_demos} SFT demos + {cell.rl_iterations} RL iterations"
-        if results is not None:
-            _say(console, f"[dim]skip {what} (finished in {cell.dir})[/]")
-            records.append(_record(cell, results, skipped=True))
+    by_sft: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if grid.share_sft and cell.recipe.sft is not None and cell.recipe.rl is not None and not cell.recipe.model.lora:
+            by_sft.setdefault(_sft_key(cell.recipe), []).append(cell)
+    runs, own, sft_from, before_from = [], {}, {}, {}
+    for key, members in by_sft.items():
+        if len(members) < 2:
             continue
-        has_before = any(
-            "before" in (_partial_results(c) or {}).get("evaluations", {}) for c in cells if c.seed == cell.seed
-        )
-        cell.recipe.eval.before = base.eval.before and not has_before
-        _say(console, f"[bold]grid cell[/] {what} ({cell.rl_episodes} RL episodes) -> {cell.dir}")
-        from agentenv.recipes.run import run_recipe
-
-        resume = (cell.dir / "recipe.json").exists()
-        results = run_recipe(cell.recipe, resume=resume, console=console)
-        records.append(_record(cell, results, skipped=False))
-    summary = summarize_grid(grid, base, cells, records)
-    (out / "grid.json").write_text(json.dumps(summary, indent=1, default=str))
-    (out / "grid.md").write_text(grid_markdown(summary), encoding="utf-8")
-    plot_grid(summary, out / "grid.png")
-    return summary
-
-
-def _partial_results(cell: Cell) -> dict[str, Any] | None:
-    path = cell.dir / "results.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _say(console: Any, text: str) -> None:
-    if console is not None:
-        console.print(text)
+        shared = _sft_run(grid, members[0], key)
+        runs.append(shared)
+        for cell in members:
+            sft_from[cell.dir] = before_from[cell.dir] = shared.dir
+            recipe = load_recipe({**cell.recipe.to_dict(), "sft": None})
+            recipe.model.name = str(shared.dir / "final")
+            recipe.eval.before = recipe.eval.after_sft = False
+            own[cell.dir] = Run(cell.dir, recipe)
+    first_before: dict[str, Path] = {}
+    for cell in cells:
+        if cell.dir in own:
+            continue
+        own[cell.dir] = Run(cell.dir, cell.recipe)
+        if cell.recipe.eval.before:
+            before_from[cell.dir] = first_before.setdefault(_before_key(cell.recipe), cell.dir)
+            cell.recipe.eval.before = before_from[cell.dir] == cell.dir
+    for source in set(before_from.values()) - {r.dir for r in runs}:  # a cell others read their "before" from
+        own[source].shared = sum(1 for d in before_from.values() if d == source) > 1
+    mine = [own[c.dir] for c in cells]
+    ordered = runs + [r for r in mine if r.shared] + [r for r in mine if not r.shared]
+    return Plan(cells, ordered, own, sft_from, before_from)
 
 
-def _jsonable_config(grid: GridConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return json.loads(json.dumps(dataclasses.asdict(grid), default=str))
-
-
-def _record(cell: Cell, results: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
-    seconds = results.get("seconds", {})
-    evaluations = results.get("evaluations", {})
-    return {
-        "fraction": cell.fraction,
-        "seed": cell.seed,
-        "dir": str(cell.dir),
-        "sft_demos": cell.sft_demos,
-        "rl_iterations": cell.rl_iterations,
-        "rl_episodes": cell.rl_episodes,
-        "skipped": skipped,
-        "train_seconds": seconds.get("sft", 0.0) + seconds.get("rl", 0.0),
-        "after": {env: evaluations[label] for env, label in _labels(cell.recipe).items() if label in evaluations},
-        "before": {
-            env: evaluations[label.replace("after", "before", 1)]
-            for env, label in _labels(cell.recipe).items()
-            if label.replace("after", "before", 1) in evaluations
-        },
-    }
+def _comparable(recipe: Recipe, *sections: str) -> str:
+    data = json.loads(json.dumps(recipe.to_dict(), default=str))
+    return json.dumps({s: data[s] for s in sections}, sort_keys=True)
 
 
-def _pool(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """One success rate over the test episodes of several seeds, with its 95% Wilson interval."""
-    from agentenv.rollout import wilson_interval
-
-    summaries = [s for s in summaries if s.get("episodes")]
-    if not summaries:
-        return None
-    n = sum(s["episodes"] for s in summaries)
-    successes = round(sum(s["success_rate"] * s["episodes"] for s in summaries))
-    low, high = wilson_interval(successes, n)
-    per_seed = [s["success_rate"] for s in summaries]
-    return {"success_rate": successes / n, "success_ci_low": low, "success_ci_high": high, "episodes": n,
-            "per_seed": per_seed}  # fmt: skip
+def _sft_key(recipe: Recipe) -> str:
+    return _comparable(recipe, "seed", "env", "model", "sft", "eval")
 
 
-def summarize_grid(grid: GridConfig, base: Recipe, cells: list[Cell], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """``grid.json``: the config, one row per fraction (success pooled over seeds), and every cell's record."""
-    envs = list(_labels(cells[0].recipe))
-    rows = []
-    for fraction in grid.fractions:
-        mine = [r for r in records if r["fraction"] == fraction]
-        rows.append({
-            "fraction": fraction,
-            "sft_demos": mine[0]["sft_demos"],
-            "rl_iterations": mine[0]["rl_iterations"],
-            "rl_episodes": mine[0]["rl_episodes"],
-            "cost": mine[0]["sft_demos"] * grid.sft_cost + mine[0]["rl_episodes"],
-            "seeds": [r["seed"] for r in mine],
-            "success": {env: _pool([r["after"][env] for r in mine if env in r["after"]]) for env in envs},
-            "train_seconds": sum(r["train_seconds"] for r in mine) / len(mine),
-        })  # fmt: skip
-    before_by_seed: dict[int, dict[str, Any]] = {}
-    for r in records:
-        if r["before"] and r["seed"] not in before_by_seed:
-            before_by_seed[r["seed"]] = r["before"]
-    before = {env: _pool([b[env] for b in before_by_seed.values() if env in b]) for env in envs}
-    return {
-        "name": grid.name,
-        "budget": grid.budget,
-        "sft_cost": grid.sft_cost,
-        "rl_episodes_per_iteration": base.rl.episodes if base.rl is not None else None,
-        "model": base.model.name,
-        "envs": envs,
-        "eval_episodes": base.eval.episodes,
-        "before": before if any(before.values()) else None,
-        "rows": rows,
-        "cells": records,
-        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+def _before_key(recipe: Recipe) -> str:
+    return _comparable(recipe, "seed", "env", "model", "eval")
 
 
-def _ci(s: dict[str, Any] | None) -> str:
-    if not s:
-        return "-"
-    return f"{s['success_rate']:.1%} [{s['success_ci_low']:.0%}, {s['success_ci_high']:.0%}]"
-
-
-def grid_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the grid table (strings), a ``before`` row first when the starting model was evaluated."""
-    envs = summary["envs"]
-    header = ["SFT fraction", "SFT demos", "RL episodes", "cost", *(f"success {e.split('/')[-1]}" for e in envs),
-              "train s"]  # fmt: skip
-    rows = []
-    if summary.get("before"):
-        rows.append(["before", "-", "-", "-", *(_ci(summary["before"].get(e)) for e in envs), "-"])
-    for r in summary["rows"]:
-        rows.append([f"{r['fraction']:g}", str(r["sft_demos"]), str(r["rl_episodes"]), f"{r['cost']:g}",
-                     *(_ci(r["success"].get(e)) for e in envs), f"{r['train_seconds']:.0f}"])  # fmt: skip
-    return header, rows
-
-
-def grid_markdown(summary: dict[str, Any]) -> str:
-    header, rows = grid_table(summary)
-    seeds = sorted({c["seed"] for c in summary["cells"]})
-    lines = [
-        f"# {summary['name']}: SFT:RL budget grid",
-        "",
-        f"Budget {summary['budget']:g} RL episodes; one SFT demonstration costs {summary['sft_cost']:g} episodes; "
-        f"model {summary['model']}; seeds {seeds}. Success on the first {summary['eval_episodes']} held-out test "
-        f"tasks of each env (pooled over seeds, 95% Wilson CI); in-domain: {summary['envs'][0]}.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot_grid(summary: dict[str, Any], path: str | Path) -> Path | None:
-    """Success against the SFT fraction, one line per evaluated env with 95% CI bars (dashed: the starting model).
-    Returns the path, or ``None`` when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    rows = sorted(summary["rows"], key=lambda r: r["fraction"])
-    for i, env in enumerate(summary["envs"]):
-        color = f"C{i}"
-        points = [(r["fraction"], r["success"][env]) for r in rows if r["success"].get(env)]
-        label = env.split("/")[-1] + (" (in-domain)" if i == 0 else "")
-        if points:
-            dodge = (i - (len(summary["envs"]) - 1) / 2) * 0.008  # overlapping lines stay visible
-            xs = [x + dodge for x, _ in points]
-            ys = [s["success_rate"] for _, s in points]
-            err = [[s["success_rate"] - s["success_ci_low"] for _, s in points],
-                   [s["success_ci_high"] - s["success_rate"] for _, s in points]]  # fmt: skip
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, color=color, label=label)
-        before = (summary.get("before") or {}).get(env)
-        if before:
-            ax.axhline(before["success_rate"], color=color, linestyle="--", linewidth=1, alpha=0.7)
-    ax.set_xticks([r["fraction"] for r in rows], [f"{r['fraction']:g}\n{r['sft_demos']}d/{r['rl_episodes']}e"
-                                                  for r in rows], fontsize=8)  # fmt: skip
-    ax.set(xlabel="SFT fraction of the budget (demos / RL episodes)", ylabel="success on held-out test tasks",
-           ylim=(-0.05, 1.05), title=f"{summary['name']}: budget {summary['budget']:g} RL episodes, "
-           f"1 demo = {summary['sft_cost']:g} episodes")  # fmt: skip
-    ax.title.set_fontsize(10)
-    ax.legend(fontsize=8, title="dashed: before training" if summary.get("before") else None, title_fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _sft_run(grid: GridConfig, cell: Cell, key: str) -> Run:
+    """The shared run of an SFT stage: the starting model's evaluation, SFT, the after-SFT evaluation (as its
+    ``after``), and the final weights the cells' RL loads."""
+    folder = grid.output_dir / "shared" / f"sft{cell.recipe.sft.episodes}-s{cell.seed}-{_digest(key)}"
+    data = cell.recipe.to_dict()
+    data.update(name=f"{grid.name}-{folder.name}", rl=None)
+    data["output"] = {**data["output"], "dir": str(folder), "save_final": True}
+    data["eval"] = {**data["eval"], "after_sft": False}
+    return Run(folder, load_recipe(data), shared=True)

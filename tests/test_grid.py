@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 
 from agentenv.cli import app
 from agentenv.errors import ConfigError
-from agentenv.recipes.config import packaged_recipe
-from agentenv.recipes.grid import cost_split, load_grid
+from agentenv.recipes.grid import cost_split, load_grid, packaged_grid
 from agentenv.recipes.report import read_metrics
 
 TINY = {  # a random tiny model (as in test_recipes) on Key-Door without distractors; harder: with one, 12 turns
@@ -49,7 +48,7 @@ def test_cells_set_sft_and_rl_sections_per_fraction(tmp_path):
 
 
 def test_packaged_budget_grid_is_valid():
-    grid = load_grid(packaged_recipe("budget"))
+    grid = load_grid(packaged_grid("budget"))
     assert grid.recipe["env"]["id"] == "AgentEnv/TextWorld-w1o1q1-v0"
     assert grid.recipe["eval"]["harder"] == ["AgentEnv/TextWorld-w2o2q2-v0"]
     cells = grid.cells()
@@ -57,7 +56,7 @@ def test_packaged_budget_grid_is_valid():
     assert all(c.sft_demos * grid.sft_cost + c.rl_episodes == grid.budget for c in cells)
     assert cells[0].recipe.model.name == "default" and cells[0].recipe.rl.algorithm == "ppo"
     # a packaged recipe by name as the base, and overrides reaching into it
-    grid = load_grid(packaged_recipe("budget"), ["recipe=demo", "recipe.rl.episodes=32", "fractions=[0.5]"])
+    grid = load_grid(packaged_grid("budget"), ["recipe=demo", "recipe.rl.episodes=32", "fractions=[0.5]"])
     assert grid.recipe["name"] == "demo" and [(c.sft_demos, c.rl_iterations) for c in grid.cells()] == [(64, 2)]
 
 
@@ -111,7 +110,8 @@ def test_grid_runs_every_cell_then_skips_finished_ones(tmp_path):
     envs = ["AgentEnv/KeyDoor-v0", "AgentEnv/KeyDoor-s2k0d1-v0"]
     assert summary["envs"] == envs and summary["budget"] == 8 and summary["sft_cost"] == 2
     rows = summary["rows"]
-    assert [(r["fraction"], r["sft_demos"], r["rl_iterations"], r["rl_episodes"], r["cost"]) for r in rows] == [
+    split = [(r["point"]["fraction"], r["sft_demos"], r["rl_iterations"], r["rl_episodes"], r["cost"]) for r in rows]
+    assert split == [
         (0, 0, 2, 8, 8), (0.5, 2, 1, 4, 8), (1, 4, 0, 0, 8)
     ]  # fmt: skip
     for r in rows:
