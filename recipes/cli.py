@@ -1,5 +1,5 @@
-"""Commands that run recipes: ``agentenv train`` (a recipe YAML), ``grid`` (an SFT/RL budget split) and ``demo`` (the
-demo recipe on embedded defaults).
+"""Commands that run recipes: ``agentenv train`` (a recipe YAML), ``grid`` (a sweep of recipes), ``report`` (the seed
+paper's findings beside our grids) and ``demo`` (the demo recipe on embedded defaults).
 
 Added to the ``agentenv`` command through the ``agentenv.cli`` entry point ``recipes`` (:func:`register`).
 """
@@ -16,9 +16,10 @@ from agentenv.terminal import console, err
 
 
 def register(app: typer.Typer) -> None:
-    """The ``agentenv.cli`` entry point: ``agentenv train``, ``grid`` and ``demo``."""
+    """The ``agentenv.cli`` entry point: ``agentenv train``, ``grid``, ``report`` and ``demo``."""
     app.command()(train)
     app.command()(grid)
+    app.command()(report)
     app.command()(demo)
 
 
@@ -108,6 +109,30 @@ def grid(
         err.print(f"[bold red]{len(summary['failed'])} cell(s) did not finish[/] (see grid.md); run the same command "
                   "again to retry them")  # fmt: skip
         raise typer.Exit(1)
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A folder holding finished grids (e.g. runs/findings)")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write (default: RUN_DIR)")] = None,
+) -> None:
+    """The seed paper's findings beside our grids' numbers: for each finding the paper's table values, ours with
+    95% intervals, every ordering the paper reports checked on ours, and a verdict (reproduced / not at this scale /
+    opposite). Writes report.md, report.html (plots inline) and report.json."""
+    from agentenv.recipes.findings import build_report
+    from agentenv.recipes.findings_report import VERDICT_MARK, write_report
+
+    if not run_dir.is_dir():
+        err.print(f"[bold red]{run_dir}[/] is not a folder: give the folder your grids wrote into")
+        raise typer.Exit(2)
+    built = build_report(run_dir)
+    paths = write_report(built, output or run_dir)
+    table = Table(title=f"findings under {run_dir}")
+    for column in ("finding", "verdict", "why"):
+        table.add_column(column)
+    for f in built["findings"]:
+        table.add_row(f["finding"], VERDICT_MARK[f["verdict"]], f["why"])
+    console.print(table)
+    console.print(f"report: {paths['md']}  {paths['html']}")
 
 
 def _diverged(e: Exception) -> None:
