@@ -1,14 +1,16 @@
 """The SWE env: fix an injected bug in a real Python library, with sandboxed tools; rewards from its tests.
 
 Each task (:class:`~agentenv.envs.swe.tasks.SWETask`) is a library's pristine source plus a bug patch. At reset the
-env copies the pristine tree into a fresh sandbox workdir (bubblewrap by default: no network, read-only system,
-resource limits, wall timeouts) and applies the bug patch. The agent reads the problem statement and works with
-``bash``, ``view``, ``create``, ``str_replace``, ``insert``, ``run_tests`` and ``submit``. At submit the test files
-are never graded in place: :class:`~agentenv.envs.swe.grading.Grader` runs the task's ``FAIL_TO_PASS`` +
-``PASS_TO_PASS`` tests in a fresh sandbox holding the pristine tree, the bug and the agent's changes to the library's
-source files only (tests, conftest, sitecustomize, pytest shadowing and configuration are dropped and listed in
-``info["grading"]``), reads a JUnit report (never stdout), adds canary tests and screens the change for
-test-machinery tampering (``info["tampering"]``, score 0). :class:`agentenv.rewards.TestPassRatio` scores the result.
+env takes a fresh sandbox holding a copy of the pristine tree (bubblewrap by default: no network, read-only system,
+resource limits, wall timeouts), opened ahead of time by a :class:`~agentenv.envs.swe.pool.TreePool` (``ready_trees``
+per library) and used by no other episode, and writes the bug's files into it. The agent reads the problem
+statement and works with ``bash``, ``view``, ``create``, ``str_replace``, ``insert``, ``run_tests`` and ``submit``.
+At submit the test files are never graded in place: :class:`~agentenv.envs.swe.grading.Grader` runs the task's
+``FAIL_TO_PASS`` + ``PASS_TO_PASS`` tests in a fresh sandbox holding the pristine tree, the bug and the agent's
+changes to the library's source files only (tests, conftest, sitecustomize, pytest shadowing and configuration are
+dropped and listed in ``info["grading"]``), reads a JUnit report (never stdout), adds canary tests and screens the
+change for test-machinery tampering (``info["tampering"]``, score 0). :class:`agentenv.rewards.TestPassRatio`
+scores the result.
 
 Rewards: ``ratio`` (default; fraction of the listed tests passing at submit — SWE-Gym found it trains better than
 binary; note that submitting the untouched tree already scores ``len(PASS_TO_PASS) / len(tests)``),
@@ -23,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import shlex
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +125,7 @@ class SWEEnv(ToolEnv):
         reward: str = "ratio",
         max_turns: int = 30,
         max_tool_output: int = 6000,
+        ready_trees: int = 2,
         **kwargs: Any,
     ):
         super().__init__(reward=reward, max_turns=max_turns, max_tool_output=max_tool_output, **kwargs)
@@ -130,6 +135,7 @@ class SWEEnv(ToolEnv):
         check_range("command_timeout", command_timeout, 1.0, 3600.0)
         check_range("test_timeout", test_timeout, 1.0, 3600.0)
         check_range("memory_mb", memory_mb, 64, integer=True)
+        check_range("ready_trees", ready_trees, 0, 16, integer=True)
         path = default_tasks_path() if tasks == "default" else Path(tasks)
         if not path.is_file():
             raise ConfigError(f"tasks={tasks!r}: no task file at {path}")
@@ -150,8 +156,10 @@ class SWEEnv(ToolEnv):
         self.tasks_name = "default" if tasks == "default" else path.stem
         self.libraries, self.difficulty, self.sandbox_backend = wanted, difficulty, sandbox
         self.command_timeout, self.test_timeout, self.memory_mb = float(command_timeout), float(test_timeout), memory_mb
+        self.ready_trees = ready_trees
         self.task: Any = None
         self.box: Any = None
+        self._pool: Any = None  # a TreePool of sandboxes opened ahead, per library (made at the first reset)
         self._calls: list[Any] = []  # the tool calls run on the agent's sandbox this episode, for unpickling
         self._grader = TestPassRatio("binary" if reward in ("binary", "sparse") else "ratio")
         self._ratio = TestPassRatio("ratio")
@@ -175,15 +183,15 @@ class SWEEnv(ToolEnv):
         from agentenv.envs.swe.grading import Grader
         from agentenv.envs.swe.sources import fetch_source, library_for
 
-        self._close_box()
+        self._retire_box()
         self.task = self.task_for(task_seed)
         self.pristine = fetch_source(self.task.repo)
-        self.box = self._open_box()
-        self._apply(self.task.bug_patch)
-        self._calls = []
         package_paths = library_for(self.task).package_paths
         self.grader = Grader(self.task, self.pristine, package_paths=package_paths, open_box=self._open_box,
                              timeout=self.test_timeout)  # fmt: skip
+        self.box = self._take_box()
+        self._apply_bug()
+        self._calls = []
         self.listed = [*self.task.FAIL_TO_PASS, *self.task.PASS_TO_PASS]
         self.ratio = self._initial_ratio()
         observation = (
@@ -194,10 +202,39 @@ class SWEEnv(ToolEnv):
 
     def _open_box(self) -> Any:
         """A fresh sandbox holding the pristine tree (the agent's, and each grading run's)."""
-        from agentenv.sandbox import Limits, open_sandbox
+        return _open_tree_box(self.sandbox_backend, self.command_timeout, self.memory_mb, self.pristine)
 
-        limits = Limits(wall_seconds=self.command_timeout, memory_mb=self.memory_mb)
-        return open_sandbox(self.pristine, backend=self.sandbox_backend, limits=limits)
+    def _take_box(self) -> Any:
+        """The agent's sandbox for this episode: one the pool opened ahead on the library's pristine tree (used by
+        no episode before, never by another after), or a fresh one (``ready_trees=0``, docker)."""
+        if self.ready_trees == 0 or self.sandbox_backend == "docker":
+            return self._open_box()
+        if self._pool is None or self._pool.closed:
+            from agentenv.envs.swe.pool import TreePool
+            from agentenv.envs.swe.sources import LIBRARIES, source_ready
+
+            # the libraries whose trees are at hand now (no download in the background); the others join the pool
+            # at their first reset, which fetches them
+            repos = {t.repo for tasks in self.by_split.values() for t in tasks} & set(LIBRARIES)
+            libraries = sorted(name for name in repos if source_ready(name))
+            # this episode's sandbox first, on this thread: the sandbox module's one-time set-up (cgroup parents,
+            # probes) is not made for threads, so the pool's thread starts once it is done
+            box = self._open_box()
+            opener = functools.partial(_open_library_box, self.sandbox_backend, self.command_timeout, self.memory_mb)
+            self._pool = TreePool(opener, libraries, per_library=self.ready_trees)
+            return box
+        return self._pool.take(self.task.repo)
+
+    def _apply_bug(self) -> None:
+        """Write the task's buggy files into the fresh tree from the host (the texts the grader compares with); a
+        sandbox without a host workdir (docker), or a bug that deletes a file, gets it through ``patch`` inside."""
+        texts = self.grader.buggy
+        if getattr(self.box, "workdir", None) is None or any(text is None for text in texts.values()):
+            self._apply(self.task.bug_patch)
+            return
+        for relative, text in texts.items():
+            self.box.write_file(relative, text)
+        _hide_the_writes(Path(self.box.workdir), self.pristine, texts)
 
     def _apply(self, patch: str) -> None:
         name = ".agentenv.patch"
@@ -387,8 +424,19 @@ class SWEEnv(ToolEnv):
             self.box.close()
             self.box = None
 
+    def _retire_box(self) -> None:
+        """Done with the agent's sandbox: closed on the pool's thread (off the reset's path), or here."""
+        box, self.box = self.box, None
+        if box is not None and self._pool is not None and not self._pool.closed:
+            self._pool.retire(box)
+        elif box is not None:
+            box.close()
+
     def close(self) -> None:
         self._close_box()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         super().close()
 
     # ---- pickling ---------------------------------------------------------------------------------------
@@ -397,8 +445,9 @@ class SWEEnv(ToolEnv):
         return super()._run_tool(call)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Everything but the sandbox (processes, a uid socket): the task, the tool calls so far, the counters."""
-        return {**self.__dict__, "box": None}
+        """Everything but the sandbox (processes, a uid socket) and the pool of ready ones (a thread): the task, the
+        tool calls so far, the counters. The copy makes its own pool at its next reset."""
+        return {**self.__dict__, "box": None, "_pool": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Open a fresh sandbox on the same task (pristine tree plus the bug) and replay this episode's tool calls
@@ -409,7 +458,7 @@ class SWEEnv(ToolEnv):
         if self.task is None or not self._started:
             return
         self.box = self._open_box()
-        self._apply(self.task.bug_patch)
+        self._apply_bug()
         for call in self._calls:
             if call.name == "run_tests":
                 self._pytest([str(t) for t in call.arguments.get("tests") or []], summary=False)
@@ -423,6 +472,38 @@ class SWEEnv(ToolEnv):
             return None
         command = "patch -p1 -s <<'AGENTENV_EOF'\n" + self.task.patch.rstrip("\n") + "\nAGENTENV_EOF"
         return [tool_call_text("bash", {"command": command}), tool_call_text("submit")]
+
+
+def _open_tree_box(backend: str, command_timeout: float, memory_mb: int, pristine: Path) -> Any:
+    """A fresh sandbox holding a copy of ``pristine`` (a function of its own: the pool's thread must not hold the
+    env)."""
+    from agentenv.sandbox import Limits, open_sandbox
+
+    limits = Limits(wall_seconds=command_timeout, memory_mb=memory_mb)
+    return open_sandbox(pristine, backend=backend, limits=limits)
+
+
+def _open_library_box(backend: str, command_timeout: float, memory_mb: int, library: str) -> Any:
+    """A fresh sandbox holding a copy of ``library``'s pristine tree (fetched when it is not in the cache)."""
+    from agentenv.envs.swe.sources import fetch_source
+
+    return _open_tree_box(backend, command_timeout, memory_mb, fetch_source(library))
+
+
+def _hide_the_writes(workdir: Path, pristine: Path, written: Any) -> None:
+    """The written files get their pristine times back, and every entry of the tree a fresh ctime after them: neither
+    ``ls -lt``, ``find -newer`` nor ``find -cnewer`` points at the files the bug changed (``patch`` in the sandbox
+    left them the newest)."""
+    for relative in written:
+        if (pristine / relative).is_file():  # not a file the bug adds
+            status = (pristine / relative).stat()
+            os.utime(workdir / relative, ns=(status.st_atime_ns, status.st_mtime_ns), follow_symlinks=False)
+    for folder, dirs, files in os.walk(workdir):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode))  # the same mode: only the ctime changes
 
 
 def _line_count(text: str) -> int:

@@ -162,6 +162,13 @@ def _swe_cache(cache_dir: str | os.PathLike | None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else cache_root()) / "swe"
 
 
+def source_ready(library: str | Library, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`fetch_source` has the library's tree at hand (extracted in the cache): no download, no
+    extraction."""
+    lib = library if isinstance(library, Library) else get_library(library)
+    return (_swe_cache(cache_dir) / "src" / f"{lib.name}-{lib.version}" / SOURCE_MARKER).is_file()
+
+
 def download_sdist(library: str | Library, cache_dir: str | os.PathLike | None = None) -> Path:
     """The library's sdist in ``<cache>/swe/sdists/``, downloaded by pip when absent; its sha256 is checked."""
     lib = library if isinstance(library, Library) else get_library(library)
