@@ -557,11 +557,19 @@ class RLTrainer:
             if self.reference is not None:
                 state["reference"] = self.reference.state_dict()
             torch.save(state, tmp / "trainer_state.pt")
+            self.save_extra(tmp)
             meta = {"iteration_done": self.iteration_done, "seed": self.seed, "config": asdict(self.config)}
             (tmp / "trainer.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1))
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         return Path(path)
+
+    def save_extra(self, folder: Path) -> None:
+        """A subclass's own state, written into the checkpoint ``folder`` before it is swapped in (so it is part of
+        the same atomic checkpoint); :meth:`load_extra` reads it back."""
+
+    def load_extra(self, folder: Path) -> None:
+        """Restore what :meth:`save_extra` wrote."""
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save` into this trainer; returns its ``trainer.json``."""
@@ -604,6 +612,7 @@ class RLTrainer:
         if self.reference is not None and "reference" in state:
             self.reference.load_state_dict(state["reference"])
         self.iteration_done = int(meta["iteration_done"])
+        self.load_extra(path)
         clear = getattr(self.policy, "clear_cache", None)
         if clear is not None:
             clear()

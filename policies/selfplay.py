@@ -9,14 +9,17 @@ trajectories are returned, so only its seat is trained; the game's own rewards (
 its turn rewards, and a GRPO group is games of one seed, one seat and one opponent.
 
 Snapshots are state dicts in bfloat16 (half the memory of a float32 copy), loaded into one shared frozen opponent
-model when a group plays against them: the pool costs one model plus ``pool_size`` half-size copies.
+model when a group plays against them: the pool costs one model plus ``pool_size`` half-size copies. Checkpoints
+hold the pool (:meth:`SelfPlayTrainer.save_extra`), so a resumed run plays the same opponents it would have.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -182,6 +185,28 @@ class SelfPlayTrainer(RLTrainer):
             metrics[f"games_{kind}"] = len(values)
         metrics["pool"] = self.pool.names()
         return metrics
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+    def save_extra(self, folder: Path) -> None:
+        """The opponent pool, in the checkpoint: ``pool/<iteration>.safetensors`` (bfloat16) and ``pool/pool.json``
+        (their order), so that a resumed run draws from the same snapshots."""
+        from safetensors.torch import save_file
+
+        pool = folder / "pool"
+        pool.mkdir()
+        for iteration, weights in self.pool.snapshots:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(pool / f"{iteration}.safetensors"))
+        (pool / "pool.json").write_text(json.dumps({"iterations": [it for it, _ in self.pool.snapshots]}))
+
+    def load_extra(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        pool = folder / "pool"
+        if not (pool / "pool.json").is_file():
+            raise ConfigError(f"{folder} holds no opponent pool: it was not written by a self-play run")
+        iterations = json.loads((pool / "pool.json").read_text())["iterations"]
+        self.pool.snapshots = [(int(it), load_file(str(pool / f"{it}.safetensors"))) for it in iterations]
+        self.loaded = None  # the opponent model holds no snapshot yet
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def league(self, games: int, *, learner: str = "learner", opponents: Sequence[str] = (RANDOM, "expert"),

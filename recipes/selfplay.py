@@ -93,9 +93,8 @@ def trainer(run: Any) -> tuple[Any, list[Any]]:
     from agentenv.policies.selfplay import SelfPlayTrainer
 
     recipe = run.recipe
-    if run.resume or run.accelerator is not None:
-        raise ConfigError("a self-play recipe runs in one process and cannot --resume yet (the opponent pool is not "
-                          "checkpointed): run it again into a fresh output.dir")  # fmt: skip
+    if run.accelerator is not None:
+        raise ConfigError("a self-play recipe runs in one process: launch it without accelerate/torchrun")
     games = make_games(recipe, recipe.rl.num_envs)
     return SelfPlayTrainer(recipe.rl, recipe.selfplay, run.model, run.tokenizer, games, run.chat_format,
                            seed=recipe.seed, env_id=recipe.env.id), games  # fmt: skip

@@ -85,6 +85,9 @@ def test_wheel_contains_subpackages_under_agentenv(wheel):
         "agentenv/envs/household/README.md",
         "agentenv/rewards/prompts/pointwise.yaml",
         "agentenv/rewards/data/master_keys.yaml",
+        "agentenv/recipes/demo.yaml",
+        "agentenv/recipes/findings.yaml",
+        "agentenv/recipes/grids/algorithms-cpu.yaml",
     }
     assert expected <= names, sorted(expected - names)
     stray = [n for n in names if n.split("/")[0] in (*MAPPED_FOLDERS, "tests")]

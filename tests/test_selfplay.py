@@ -17,6 +17,7 @@ from agentenv.policies.rl import RLConfig
 from agentenv.policies.selfplay import OpponentPool, SelfPlayTrainer, expert_demonstrations
 from agentenv.policies.selfplay_config import SelfPlayConfig
 from agentenv.recipes.config import load_recipe
+from agentenv.recipes.report import read_metrics
 
 NIM = "AgentEnv/Nim-h2m3-v0"
 
@@ -142,6 +143,38 @@ def test_a_selfplay_recipe_runs_two_iterations_end_to_end(tmp_path):
     rl = [row for row in rl if row.get("stage") == "rl"]
     assert len(rl) == 2 and all("win_rate_all" in row for row in rl)
     assert (tmp_path / "run" / "final" / "config.json").is_file()
+
+
+def test_a_resumed_selfplay_run_plays_the_same_pool_and_ends_with_the_same_weights(tmp_path):
+    """Two iterations, then --resume to four, against four uninterrupted: the checkpoint holds the opponent pool,
+    so iterations 3-4 draw the same snapshots (every group plays the pool: random_share 0) and train alike."""
+    from safetensors.torch import load_file
+
+    from agentenv.recipes.run import run_recipe
+
+    selfplay = {**RECIPE["selfplay"], "random_share": 0.0, "elo_games": 0, "eval_opponents": ["random"]}
+    base = {**RECIPE, "eval": {**RECIPE["eval"], "before": False, "after_sft": False}, "selfplay": selfplay}
+
+    def run(folder: str, iterations: int, resume: bool = False) -> dict:
+        data = {**base, "rl": {**base["rl"], "iterations": iterations},
+                "output": {"dir": str(tmp_path / folder), "tensorboard": False}}  # fmt: skip
+        return run_recipe(load_recipe(data), resume=resume)
+
+    run("whole", 4)
+    run("resumed", 2)
+    pool = json.loads((tmp_path / "resumed" / "checkpoints" / "rl" / "pool" / "pool.json").read_text())
+    assert pool == {"iterations": [0, 1]}  # pool_size 2, a snapshot every iteration
+    run("resumed", 4, resume=True)
+    rows = {
+        name: [m for m in read_metrics(tmp_path / name / "metrics.jsonl") if m["stage"] == "rl"]
+        for name in ("whole", "resumed")
+    }
+    assert [m["step"] for m in rows["resumed"]] == [1, 2, 3, 4]
+    for a, b in zip(rows["whole"], rows["resumed"], strict=True):
+        assert a["pool"] == b["pool"] and a["mean_return"] == pytest.approx(b["mean_return"])
+    whole = load_file(str(next((tmp_path / "whole" / "final").glob("*.safetensors"))))
+    resumed = load_file(str(next((tmp_path / "resumed" / "final").glob("*.safetensors"))))
+    assert all(torch.allclose(whole[k], resumed[k], atol=1e-6) for k in whole)
 
 
 def test_selfplay_recipes_name_what_is_wrong():
