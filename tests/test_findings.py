@@ -32,9 +32,10 @@ def test_paper_data_names_a_source_for_every_finding_and_orders_only_its_arms():
 
 def test_every_shipped_findings_grid_maps_its_rows_onto_the_papers_arms():
     data = paper_data()
-    names = [n for n in packaged_grids() if n.endswith("-cpu")]
-    assert {load_grid(packaged_grid(n)).finding for n in names} == set(FINDINGS)
-    for name in names:
+    for scale in ("-cpu", "-gpu"):  # a CPU-scale and a 1-GPU grid for every finding
+        names = [n for n in packaged_grids() if n.endswith(scale)]
+        assert {load_grid(packaged_grid(n)).finding for n in names} == set(FINDINGS)
+    for name in [n for n in packaged_grids() if n.endswith(("-cpu", "-gpu"))]:
         grid = load_grid(packaged_grid(name))
         if grid.finding == "transfer":
             assert set(grid.variants) == {"simple", "direct"}

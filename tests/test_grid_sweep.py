@@ -106,7 +106,14 @@ def test_t_intervals_by_hand():
 
 def test_packaged_grids_validate():
     names = packaged_grids()
-    assert {"algorithms-cpu", "density-cpu", "exploration-cpu", "transfer-cpu", "swe-reward-cpu"} <= set(names)
+    assert {
+        "algorithms-cpu",
+        "density-cpu",
+        "exploration-cpu",
+        "transfer-cpu",
+        "swe-reward-cpu",
+        "algorithms-gpu",
+    } <= set(names)
     for name in names:
         grid = load_grid(packaged_grid(name))
         assert grid.cells(), name
