@@ -206,16 +206,27 @@ def play(
     kw: KwOption = None,
     seed: Annotated[int | None, typer.Option(help="Task seed (random if omitted)")] = None,
     seat: Annotated[str | None, typer.Option(help="Games: the agent you play (default: the first)")] = None,
-    opponent: Annotated[str | None, typer.Option(help="Games: the other seats' player, expert | random")] = None,
+    opponent: Annotated[
+        str | None,
+        typer.Option(
+            help="Games: the other seats' player: expert | random | model:NAME|PATH | vllm:PATH | "
+            "openai:URL#MODEL | a model folder (default: expert)"
+        ),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Games: a model opponent's turn")] = 32,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Games: a model opponent's; 0 = greedy")] = 0.0,
+    max_context_tokens: Annotated[int, typer.Option(min=64, help="Games: a model opponent's")] = 4096,
+    threads: Annotated[int | None, typer.Option(min=1, help="Games: torch threads of a model opponent")] = None,
 ) -> None:
-    """Play an environment yourself in the terminal, or one seat of a game against scripted opponents. Type :help
-    for commands, :quit to stop."""
+    """Play an environment yourself in the terminal, or one seat of a game against scripted or model opponents
+    (who see the game as in `agentenv eval`). Type :help for commands, :quit to stop."""
     import agentenv
     from agentenv.errors import ConfigError
 
     game_id = _game_id(env_id)
     if game_id is not None:
-        _play_game(game_id, parse_kwargs(kw), seed, seat, opponent or "expert")
+        sampling = (max_new_tokens, temperature, max_context_tokens, 1, threads)
+        _play_game(game_id, parse_kwargs(kw), seed, seat, opponent or "expert", sampling)
         return
     if seat is not None or opponent is not None:
         raise ConfigError(f"--seat and --opponent are for multi-agent games; {env_id!r} is not one")
@@ -255,46 +266,104 @@ def play(
         env.close()
 
 
-def _play_game(game_id: str, kwargs: dict[str, Any], seed: int | None, seat: str, opponent: str) -> None:
-    """A person plays ``seat`` (read from stdin, one line a turn); the other seats play ``opponent``."""
+def _play_game(
+    game_id: str, kwargs: dict[str, Any], seed: int | None, seat: str, opponent: str, sampling: tuple[Any, ...]
+) -> None:
+    """A person plays ``seat`` (read from stdin, one line a turn); the other seats play ``opponent`` (a scripted
+    player or a model: :func:`agentenv.multi_rollout.seat_player`). The game is played by ``play_game``, so a model
+    opponent sees the conversation ``agentenv eval`` gives it; an illegal move is its invalid turn."""
+    import random
+
     import agentenv
     from agentenv.errors import check_choice
-    from agentenv.testing import SCRIPTED_PLAYERS, scripted_player
+    from agentenv.multi_rollout import play_game, seat_player
+    from agentenv.registry import multi_api
 
-    check_choice("opponent", opponent, SCRIPTED_PLAYERS)
     env = agentenv.make_multi(game_id, **kwargs)
     try:
         seat = seat or env.possible_agents[0]
         check_choice("seat", seat, env.possible_agents)
-        others = scripted_player(env, opponent, seed)
-        expert = scripted_player(env, "expert")
-        env.reset(seed=seed)
-        console.print(f"[dim]You are {seat} in {game_id}; the other seats play {opponent}. :help for commands.[/]\n")
-        returns = dict.fromkeys(env.possible_agents, 0.0)
-        last_info: dict[str, Any] = {}
-        for agent in env.agent_iter():
-            observation, reward, terminated, truncated, info = env.last()
-            returns[agent] += reward
-            if terminated or truncated:
-                if agent == seat:
-                    console.print(_shown(observation))
-                    last_info = info
-                env.step(None)
-            elif agent != seat:
-                env.step(others(agent))
-            else:
-                console.print(_shown(observation) + (f"\n[dim]reward {reward:+.3f}[/]" if reward else ""))
-                line = _ask_turn(env, seat, expert)
-                if line is None:
-                    console.print("\ngame abandoned")
-                    return
-                env.step(line)
-        verdict = "[green]success[/]" if last_info.get("success") else "[red]no success[/]"
-        outcome = f", outcome {last_info['outcome']:g}" if "outcome" in last_info else ""
-        console.print(f"\ngame over: {verdict}{outcome}, your return {returns[seat]:.3f}")
-        console.print("returns: " + ", ".join(f"{a} {r:+.3f}" for a, r in returns.items()))
+        seed = random.randrange(2**31) if seed is None else seed
+        others = seat_player("opponent", opponent, sampling, seed=seed)
+        person = _Person(getattr(env.unwrapped, "expert_action", None))
+        game = _Narrated(env, seat, opponent, turn_based=multi_api(env) == "AEC")
+        seating = {agent: person if agent == seat else others for agent in env.possible_agents}
+        console.print(f"[dim]You are {seat} in {game_id} (seed {seed}); the other seats play {opponent}. :help for "
+                      "commands.[/]\n")  # fmt: skip
+        try:
+            record = play_game(game, seating, seed, max_context_tokens=sampling[2], env_id=game_id)
+        except _Quit:
+            console.print("\ngame abandoned")
+            return
+        _print_game_end(record, seat)
     finally:
         env.close()
+
+
+class _Quit(BaseException):
+    """The person quit ``agentenv play``: it ends ``play_game`` at once (a BaseException, like KeyboardInterrupt,
+    because ``play_game`` takes a seat's Exception for a failed game and plays on)."""
+
+
+class _Person:
+    """The person's seat in ``agentenv play``, a text seat of ``play_game``: shows the game's message, reads a turn."""
+
+    name = "you"
+
+    def __init__(self, expert: Any):
+        self.expert = expert
+
+    def start(self, env: Any, observation: str, info: dict[str, Any]) -> None:
+        pass
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        game, agent = info["game"], info["agent"]
+        reward = game.last()[1]  # what the game paid the person since its last turn
+        console.print(_shown(observation) + (f"\n[dim]reward {reward:+.3f}[/]" if reward else ""))
+        line = _ask_turn(game, agent, self.expert)
+        if line is None:
+            raise _Quit
+        return line
+
+
+class _Narrated:
+    """A game env as ``agentenv play`` shows it: each other seat's turn is printed as it is stepped, with the game's
+    verdict when it was an invalid turn. Only in a turn-based game: in a simultaneous one the others' turns stay
+    hidden, as the rules have them, and the person sees what the game tells it. Everything else is the env's."""
+
+    def __init__(self, env: Any, person: str, opponent: str, *, turn_based: bool):
+        self._env, self._person, self._opponent, self._turn_based = env, person, opponent, turn_based
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def step(self, action: Any) -> None:
+        agent = self._env.agent_selection
+        self._env.step(action)
+        if agent == self._person or action is None or not self._turn_based:
+            return
+        info = self._env.infos.get(agent, {})
+        verdict = f"  [yellow](invalid turn: {_shown(str(info.get('invalid_reason', '')))})[/]"
+        text = (action if isinstance(action, str) else repr(action)).strip()
+        text = _shown(text).replace("\n", "\n    ") if text else "(empty)"
+        console.print(
+            f"[dim]{agent} ({_shown(self._opponent)}):[/] {text}{verdict if info.get('invalid_action') else ''}"
+        )
+
+
+def _print_game_end(record: Any, seat: str) -> None:
+    """The person's last message from the game, the verdict and every seat's return."""
+    trajectory = record.trajectories[seat]
+    if record.error:
+        console.print(f"\n[red]game stopped:[/] {_shown(record.error)}")
+    elif any(t.context_truncated for t in record.trajectories.values()):
+        console.print("\n[yellow]game stopped: the model's next turn would not fit --max-context-tokens[/]")
+    else:
+        console.print(_shown(trajectory.turns[-1].observation if trajectory.turns else trajectory.first_observation))
+    verdict = "[green]success[/]" if trajectory.success else "[red]no success[/]"
+    outcome = f", outcome {record.outcomes[seat]:g}" if seat in record.outcomes else ""
+    console.print(f"\ngame over: {verdict}{outcome}, your return {record.returns[seat]:.3f}")
+    console.print("returns: " + ", ".join(f"{a} {r:+.3f}" for a, r in record.returns.items()))
 
 
 def _ask_turn(env: Any, seat: str, expert: Any) -> str | None:
@@ -310,9 +379,10 @@ def _ask_turn(env: Any, seat: str, expert: Any) -> str | None:
         if command == ":help":
             console.print(":hint (some legal moves), :expert (the expert's move), :quit")
         elif command == ":hint":
-            console.print(_shown(" | ".join(env.unwrapped.legal_actions(seat) or ["(no moves to list)"])))
+            legal = getattr(env.unwrapped, "legal_actions", None)
+            console.print(_shown(" | ".join((legal(seat) if legal else None) or ["(no moves to list)"])))
         elif command == ":expert":
-            console.print(_shown(expert(seat)))
+            console.print(_shown(expert(seat) if expert else "(this game has no expert)"))
         else:
             return line
 

@@ -102,6 +102,33 @@ class ScriptedSeat:
         return moves[rng.randrange(len(moves))] if moves else ""
 
 
+#: The scripted players' names in a seat spec (``agentenv play --opponent``, ``eval``, ``elo``): name -> kind.
+SCRIPTED_SEATS = {"expert": "expert", "optimal": "expert", "random": "random"}
+_seat_builders: list[Callable[..., Any]] = []
+
+
+def register_seat_builder(builder: Callable[..., Any]) -> None:
+    """Let :func:`seat_player` build the players of specs other than the scripted ones (``model:PATH``,
+    ``vllm:PATH``, ``openai:URL#MODEL``): ``builder(role, spec, sampling, seed=...)`` returns the seat's policy. The
+    layer that owns the model runners registers one (``agentenv.policies``' command plugin does, when the
+    ``agentenv`` command loads), so the core seats models without importing that layer. The newest one is used."""
+    _seat_builders.append(builder)
+
+
+def seat_player(role: str, spec: str, sampling: tuple[Any, ...] = (), *, seed: int = 0) -> Any:
+    """The player a seat spec names: ``expert`` (alias ``optimal``) or ``random`` are :class:`ScriptedSeat`; any
+    other spec goes to the registered builder (:func:`register_seat_builder`) with ``sampling`` (its own options).
+    ``role`` names the argument in errors."""
+    if spec in SCRIPTED_SEATS:
+        return ScriptedSeat(SCRIPTED_SEATS[spec], seed=seed)
+    if not _seat_builders:
+        raise ConfigError(
+            f"{role}={spec!r} is not a scripted player ({', '.join(SCRIPTED_SEATS)}), and no model runners are "
+            "loaded to build it (the agentenv.policies layer registers them)"
+        )
+    return _seat_builders[-1](role, spec, sampling, seed=seed)
+
+
 def is_token_policy(policy: Any) -> bool:
     """Whether a seat's policy generates token ids (a model runner with a tokenizer), else it plays text turns."""
     return callable(getattr(policy, "generate", None)) and getattr(policy, "tokenizer", None) is not None
@@ -535,6 +562,7 @@ def elo_ratings(
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
+    "SCRIPTED_SEATS",
     "GameEvaluation",
     "GameRecord",
     "GameScheduler",
@@ -545,4 +573,6 @@ __all__ = [
     "is_token_policy",
     "play_game",
     "play_games",
+    "register_seat_builder",
+    "seat_player",
 ]

@@ -1,5 +1,6 @@
 """Commands that play policies: ``agentenv rollout`` (scripted policies, metrics), ``sft-data`` (expert chats for
-SFT) and ``eval`` (any backend on an env's test tasks).
+SFT), ``eval`` (any backend on an env's test tasks, or against an opponent at a game) and ``elo`` (a round robin of
+game players rated on the Elo scale).
 
 Added to the ``agentenv`` command through the ``agentenv.cli`` entry point ``policies`` (:func:`register`).
 """
@@ -16,10 +17,15 @@ from agentenv.terminal import KwOption, console, err, fmt_metric, parse_kwargs
 
 
 def register(app: typer.Typer) -> None:
-    """The ``agentenv.cli`` entry point: ``agentenv rollout``, ``sft-data`` and ``eval``."""
+    """The ``agentenv.cli`` entry point: ``agentenv rollout``, ``sft-data``, ``eval`` and ``elo``; and the builder of
+    model players for the core's ``agentenv play --opponent``."""
     app.command()(rollout)
     app.command("sft-data")(sft_data)
     app.command("eval")(evaluate)
+    app.command("elo")(elo)
+    from agentenv.multi_rollout import register_seat_builder
+
+    register_seat_builder(_game_player)  # `agentenv play --opponent model:...` seats the runners built here
 
 
 def rollout(
@@ -185,29 +191,71 @@ def _game_id(env_id: str, opponent: str | None) -> str | None:
         return None
 
 
+GAME_PLAYERS = (
+    "expert (or optimal), random, model:NAME|PATH, openai:URL#MODEL, vllm:PATH, a model folder, tiny, default"
+)
+
+
+def _game_spec(role: str, spec: str) -> str:
+    """A game player's spec in one form: the scripted names and ``openai:`` as given; a model folder, a recipe run's
+    folder (its ``final/`` model), ``tiny`` or ``default`` as ``model:...``; the folder of a ``model:`` or ``vllm:``
+    spec resolved (so one model has one spec, and loads once)."""
+    from agentenv.errors import ConfigError
+    from agentenv.multi_rollout import SCRIPTED_SEATS
+    from agentenv.policy import MODEL_KINDS, parse_backend
+
+    if spec in SCRIPTED_SEATS:
+        return spec
+    kind, colon, target = spec.partition(":")
+    if not (colon and kind in MODEL_KINDS):
+        if spec not in ("tiny", "default") and not Path(spec).expanduser().is_dir():
+            raise ConfigError(f"{role}={spec!r} cannot play a game; choose one of {GAME_PLAYERS}")
+        kind, target = "model", spec
+    backend = parse_backend(f"{kind}:{target}", role)
+    folder = Path(backend.target).expanduser()
+    if kind == "openai" or not folder.is_dir():
+        return f"{kind}:{target}"
+    return f"{kind}:{_model_folder(role, spec, folder)}"
+
+
+def _model_folder(role: str, spec: str, folder: Path) -> Path:
+    """The folder under ``folder`` that holds a model ``load_model`` reads: ``folder`` itself (``config.json``, a LoRA
+    adapter or a GGUF file: a model, ``final/`` or a checkpoint of a recipe run), or a recipe run's ``final/``."""
+    from agentenv.errors import ConfigError
+
+    def holds_model(path: Path) -> bool:
+        markers = ("config.json", "adapter_config.json")
+        return any((path / name).is_file() for name in markers) or any(path.glob("*.gguf"))
+
+    if holds_model(folder):
+        return folder.resolve()
+    if holds_model(folder / "final"):
+        return (folder / "final").resolve()
+    found = sorted(str(p) for p in folder.glob("checkpoints/*") if holds_model(p))
+    hint = f"; its checkpoints: {', '.join(found)}" if found else ""
+    raise ConfigError(f"{role}={spec!r}: {folder} holds no model (config.json) and no final/ model of a recipe "
+                      f"run{hint}")  # fmt: skip
+
+
 def _game_player(role: str, spec: str, sampling: tuple[Any, ...], seed: int) -> Any:
     """A seat's player: ``expert`` (or ``optimal``) and ``random`` are the game's scripted players; any other spec
-    is a model runner, which must have a tokenizer (games are played token-exact)."""
+    (see :func:`_game_spec`) is a model runner, which must have a tokenizer (games are played token-exact).
+    ``sampling`` is ``(max_new_tokens, temperature, max_context_tokens, batch_size, threads)``. The builder of
+    :func:`agentenv.multi_rollout.seat_player` (``agentenv play --opponent``)."""
     from agentenv.errors import ConfigError
-    from agentenv.multi_rollout import ScriptedSeat, is_token_policy
+    from agentenv.multi_rollout import SCRIPTED_SEATS, ScriptedSeat, is_token_policy
     from agentenv.policies import Sampling, build_policy
-    from agentenv.policy import SCRIPTED, parse_backend
 
-    if spec in ("expert", "optimal", "random"):
-        return ScriptedSeat("random" if spec == "random" else "expert", seed=seed)
-    try:
-        if parse_backend(spec).kind in SCRIPTED:
-            raise ConfigError("a single-agent scripted policy")
-    except ConfigError:
-        allowed = "expert (or optimal), random, model:NAME|PATH, openai:URL#MODEL, vllm:PATH"
-        raise ConfigError(f"{role}={spec!r} cannot play a game; choose one of {allowed}") from None
+    spec = _game_spec(role, spec)
+    if spec in SCRIPTED_SEATS:
+        return ScriptedSeat(SCRIPTED_SEATS[spec], seed=seed)
     max_new_tokens, temperature, _, batch_size, threads = sampling
     with console.status(f"loading {spec}"):
         runner = build_policy(spec, sampling=Sampling(max_new_tokens, temperature), batch_size=batch_size,
                               threads=_threads_for(spec, threads))  # fmt: skip
     if not is_token_policy(runner):
         raise ConfigError(
-            f"{spec!r} cannot sit at a game: it needs a model runner with a tokenizer, or expert | random"
+            f"{role}={spec!r} cannot sit at a game: it needs a model runner with a tokenizer, or expert | random"
         )
     return runner
 
@@ -243,6 +291,126 @@ def _evaluate_game(
     if output is not None:
         output.write_text(json.dumps(summary, indent=2) + "\n")
         console.print(f"wrote the summary to {output}")
+
+
+def elo(
+    game_id: Annotated[str, typer.Argument(metavar="GAME", help="A multi-agent game, e.g. AgentEnv/Nim-v0")],
+    players: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PLAYER...",
+            help=f"Two or more, each SPEC or NAME=SPEC; SPEC: {GAME_PLAYERS} (a recipe run's folder plays its final/)",
+        ),
+    ],
+    games: Annotated[int, typer.Option(min=1, help="Games per pair, seats alternating")] = 20,
+    seed: Annotated[int, typer.Option(help="Each pair plays game seeds from this one")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Games played at once (model players)")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
+    max_context_tokens: Annotated[int, typer.Option(min=64)] = 4096,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write ratings, counts and every pair here")] = None,
+    kw: KwOption = None,
+) -> None:
+    """Rate game players on the Elo scale: a round robin (every pair plays --games games, seats alternating over
+    each seed), Bradley-Terry ratings of all the games (1000 = an even record), and each player's wins, draws and
+    losses. Players are scripted (expert, random) or models: checkpoints of a self-play run, any model folder."""
+    import json
+
+    import agentenv
+    from agentenv.multi_rollout import elo_ratings, evaluate_games, is_token_policy
+    from agentenv.registry import multi_spec
+
+    game_id = multi_spec(game_id).id  # not a game: UnknownEnvError
+    kwargs = parse_kwargs(kw)
+    named = _elo_players(players)
+    envs = [agentenv.make_multi(game_id, **kwargs)]  # bad knobs fail before a model loads
+    sampling = (max_new_tokens, temperature, max_context_tokens, batch_size, threads)
+    loaded: dict[str, Any] = {}  # spec -> its player: each model loads once
+    for index, (name, spec) in enumerate(named.items()):
+        key = spec if spec != "random" else f"random#{index}"  # random players draw apart
+        if key not in loaded:
+            loaded[key] = _game_player(f"PLAYER {name}", spec, sampling, seed=index)
+        named[name] = (spec, loaded[key])
+    if any(is_token_policy(player) for player in loaded.values()):
+        envs += [agentenv.make_multi(game_id, **kwargs) for _ in range(batch_size - 1)]
+    pairs, rows = [], []
+    names = list(named)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            with console.status(f"{a} against {b} on {game_id}, {games} games"):
+                evaluation = evaluate_games(envs, named[a][1], named[b][1], games, seed=seed, name=a,
+                                            opponent_name=b, max_context_tokens=max_context_tokens,
+                                            env_id=game_id)  # fmt: skip
+            pairs.append(evaluation)
+            rows += evaluation.results()
+    ratings = elo_ratings(rows)
+    table_rows = _elo_table_rows(named, pairs, ratings)
+    console.print(_elo_table(f"Elo on {game_id}: {len(names)} players, {games} games a pair", table_rows))
+    if json_path is not None:
+        settings = {"games_per_pair": games, "seed": seed, "temperature": temperature, "kwargs": kwargs}
+        report = {"game": game_id, **settings, "players": table_rows, "pairs": [p.summary() for p in pairs]}
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote the ratings to {json_path}")
+
+
+def _elo_players(players: list[str]) -> dict[str, Any]:
+    """``NAME=SPEC`` or ``SPEC`` arguments as name -> normalised spec (:func:`_game_spec`); names must differ."""
+    from agentenv.errors import ConfigError
+
+    if len(players) < 2:
+        raise ConfigError(f"PLAYER: give at least two players to rate, got {len(players)}")
+    named: dict[str, Any] = {}
+    for player in players:
+        name, sep, spec = player.partition("=")
+        if not sep or not name or any(c in name for c in ":/#") or not spec:
+            name, spec = player, player  # no name given (a URL may hold '=')
+        name = name.strip()
+        if name in named:
+            raise ConfigError(f"PLAYER {name!r} is given twice; name players apart with NAME=SPEC")
+        named[name] = _game_spec(f"PLAYER {name}" if name != spec else "PLAYER", spec)
+    return named
+
+
+def _elo_table_rows(
+    named: dict[str, tuple[str, Any]], pairs: list[Any], ratings: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Each player's rating and record over the round robin (``pairs``: its evaluations), best rated first. A game
+    the policy of an evaluation won, its opponent lost; failed games count as errors for both."""
+    import math
+
+    keys = ("games", "wins", "draws", "losses", "errors", "turns", "invalid")
+    tally = {name: dict.fromkeys(keys, 0) for name in named}
+    for evaluation in pairs:
+        first, second = tally[evaluation.policy], tally[evaluation.opponent]
+        record_of = {"games": evaluation.games, "draws": evaluation.draws, "errors": evaluation.errors}
+        for count, wins, losses in ((first, evaluation.wins, evaluation.losses),
+                                    (second, evaluation.losses, evaluation.wins)):  # fmt: skip
+            for key, value in {**record_of, "wins": wins, "losses": losses}.items():
+                count[key] += value
+        for record, seat in zip(evaluation.records, evaluation.policy_seats, strict=True):
+            for agent, trajectory in record.trajectories.items() if not record.error else ():
+                count = first if agent == seat else second
+                count["turns"] += len(trajectory.turns)
+                count["invalid"] += sum(turn.invalid_action for turn in trajectory.turns)
+    rows = []
+    for name, (spec, _) in named.items():
+        count = tally[name]
+        turns, invalid = count.pop("turns"), count.pop("invalid")
+        rows.append({"player": name, "spec": spec, "rating": ratings.get(name, math.nan), **count,
+                     "invalid_rate": invalid / turns if turns else 0.0})  # fmt: skip
+    return sorted(rows, key=lambda r: math.inf if math.isnan(r["rating"]) else -r["rating"])
+
+
+def _elo_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for column in ("player", "rating", "games", "wins", "draws", "losses", "errors", "invalid rate", "spec"):
+        table.add_column(column, justify="left" if column in ("player", "spec") else "right", overflow="fold")
+    for row in rows:
+        rating = "-" if row["rating"] != row["rating"] else f"{row['rating']:.0f}"  # NaN: no game to rate
+        counts = (str(row[k]) for k in ("games", "wins", "draws", "losses", "errors"))
+        table.add_row(row["player"], rating, *counts, fmt_metric(row["invalid_rate"]), row["spec"])
+    return table
 
 
 def _run_rollouts(

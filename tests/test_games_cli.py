@@ -129,7 +129,7 @@ def test_play_against_a_random_opponent_reports_invalid_turns_and_quits():
     "args, message",
     [
         (["play", "AgentEnv/Nim-v0", "--seat", "player_9"], "seat='player_9' is not allowed"),
-        (["play", "AgentEnv/Nim-v0", "--opponent", "smart"], "opponent='smart' is not allowed"),
+        (["play", "AgentEnv/Nim-v0", "--opponent", "smart"], "opponent='smart' cannot play a game"),
         (["play", "AgentEnv/KeyDoor-v0", "--seat", "player_0"], "--seat and --opponent are for multi-agent games"),
     ],
 )
