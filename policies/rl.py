@@ -261,6 +261,8 @@ class RLTrainer:
         return seeds[self.process_index * share : (self.process_index + 1) * share]
 
     def collect(self, iteration: int, on_episode: Any = None) -> list[Any]:
+        """This iteration's episodes. ``on_episode(trajectory)`` is called as each ends; an
+        :class:`~agentenv.rollout.EpisodeProgress` is also told of every turn."""
         from agentenv.rollout import rollout
 
         c = self.config
@@ -269,11 +271,12 @@ class RLTrainer:
         self.model.eval()
         if self.external_policy and not self._policy_synced:
             self.sync_policy()
+        progress = getattr(on_episode, "episode", on_episode)  # an EpisodeProgress moves turn by turn too
         with self.full_parameters():
             trajectories = rollout(
                 self.envs, self.policy, self.chat_format, self.local_task_seeds(iteration), sampling=sampling,
-                max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=on_episode,
-                parse=self.parse,
+                max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=progress,
+                on_turn=getattr(on_episode, "turn", None), parse=self.parse,
             )  # fmt: skip
         if self.external_policy and getattr(self.policy, "enable_sleep_mode", False):
             self.policy.sleep()  # the engine frees its GPU memory for the update; the next sync wakes it

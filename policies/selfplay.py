@@ -162,7 +162,7 @@ class SelfPlayTrainer(RLTrainer):
 
             games = play_games(self.envs, seatings, [plan[i][0] for i in indices], chat_format=self.chat_format,
                                sampling=sampling, max_context_tokens=c.max_context_tokens, env_id=self.env_id,
-                               on_game=on_episode)  # fmt: skip
+                               on_game=getattr(on_episode, "episode", on_episode))  # fmt: skip
             for i, record in zip(indices, games, strict=True):
                 records[i] = record
         self.last_games = [(r, seat, self.opponent_label(o)) for r, (_, seat, o) in zip(records, plan, strict=True)]

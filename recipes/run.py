@@ -470,6 +470,11 @@ def _rl_iteration(run: RecipeRun, cotrainer: Any) -> None:
     it = trainer.iteration_done + 1
     share = c.episodes // (run.accelerator.num_processes if run.accelerator is not None else 1)
     with _bar(run.progress, f"RL {c.algorithm} iteration {it}/{c.iterations}", share) as advance:
+        max_turns = getattr(getattr(trainer.envs[0], "unwrapped", None), "max_turns", None)
+        if max_turns and recipe.selfplay is None:  # the bar moves turn by turn, not only as episodes end
+            from agentenv.rollout import EpisodeProgress
+
+            advance = EpisodeProgress(advance, max_turns)
         metrics = trainer.iteration(on_episode=advance)
     run.log.log("rl", it, metrics)
     if recipe.selfplay is not None:

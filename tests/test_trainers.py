@@ -482,3 +482,18 @@ def test_a_generation_engine_with_sleep_mode_sleeps_through_each_update(tiny):
     trainer.iteration()
     trainer.iteration()
     assert runner.events == ["sync", "sleep", "sync", "sleep"]  # asleep during each update, synced before each rollout
+
+
+def test_an_iteration_moves_a_progress_bar_turn_by_turn(tiny):
+    """Given an EpisodeProgress, RL collection reports every turn (shares of an episode), not only episode ends;
+    the shares and the ends add up to the episodes played."""
+    from agentenv.rollout import EpisodeProgress
+
+    model, tokenizer = tiny
+    config = RLConfig(algorithm="grpo", episodes=4, group_size=2, max_new_tokens=4, num_envs=2)
+    envs = make_envs(invalid_action_penalty=0.5)
+    trainer = RLTrainer(config, model, tokenizer, envs, ChatFormat(tokenizer), seed=0, env_id=ENV)
+    moves: list[float] = []
+    trainer.iteration(on_episode=EpisodeProgress(moves.append, envs[0].unwrapped.max_turns))
+    assert sum(moves) == pytest.approx(4.0)
+    assert sum(0 < m < 1 for m in moves) >= 4  # at least one turn of each episode moved the bar before its end
