@@ -10,7 +10,16 @@ from gymnasium.envs.registration import EnvSpec
 
 import agentenv
 from agentenv import ConfigError, TextEnv
-from agentenv.integrations.trl import EPISODE_OVER, ensure_tool_template, environment_factory, trl_dataset
+from agentenv.integrations.trl import (
+    EPISODE_OVER,
+    FINAL_ANSWER,
+    ToolCallChatFormat,
+    ensure_tool_template,
+    environment_factory,
+    trl_dataset,
+    walkthrough_chats,
+)
+from agentenv.tool_calls import tool_call_text
 
 KEYDOOR = "AgentEnv/KeyDoor-s2k0d1-v0"
 
@@ -238,6 +247,76 @@ def test_ensure_tool_template():
         ensure_tool_template(plain)
 
 
+# ---- SFT demonstrations in TRL's layout -------------------------------------------------------------------
+class PlannedCounterEnv(CounterEnv):
+    """The counter probe with a walkthrough: tool-call texts, as tool-using envs write their plans."""
+
+    def walkthrough(self):
+        return [tool_call_text("add", {"amount": self.target - self.count}), tool_call_text("submit", {"tags": ["a"]})]
+
+
+def test_walkthrough_chats_are_the_walkthroughs_played_through_the_class():
+    chats = walkthrough_chats(KEYDOOR, split="validation", n=2, start=3)
+    assert len(chats) == 2
+    Env = environment_factory(KEYDOOR, split="validation")
+    env, chat = Env(), chats[1]
+    system = {"role": "system", "content": env.env.unwrapped.instructions}
+    assert chat[:2] == [
+        system,
+        {"role": "user", "content": env.reset(seed=4, prompt=[system, {"role": "user", "content": ""}])},
+    ]
+    calls, results = chat[2:-1:2], chat[3:-1:2]
+    assert [c["tool_calls"][0]["function"]["arguments"]["command"] for c in calls] == env.env.unwrapped.walkthrough()
+    for call, result in zip(calls, results, strict=True):
+        function = call["tool_calls"][0]["function"]
+        assert call["role"] == "assistant" and function["name"] == "act"
+        assert result == {"role": "tool", "name": "act", "content": env.act(**function["arguments"])}
+    assert env.success and results[-1]["content"].endswith("the task is solved.")
+    assert chat[-1] == {"role": "assistant", "content": FINAL_ANSWER}
+    planned = walkthrough_chats(EnvSpec(id="Planned-v0", entry_point=PlannedCounterEnv), n=1, start=2)[0]
+    assert [m["tool_calls"][0]["function"] for m in planned[2:-1:2]] == [
+        {"name": "add", "arguments": {"amount": 5}},
+        {"name": "submit", "arguments": {"tags": ["a"]}},
+    ]
+    assert planned[-2]["content"].endswith("the task is solved.")
+    with pytest.raises(ConfigError, match="walkthrough"):
+        walkthrough_chats(COUNTER, n=1)
+
+
+def test_tool_call_chat_format_builds_the_ids_grpo_trainer_builds():
+    """The SFT rows have TRL's layout: its prompt ids, turns its parser reads back as the calls, and between turns
+    the tool-result ids its tool loop appends (TRL's own ``_get_tool_suffix_ids``)."""
+    pytest.importorskip("trl")
+    from types import SimpleNamespace
+
+    from trl import GRPOTrainer
+    from trl.chat_template_utils import add_response_schema, parse_response
+
+    from agentenv.models import tiny_model
+
+    _, tokenizer = tiny_model()
+    add_response_schema(ensure_tool_template(tokenizer))
+    Env = environment_factory(KEYDOOR)
+    env = Env()
+    chat = walkthrough_chats(KEYDOOR, n=1)[0]
+    ids, mask, spans = ToolCallChatFormat(tokenizer, Env).encode_chat(chat)
+    prompt = tokenizer.apply_chat_template(
+        [chat[:2]], tools=[env.act], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"][0]
+    assert ids[: spans[0][0]] == prompt and len(spans) == (len(chat) - 1) // 2  # calls + the final answer
+    trl = SimpleNamespace(processing_class=tokenizer, chat_template=None, chat_template_kwargs={}, _is_vlm=False,
+                          _tokenizer=tokenizer)  # fmt: skip
+    for k, (start, end) in enumerate(spans):
+        assert ids[end - 1] == tokenizer.eos_token_id and mask[start:end] == [1] * (end - start)
+        parsed = parse_response(tokenizer, ids[start:end], prefix=ids[:start], tools=[env.act])
+        message = chat[2 + 2 * k]
+        assert parsed.get("tool_calls", []) == message.get("tool_calls", [])
+        if k + 1 < len(spans):
+            suffix = GRPOTrainer._get_tool_suffix_ids(trl, [chat[3 + 2 * k]])
+            assert ids[end : spans[k + 1][0]] == suffix and not any(mask[end : spans[k + 1][0]])
+    assert parsed["content"] == FINAL_ANSWER
+
+
 # ---- a real GRPOTrainer run --------------------------------------------------------------------------------
 def scripted_model(tokenizer, turn: str):
     """A Qwen2 model that answers every prompt with ``turn`` (one added token) then ``<|im_end|>``.
@@ -309,3 +388,22 @@ def test_grpo_trainer_plays_the_env_through_tool_calls(tmp_path, with_dataset):
     for env in trainer.environments:
         assert type(env) is Env and env.success and env.turns == len(walkthrough)
         assert env.task_id == "keydoor-s2k0d1-0"
+
+
+@pytest.mark.slow
+def test_the_trl_example_runs_sft_then_grpo(tmp_path):
+    """examples/trl_grpo.py end to end on the tiny model: SFT on two walkthroughs, one GRPO step, its summary."""
+    pytest.importorskip("trl")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py"
+    spec = importlib.util.spec_from_file_location("trl_grpo_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "summary.json"
+    argv = ["--model", "tiny", "--sft-tasks", "2", "--steps", "1", "--generations", "2", "--tasks-per-step", "1"]
+    summary = example.main([*argv, "--max-completion-length", "48", "--output-dir", str(tmp_path), "--json", str(out)])
+    assert summary["steps"] == 1 and summary["sft_steps"] == 1 and summary["episodes_per_step"] == 2
+    record = json.loads(out.read_text())
+    assert record["summary"] == summary and len(record["steps"]) == 1 and 0.0 <= record["steps"][0]["reward"] <= 1.0

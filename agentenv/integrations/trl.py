@@ -20,12 +20,14 @@ import inspect
 import itertools
 import keyword
 import re
+from collections.abc import Sequence
 from functools import reduce
 from operator import or_
 from typing import Any, ClassVar, Literal
 
 from gymnasium.envs.registration import EnvSpec
 
+from agentenv.chat_format import ChatFormat
 from agentenv.core import SPLIT_BASE, SPLIT_SIZE, TextEnv
 from agentenv.errors import ConfigError, check_choice, check_range
 from agentenv.registry import make, resolve_id
@@ -36,6 +38,8 @@ TRL_EXTRA = "pip install 'agentenv[trl]'"
 SCORES = ("return", "success")
 #: The tool answer once the episode has ended.
 EPISODE_OVER = "The episode is over; actions have no effect any more. Answer without calling a tool."
+#: The last assistant turn of :func:`walkthrough_chats`: an answer without a tool call, which ends TRL's rollout.
+FINAL_ANSWER = "Done."
 
 _JSON_TYPES: dict[str, Any] = {
     "string": str,
@@ -207,6 +211,93 @@ def trl_dataset(env_id: str | EnvSpec, split: str = "train", n: int = 64, *, sta
     )
 
 
+def walkthrough_chats(
+    env_id: str | EnvSpec,
+    split: str = "train",
+    n: int = 64,
+    *,
+    start: int = 0,
+    final_answer: str = FINAL_ANSWER,
+    only_success: bool = True,
+    **env_kwargs: Any,
+) -> list[list[dict[str, Any]]]:
+    """SFT demonstrations for a model GRPOTrainer will train with :func:`environment_factory`: the env's walkthroughs
+    of tasks ``start .. start+n-1`` of ``split`` as the conversations TRL's tool loop builds.
+
+    Each chat is the prompt :func:`trl_dataset` gives (system message: the instructions; user message: what ``reset``
+    returns), then per walkthrough step an assistant message with ``tool_calls`` (``act(command)``, or the env's own
+    tools) and the ``tool`` message the class's method returned, then ``final_answer`` (a turn without a tool call,
+    which ends TRL's rollout). The steps are played through the class, so the tool texts are the ones TRL shows.
+    Encode them with :class:`ToolCallChatFormat` (e.g. ``agentenv.policies.rl.train_sft``) or give them to TRL's
+    ``SFTTrainer`` (``messages`` column). Episodes the walkthrough does not solve are dropped unless ``only_success``
+    is false; envs without a walkthrough raise :class:`ConfigError`.
+    """
+    check_range("n", n, 1, integer=True)
+    check_range("start", start, 0, integer=True)
+    Env = environment_factory(env_id, split=split, **env_kwargs)
+    env = Env()
+    tools = [name for name, _ in inspect.getmembers(Env, inspect.isfunction) if _is_tool_name(name)]
+    chats = []
+    try:
+        instructions = env.env.unwrapped.instructions
+        for seed in range(start, start + n):
+            prompt = [{"role": "system", "content": instructions}, {"role": "user", "content": ""}]
+            first = env.reset(seed=seed, prompt=prompt)
+            chat = [prompt[0], {"role": "user", "content": first}]
+            plan = env.env.unwrapped.walkthrough()
+            if plan is None:
+                raise ConfigError(f"{Env.__name__}: the env has no walkthrough to demonstrate")
+            for step in plan:
+                if env.done:
+                    break
+                for name, arguments in _walkthrough_calls(step, tools, env):
+                    call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+                    chat.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                    chat.append({"role": "tool", "name": name, "content": str(getattr(env, name)(**arguments))})
+            chat.append({"role": "assistant", "content": final_answer})
+            if env.success or not only_success:
+                chats.append(chat)
+    finally:
+        env.env.close()
+    return chats
+
+
+class ToolCallChatFormat(ChatFormat):
+    """A :class:`~agentenv.chat_format.ChatFormat` for GRPOTrainer's layout: the tokenizer's (tool-calling) template
+    with ``tools`` in the system turn, as TRL renders its prompts, and assistant messages with ``tool_calls`` encoded
+    as the template writes them (``<tool_call>`` JSON blocks for Qwen2.5's), so
+    :meth:`~agentenv.chat_format.ChatFormat.encode_chat` gives the token ids a TRL rollout of the same turns has.
+
+    ``tools``: the environment class (its tool methods), or functions / JSON schemas as ``apply_chat_template`` takes.
+    """
+
+    def __init__(self, tokenizer: Any, tools: Any, *, chat_template: str | None = None):
+        if isinstance(tools, type):
+            tools = [f for name, f in inspect.getmembers(tools, inspect.isfunction) if _is_tool_name(name)]
+        schemas = [_json_schema(t) if callable(t) else t for t in tools]
+        super().__init__(tokenizer, chat_template=chat_template, tools=schemas)
+
+    def assistant_text(self, message: dict[str, Any]) -> str:
+        """What the model writes for ``message`` (an assistant message, with ``tool_calls`` or not), without the
+        end-of-turn token."""
+        prompt = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+        base = self.render(prompt, add_generation_prompt=True)
+        full = self.render([*prompt, {"content": "", **message}], add_generation_prompt=False)
+        end = full.rfind(self.end_of_turn)
+        if not full.startswith(base) or end < len(base):
+            raise ConfigError("the chat template does not render an assistant turn after its generation prompt")
+        return full[len(base) : end]
+
+    def encode_chat(self, messages: Sequence[dict]) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        rendered = [
+            {"role": "assistant", "content": self.assistant_text(m)}
+            if m.get("role") == "assistant" and m.get("tool_calls")
+            else m
+            for m in messages
+        ]
+        return super().encode_chat(rendered)
+
+
 def ensure_tool_template(tokenizer: Any) -> Any:
     """``tokenizer``, given TRL's ChatML tool-calling template (Qwen2.5's) when its own template cannot render tool
     calls; raises :class:`ConfigError` when it cannot (no template that TRL can use and no ChatML tokens)."""
@@ -314,6 +405,34 @@ def _annotation(schema: dict[str, Any]) -> Any:
     return reduce(or_, hints) if len(hints) > 1 else hints[0]
 
 
+def _is_tool_name(name: str) -> bool:
+    """Whether TRL exposes a class member of this name as a tool."""
+    return not name.startswith("_") and name not in ("reset", "get_reward")
+
+
+def _json_schema(function: Any) -> dict[str, Any]:
+    try:
+        from transformers.utils import get_json_schema
+    except ImportError as e:
+        raise ImportError(f"ToolCallChatFormat needs transformers (the 'trl' extra): {TRL_EXTRA}") from e
+    return get_json_schema(function)
+
+
+def _walkthrough_calls(step: Any, tools: list[str], env: AgentEnvTool) -> list[tuple[str, dict[str, Any]]]:
+    """(tool name, arguments) for one walkthrough step: ``act(command)`` for a text-command env; the step's tool
+    calls (a :class:`ToolCall`, or text in the env's tool-call syntax) for a tool-using one."""
+    if tools == ["act"] and isinstance(step, str):
+        return [("act", {"command": step})]
+    if isinstance(step, str):
+        from agentenv.policies.tools import parse_turn
+
+        step = parse_turn(step, tools=list(env.env.unwrapped.tools))
+    calls = step if isinstance(step, list) else [step]
+    if not calls or not all(isinstance(c, ToolCall) and c.name in tools for c in calls):
+        raise ConfigError(f"walkthrough step {step!r} is not a call of the tools {tools}")
+    return [(c.name, dict(c.arguments)) for c in calls]
+
+
 def _has_system_message(prompt: Any, instructions: str) -> bool:
     if not isinstance(prompt, list):
         return False
@@ -325,10 +444,13 @@ def _has_system_message(prompt: Any, instructions: str) -> bool:
 
 __all__ = [
     "EPISODE_OVER",
+    "FINAL_ANSWER",
     "SCORES",
     "TRL_EXTRA",
     "AgentEnvTool",
+    "ToolCallChatFormat",
     "ensure_tool_template",
     "environment_factory",
     "trl_dataset",
+    "walkthrough_chats",
 ]
