@@ -164,6 +164,7 @@ def rollout(
     concurrent_env_steps: bool = False,
     overlap: bool = False,
     on_turn: Any = None,
+    on_tokens: Any = None,
 ) -> list[Trajectory]:
     """Play one episode per seed, ``len(envs)`` at a time, batching generation across live episodes.
 
@@ -174,7 +175,9 @@ def rollout(
     ``context_truncated=True`` (never silently shortened), its ids ending with its last agent turn so they fit.
     A failing env step or generation ends only that episode, with ``error`` set. ``on_episode(trajectory)`` is
     called as each episode ends (e.g. to advance a progress bar), ``on_turn(trajectory)`` after each turn of an
-    episode that goes on (:class:`EpisodeProgress` turns both into a bar that moves turn by turn). ``parse(text)``
+    episode that goes on (:class:`EpisodeProgress` turns both into a bar that moves turn by turn), and
+    ``on_tokens(done, limit)`` during a long generation, by policies that count their tokens as they decode (an
+    ``on_tokens`` attribute: :class:`~agentenv.policies.local.TransformersPolicy`). ``parse(text)``
     turns each generated turn into the env's action (e.g. tool calls: :func:`agentenv.policies.tools.parse_turn`);
     the env's answer to a tool call goes back as a ``tool`` message (:func:`~agentenv.tool_calls.format_tool_result`),
     any other answer as a ``user`` one.
@@ -191,26 +194,49 @@ def rollout(
         policy_name=policy_name, record_prompts=record_prompts, on_episode=on_episode, parse=parse,
         concurrent_env_steps=concurrent_env_steps, overlap=overlap, on_turn=on_turn,
     )  # fmt: skip
-    return scheduler.run()
+    listens = on_tokens is not None and hasattr(policy, "on_tokens")
+    before = getattr(policy, "on_tokens", None)
+    if listens:
+        policy.on_tokens = on_tokens
+    try:
+        return scheduler.run()
+    finally:
+        if listens:
+            policy.on_tokens = before
 
 
 class EpisodeProgress:
     """Advances a progress bar counted in episodes as the turns are played, not only as episodes end: each turn of an
     episode adds ``1 / max_turns`` of it (never reaching 1), its end the rest. A batch of episodes that all run to
-    the turn limit then moves the bar turn by turn instead of jumping at the end. Pass :meth:`turn` as ``on_turn``
-    and :meth:`episode` as ``on_episode`` to :func:`rollout`."""
+    the turn limit then moves the bar turn by turn instead of jumping at the end. Pass :meth:`turn` as ``on_turn``,
+    :meth:`episode` as ``on_episode`` and :meth:`tokens` as ``on_tokens`` to :func:`rollout`. ``note(text)``, when
+    given, shows how far a long generation has come (e.g. in the bar's description), and ``note("")`` once it ends.
+    """
 
-    def __init__(self, advance: Callable[[float], Any], max_turns: int):
-        self.advance, self.share = advance, 1.0 / max(1, max_turns)
+    def __init__(self, advance: Callable[[float], Any], max_turns: int, note: Callable[[str], Any] | None = None):
+        self.advance, self.share, self.note = advance, 1.0 / max(1, max_turns), note
         self.credited: dict[int, float] = {}
+        self.noted = False
+
+    def tokens(self, done: int, limit: int) -> None:
+        if self.note is not None:
+            self.note(f"generating {done}/{limit} tokens")
+            self.noted = True
+
+    def _clear(self) -> None:
+        if self.noted and self.note is not None:
+            self.note("")
+            self.noted = False
 
     def turn(self, episode: Trajectory) -> None:
         done = self.credited.get(id(episode), 0.0)
         step = min(self.share, (1.0 - done) / 2)  # past the turn limit (budget_factor): ever smaller steps
         self.credited[id(episode)] = done + step
+        self._clear()
         self.advance(step)
 
     def episode(self, episode: Trajectory) -> None:
+        self._clear()
         self.advance(1.0 - self.credited.pop(id(episode), 0.0))
 
 

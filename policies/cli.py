@@ -130,10 +130,15 @@ def evaluate(
             task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
             if batched:
                 chat_format = tool_chat_format(runner.tokenizer, envs[0].unwrapped.tools)
-                bar = EpisodeProgress(lambda n: progress.advance(task, n), envs[0].unwrapped.max_turns)
+                described = f"{policy} on {split} tasks of {env_id}"
+                bar = EpisodeProgress(
+                    lambda n: progress.advance(task, n), envs[0].unwrapped.max_turns,
+                    lambda text: progress.update(task, description=f"{described} ({text})" if text else described),
+                )  # fmt: skip
                 played = rollout(
                     envs, runner, chat_format, range(episodes), env_id=env_id, policy_name=policy,
                     max_context_tokens=max_context_tokens, on_episode=bar.episode, on_turn=bar.turn,
+                    on_tokens=bar.tokens,
                 )  # fmt: skip
             else:
                 played = []

@@ -12,6 +12,8 @@ from agentenv.errors import check_range
 from agentenv.policies.turns import TurnByTurn
 from agentenv.policy import Generation, Sampling  # re-exported: their home was here
 
+TOKEN_REPORT_EVERY = 16  # decode steps between two ``on_tokens`` calls
+
 
 @dataclass
 class _Entry:
@@ -107,6 +109,10 @@ class TransformersPolicy(TurnByTurn):
     sampled element; call :meth:`clear_cache` after every update to be sure. Models with sliding-window or
     linear-attention layers, or an attention implementation other than sdpa/eager, generate without reuse.
 
+    ``on_tokens(done, limit)``, when set, is called every ``TOKEN_REPORT_EVERY`` decode steps of a batch with the
+    tokens generated so far per row and ``max_new_tokens``: a progress bar's sign of life during long generations
+    (:func:`~agentenv.rollout.rollout` sets it from its ``on_tokens``).
+
     A :class:`~agentenv.policy.TokenPolicy`: ``start``/``act`` (:class:`~agentenv.policies.turns.TurnByTurn`) play
     :func:`~agentenv.rollout.play_episode` turns with the same ``generate``.
     """
@@ -130,6 +136,7 @@ class TransformersPolicy(TurnByTurn):
         self.batch_size = batch_size
         self.prefix_cache = prefix_cache
         self.cache_max_tokens = cache_max_tokens
+        self.on_tokens: Any = None
         self.stop_ids = [tokenizer.eos_token_id]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._entries: list[_Entry] = []
@@ -221,6 +228,8 @@ class TransformersPolicy(TurnByTurn):
             "output_logits": True,
             "return_dict_in_generate": True,
         }
+        if self.on_tokens is not None:
+            kwargs["streamer"] = _TokenCounter(self.on_tokens, sampling.max_new_tokens)
         if not greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         else:
@@ -362,6 +371,8 @@ class TransformersPolicy(TurnByTurn):
             unfinished &= ~torch.isin(token, stop)
             if step == sampling.max_new_tokens - 1 or not bool(unfinished.any()):
                 break
+            if self.on_tokens is not None and (step + 1) % TOKEN_REPORT_EVERY == 0:
+                self.on_tokens(step + 1, sampling.max_new_tokens)
             slot = longest + step
             self.stats["decode_steps"] += 1
             cache.start, cache.end = slot, slot + 1
@@ -389,6 +400,22 @@ class TransformersPolicy(TurnByTurn):
             return out.logits[:, -1].float()
 
         return run
+
+
+class _TokenCounter:
+    """A ``model.generate`` streamer that only counts: ``on_tokens(done, limit)`` every ``TOKEN_REPORT_EVERY``
+    tokens (its first ``put`` is the prompt)."""
+
+    def __init__(self, on_tokens: Any, limit: int):
+        self.on_tokens, self.limit, self.done = on_tokens, limit, -1
+
+    def put(self, value: Any) -> None:
+        self.done += 1
+        if self.done and self.done % TOKEN_REPORT_EVERY == 0 and self.done < self.limit:
+            self.on_tokens(self.done, self.limit)
+
+    def end(self) -> None:
+        pass
 
 
 def _same_weights(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:

@@ -262,7 +262,7 @@ class RLTrainer:
 
     def collect(self, iteration: int, on_episode: Any = None) -> list[Any]:
         """This iteration's episodes. ``on_episode(trajectory)`` is called as each ends; an
-        :class:`~agentenv.rollout.EpisodeProgress` is also told of every turn."""
+        :class:`~agentenv.rollout.EpisodeProgress` is also told of every turn and of long generations' tokens."""
         from agentenv.rollout import rollout
 
         c = self.config
@@ -276,7 +276,8 @@ class RLTrainer:
             trajectories = rollout(
                 self.envs, self.policy, self.chat_format, self.local_task_seeds(iteration), sampling=sampling,
                 max_context_tokens=c.max_context_tokens, env_id=self.env_id, policy_name="rl", on_episode=progress,
-                on_turn=getattr(on_episode, "turn", None), parse=self.parse,
+                on_turn=getattr(on_episode, "turn", None), on_tokens=getattr(on_episode, "tokens", None),
+                parse=self.parse,
             )  # fmt: skip
         if self.external_policy and getattr(self.policy, "enable_sleep_mode", False):
             self.policy.sleep()  # the engine frees its GPU memory for the update; the next sync wakes it

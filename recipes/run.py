@@ -55,13 +55,23 @@ def _say(console: Any, text: str) -> None:
 def _bar(progress: Any, description: str, total: int) -> Iterator[Callable[..., None]]:
     """A progress bar for the duration of the block (none without ``progress``); yields ``advance(amount=1)``, which
     moves it by ``amount`` when that is a number (a share of an episode) and by one otherwise (a finished episode, as
-    ``on_episode`` callbacks pass it)."""
+    ``on_episode`` callbacks pass it). ``advance.note(text)`` shows ``text`` after the description ("" removes it)."""
     if progress is None:
-        yield lambda *_: None
+        quiet: Any = lambda *_: None  # noqa: E731
+        quiet.note = quiet
+        yield quiet
         return
     task = progress.add_task(description, total=total)
+
+    def advance(amount: Any = 1) -> None:
+        progress.advance(task, amount if isinstance(amount, (int, float)) else 1)
+
+    def note(text: str) -> None:
+        progress.update(task, description=f"{description} ({text})" if text else description)
+
+    advance.note = note  # type: ignore[attr-defined]
     try:
-        yield lambda amount=1: progress.advance(task, amount if isinstance(amount, (int, float)) else 1)
+        yield advance
     finally:
         progress.remove_task(task)
 
@@ -172,11 +182,11 @@ def evaluate(
     model.eval()
     try:
         with _bar(progress, f"eval {label}", len(seeds)) as advance:
-            bar = EpisodeProgress(advance, envs[0].unwrapped.max_turns)  # moves turn by turn
+            bar = EpisodeProgress(advance, envs[0].unwrapped.max_turns, advance.note)  # moves turn by turn
             trajectories = rollout(
                 envs, policy, chat_format, seeds, env_id=env_id, policy_name=label,
                 max_context_tokens=recipe.rl.max_context_tokens if recipe.rl else 4096, on_episode=bar.episode,
-                on_turn=bar.turn,
+                on_turn=bar.turn, on_tokens=bar.tokens,
             )  # fmt: skip
     finally:
         for env in envs:
@@ -474,7 +484,7 @@ def _rl_iteration(run: RecipeRun, cotrainer: Any) -> None:
         if max_turns and recipe.selfplay is None:  # the bar moves turn by turn, not only as episodes end
             from agentenv.rollout import EpisodeProgress
 
-            advance = EpisodeProgress(advance, max_turns)
+            advance = EpisodeProgress(advance, max_turns, advance.note)
         metrics = trainer.iteration(on_episode=advance)
     run.log.log("rl", it, metrics)
     if recipe.selfplay is not None:

@@ -247,3 +247,35 @@ def test_rollout_calls_on_turn_after_each_turn_of_an_episode_that_goes_on(tiny):
                      on_turn=turns.append, on_episode=ends.append)  # fmt: skip
     assert [len(t.turns) for t in played] == [3, 3, 3] and len(ends) == 3
     assert len(turns) == 6 and all(t in played for t in turns)  # turns 1 and 2 of each; the 3rd ends it
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_a_long_generation_reports_its_tokens_as_it_decodes(tiny, prefix_cache):
+    """``on_tokens(done, limit)`` every 16 decode steps, on both generation paths (reusing KV and model.generate)."""
+    model, tokenizer = tiny
+    policy = TransformersPolicy(model, tokenizer, Sampling(max_new_tokens=40, temperature=1.0, seed=3),
+                                prefix_cache=prefix_cache)  # fmt: skip
+    reports: list[tuple[int, int]] = []
+    policy.on_tokens = lambda done, limit: reports.append((done, limit))
+    prompt = tokenizer("You are in a room.", add_special_tokens=False)["input_ids"]
+    generations = policy.generate([prompt, prompt[:3]])
+    longest = max(len(g.token_ids) for g in generations)
+    assert longest > 16, "the tiny model's sampled turn should run past 16 tokens"
+    assert reports[0] == (16, 40) and all(limit == 40 for _, limit in reports)
+    assert [done for done, _ in reports] == [k for k in (16, 32) if k <= longest][: len(reports)]
+    assert (32, 40) in reports or longest <= 32
+
+
+def test_rollout_shows_a_long_generation_on_the_bar_and_clears_it(tiny):
+    from agentenv.rollout import EpisodeProgress
+
+    model, tokenizer = tiny
+    policy = TransformersPolicy(model, tokenizer, Sampling(max_new_tokens=40, temperature=1.0, seed=1))
+    moves, notes = [], []
+    bar = EpisodeProgress(moves.append, max_turns=2, note=notes.append)
+    envs = [agentenv.make("AgentEnv/KeyDoor-s2k0d1-v0", max_turns=2) for _ in range(2)]
+    played = rollout(envs, policy, ChatFormat(tokenizer), range(2), on_episode=bar.episode, on_turn=bar.turn,
+                     on_tokens=bar.tokens)  # fmt: skip
+    assert "generating 16/40 tokens" in notes and notes[-1] == ""  # shown during decoding, cleared after the turn
+    assert abs(sum(moves) - len(played)) < 1e-9
+    assert policy.on_tokens is None  # the rollout's listener does not outlive it
