@@ -86,25 +86,13 @@ def prepare_model(args: argparse.Namespace) -> None:
 
 
 def ours_worker(conn: Any, args: argparse.Namespace) -> None:
-    import gymnasium
     import torch
 
     import agentenv
-    from agentenv.integrations.trl import ToolCallChatFormat, ensure_tool_template, environment_factory
+    from agentenv.integrations.trl import ToolCallChatFormat, ToolLoop, ensure_tool_template, environment_factory
     from agentenv.models import load_model
     from agentenv.policies.rl import RLConfig, RLTrainer
     from agentenv.policies.tools import parse_turn
-    from agentenv.spaces import ToolCall
-
-    class ToolLoop(gymnasium.Wrapper):
-        """The env played as TRL plays it: a turn is an ``act(command)`` call; a turn without one ends the episode."""
-
-        def step(self, action: Any) -> Any:
-            if isinstance(action, list) and action:
-                action = action[0]  # TRL runs every call of a turn; the tiny model writes one
-            if isinstance(action, ToolCall) and action.name == "act":
-                return self.env.step(str(action.arguments.get("command", "")))
-            return "", 0.0, True, False, {"success": False, "no_tool_call": True}
 
     torch.manual_seed(0)
     model, tokenizer = load_model(str(args.model_dir), num_threads=args.threads)

@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=8, help="GRPO steps (optimiser steps)")
     parser.add_argument("--generations", type=int, default=4, help="GRPO group size (num_generations)")
     parser.add_argument("--tasks-per-step", type=int, default=2, help="tasks per step (x --generations)")
-    parser.add_argument("--lr", type=float, default=2e-5, help="GRPO learning rate")
+    parser.add_argument("--lr", type=float, default=1e-5, help="GRPO learning rate")
+    parser.add_argument("--eval-tasks", type=int, default=32, help="test tasks played greedily before and after GRPO")
     parser.add_argument("--max-completion-length", type=int, default=384, help="the episode's tokens: calls + results")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is stable on a busy machine)")
     parser.add_argument("--output-dir", default="runs/trl-grpo")
@@ -60,7 +61,8 @@ def sft(model, tokenizer, env_class, args) -> list[dict]:
     history = train_sft(model, chats, ToolCallChatFormat(tokenizer, env_class), epochs=args.sft_epochs,
                         lr=args.sft_lr, batch_size=4, micro_batch_size=2, seed=args.seed)  # fmt: skip
     losses = " ".join(f"{h['sft_loss']:.3f}" for h in history)
-    print(f"SFT: {len(chats)} walkthroughs, {len(history)} steps, {time.perf_counter() - started:.0f} s, loss {losses}")
+    seconds = time.perf_counter() - started
+    print(f"SFT: {len(chats)} walkthroughs, {len(history)} steps, {seconds:.0f} s, loss {losses}", flush=True)
     return history
 
 
@@ -141,13 +143,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     for quiet in (PrinterCallback, ProgressCallback):  # the step lines above say it shorter
         trainer.remove_callback(quiet)
+    before = held_out(model, tokenizer, args, "after SFT")
     started = time.perf_counter()
     trainer.train()
-    summary = summarize(rewards, args, time.perf_counter() - started, sft_history)
+    seconds = time.perf_counter() - started
+    after = held_out(model, tokenizer, args, "after GRPO")
+    summary = summarize(rewards, args, seconds, sft_history)
+    summary.update(held_out_after_sft=before, held_out_after_grpo=after)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "steps": rewards, "sft": sft_history}, indent=1))
     return summary
+
+
+def held_out(model, tokenizer, args, label: str) -> dict:
+    """Greedy success on the env's first ``--eval-tasks`` test tasks, in TRL's tool-call layout (our rollout engine):
+    the same tasks before and after GRPO, where the per-step rewards above are each on 2 new training tasks."""
+    from agentenv.integrations.trl import evaluate_tool_loop
+
+    if args.eval_tasks <= 0:
+        return {}
+    started = time.perf_counter()
+    result = evaluate_tool_loop(model, tokenizer, args.env, range(args.eval_tasks))
+    print(f"held-out ({label}): {result['solved']}/{result['episodes']} test tasks solved, greedy "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    return result
 
 
 def summarize(rewards: list[dict], args: argparse.Namespace, seconds: float, sft_history: list[dict]) -> dict:

@@ -14,8 +14,10 @@ from agentenv.integrations.trl import (
     EPISODE_OVER,
     FINAL_ANSWER,
     ToolCallChatFormat,
+    ToolLoop,
     ensure_tool_template,
     environment_factory,
+    evaluate_tool_loop,
     trl_dataset,
     walkthrough_chats,
 )
@@ -402,8 +404,51 @@ def test_the_trl_example_runs_sft_then_grpo(tmp_path):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     out = tmp_path / "summary.json"
-    argv = ["--model", "tiny", "--sft-tasks", "2", "--steps", "1", "--generations", "2", "--tasks-per-step", "1"]
+    argv = ["--model", "tiny", "--sft-tasks", "2", "--steps", "1", "--generations", "2", "--tasks-per-step", "1",
+            "--eval-tasks", "2"]  # fmt: skip
     summary = example.main([*argv, "--max-completion-length", "48", "--output-dir", str(tmp_path), "--json", str(out)])
     assert summary["steps"] == 1 and summary["sft_steps"] == 1 and summary["episodes_per_step"] == 2
     record = json.loads(out.read_text())
     assert record["summary"] == summary and len(record["steps"]) == 1 and 0.0 <= record["steps"][0]["reward"] <= 1.0
+    for key in ("held_out_after_sft", "held_out_after_grpo"):  # the same 2 test tasks, greedy, before and after
+        assert summary[key]["episodes"] == 2 and 0.0 <= summary[key]["success_rate"] <= 1.0
+
+
+# ---- playing TRL's layout with our rollout engine ---------------------------------------------------------------
+
+
+def test_tool_loop_plays_act_calls_and_ends_on_a_turn_without_one():
+    from agentenv.spaces import ToolCall
+
+    env = ToolLoop(agentenv.make(KEYDOOR, split="test"))
+    env.reset(seed=3)
+    for command in env.unwrapped.walkthrough():
+        _, reward, terminated, _, info = env.step([ToolCall("act", {"command": command})])
+    assert terminated and info["success"] and reward > 0
+    env.reset(seed=3)
+    _, reward, terminated, truncated, info = env.step("I think the coin is north.")  # an answer, no call
+    assert terminated and not truncated and reward == 0.0 and not info["success"] and info["no_tool_call"]
+    env.reset(seed=3)
+    _, _, terminated, _, info = env.step(ToolCall("act", {"command": "dance wildly"}))
+    assert not terminated and info["invalid_action"]  # a bad command is the env's invalid turn, the episode goes on
+
+
+def test_tool_loop_passes_a_tool_envs_own_calls():
+    from agentenv.spaces import ToolCall
+
+    env = ToolLoop(CounterEnv())
+    env.reset(seed=0)  # target 3
+    env.step(ToolCall("add", {"amount": 3}))
+    _, reward, terminated, _, info = env.step(ToolCall("submit", {}))
+    assert terminated and reward == 1.0 and info["success"]
+
+
+def test_evaluate_tool_loop_plays_every_task_in_trls_layout():
+    from agentenv.models import tiny_model
+
+    model, tokenizer = tiny_model(seed=0)
+    model.train()
+    result = evaluate_tool_loop(model, ensure_tool_template(tokenizer), KEYDOOR, range(3), max_new_tokens=8)
+    # the untrained tiny model writes no tool call: each task ends after its first turn, unsolved
+    assert result["episodes"] == 3 and result["solved"] == 0 and result["success_rate"] == 0.0
+    assert result["mean_turns"] == 1.0 and model.training  # played in eval mode, given back in train mode

@@ -25,6 +25,7 @@ from functools import reduce
 from operator import or_
 from typing import Any, ClassVar, Literal
 
+import gymnasium
 from gymnasium.envs.registration import EnvSpec
 
 from agentenv.chat_format import ChatFormat
@@ -298,6 +299,52 @@ class ToolCallChatFormat(ChatFormat):
         return super().encode_chat(rendered)
 
 
+class ToolLoop(gymnasium.Wrapper):
+    """An env played as GRPOTrainer's tool loop plays it, for our rollout engine (parse turns with
+    ``parse_turn(text, style="hermes", tools=fmt.tools)``): a turn's ``act(command)`` call is the env's command, a call
+    of one of a tool env's own tools goes to it as is, and a turn without a call ends the episode unsolved (TRL ends
+    the rollout there). Of several calls in one turn the first is played (TRL runs them all; one is what
+    ``walkthrough_chats`` teaches)."""
+
+    def step(self, action: Any) -> Any:
+        if isinstance(action, list) and action:
+            action = action[0]
+        if isinstance(action, ToolCall) and action.name == "act" and not getattr(self.env.unwrapped, "tools", None):
+            return self.env.step(str(action.arguments.get("command", "")))
+        if isinstance(action, ToolCall):
+            return self.env.step(action)
+        return "", 0.0, True, False, {"success": False, "no_tool_call": True}
+
+
+def evaluate_tool_loop(
+    model: Any, tokenizer: Any, env_id: str, seeds: Sequence[int], *, split: str = "test", max_new_tokens: int = 64,
+    max_context_tokens: int = 2048, temperature: float = 0.0, num_envs: int = 8, **env_kwargs: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Success of ``model`` on tasks ``seeds`` of ``split``, played in GRPOTrainer's layout (:class:`ToolLoop`,
+    :class:`ToolCallChatFormat`; greedy by default) by our rollout engine: ``{"success_rate", "solved", "episodes",
+    "mean_turns", "solved_tasks"}``. The tokenizer must carry a tool-calling template (:func:`ensure_tool_template`).
+    """
+    from agentenv.policies.local import Sampling, TransformersPolicy
+    from agentenv.policies.tools import parse_turn
+    from agentenv.rollout import rollout
+
+    fmt = ToolCallChatFormat(tokenizer, environment_factory(env_id, **env_kwargs))
+    envs = [ToolLoop(make(env_id, split=split, **env_kwargs)) for _ in range(max(1, min(num_envs, len(seeds))))]
+    policy = TransformersPolicy(model, tokenizer, Sampling(max_new_tokens, temperature, seed=0), batch_size=len(envs))
+    was_training = model.training
+    model.eval()
+    try:
+        played = rollout(envs, policy, fmt, list(seeds), env_id=env_id, max_context_tokens=max_context_tokens,
+                         parse=lambda text: parse_turn(text, style="hermes", tools=fmt.tools))  # fmt: skip
+    finally:
+        model.train(was_training)
+        for env in envs:
+            env.close()
+    solved = [t.seed for t in played if t.success]
+    return {"success_rate": len(solved) / max(1, len(played)), "solved": len(solved), "episodes": len(played),
+            "mean_turns": sum(len(t.turns) for t in played) / max(1, len(played)), "solved_tasks": solved}  # fmt: skip
+
+
 def ensure_tool_template(tokenizer: Any) -> Any:
     """``tokenizer``, given TRL's ChatML tool-calling template (Qwen2.5's) when its own template cannot render tool
     calls; raises :class:`ConfigError` when it cannot (no template that TRL can use and no ChatML tokens)."""
@@ -449,8 +496,10 @@ __all__ = [
     "TRL_EXTRA",
     "AgentEnvTool",
     "ToolCallChatFormat",
+    "ToolLoop",
     "ensure_tool_template",
     "environment_factory",
+    "evaluate_tool_loop",
     "trl_dataset",
     "walkthrough_chats",
 ]
