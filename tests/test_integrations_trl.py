@@ -371,7 +371,7 @@ def test_grpo_trainer_plays_the_env_through_tool_calls(tmp_path, with_dataset):
     model = scripted_model(tokenizer, turn)
     args = GRPOConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_steps=1,
-        max_completion_length=768, max_tool_calling_iterations=1, gradient_checkpointing=False, bf16=False,
+        max_completion_length=768, max_tool_calling_iterations=1, activation_checkpointing=False, bf16=False,
         use_cpu=True, logging_steps=1, report_to=[], save_strategy="no",
     )  # fmt: skip
     Env = environment_factory(KEYDOOR, group_size=args.num_generations)
