@@ -96,6 +96,9 @@ def step_printer(rewards: list[dict], env_name: str):
     class PrintRewards(TrainerCallback):
         started = time.perf_counter()
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "reward" not in logs:
                 return
