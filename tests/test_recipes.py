@@ -35,8 +35,11 @@ def test_every_packaged_recipe_validates(path):
 
     import agentenv
 
-    if "fractions" in yaml.safe_load(path.read_text()):
+    data = yaml.safe_load(path.read_text())
+    if "fractions" in data:
         pytest.skip("a budget grid, not a recipe (tests/test_grid.py validates it)")
+    if "paper" in data and "findings" in data:
+        pytest.skip("the seed paper's numbers, not a recipe (tests/test_findings.py reads them)")
     recipe = load_recipe(path)
     if recipe.selfplay is not None:
         agentenv.registry.multi_spec(recipe.env.id)  # a registered multi-agent game
