@@ -127,10 +127,10 @@ def evaluate(
         batched = isinstance(runner, TokenPolicy) and runner.tokenizer is not None
         envs += [agentenv.make(env_id, split=split, **kwargs) for _ in range(batch_size - 1 if batched else 0)]
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"{policy} on {split} tasks of {env_id}", total=episodes)
+            described = f"{policy} on {split} tasks of {env_id}"
+            task = progress.add_task(described, total=episodes)
             if batched:
                 chat_format = tool_chat_format(runner.tokenizer, envs[0].unwrapped.tools)
-                described = f"{policy} on {split} tasks of {env_id}"
                 bar = EpisodeProgress(
                     lambda n: progress.advance(task, n), envs[0].unwrapped.max_turns,
                     lambda text: progress.update(task, description=f"{described} ({text})" if text else described),
