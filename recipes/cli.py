@@ -30,6 +30,12 @@ def _recipe_source(recipe: str) -> Path:
     return path if path.suffix in (".yaml", ".yml") or path.exists() else packaged_recipe(recipe)
 
 
+# The demo's stated time: minutes on an idle 2-core machine with the games already built (benchmarks/demo_contention.py
+# measured 17.3 on 2026-12-03, and 24.1 beside one CPU-bound process: 1.40x).
+DEMO_MINUTES = 17
+DEMO_BUSY_MINUTES = 24
+
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a recipe field: section.field=value (repeatable), e.g. -s rl.lr=1e-5"),
@@ -174,6 +180,8 @@ def demo(
     from agentenv.policies.rl import DivergedError
 
     loaded = load_recipe(packaged_recipe("demo"), [*(set_ or []), f"output.dir={folder}"])
+    console.print(f"expected time: about {DEMO_MINUTES} minutes on 2 free CPU cores, about {DEMO_BUSY_MINUTES} beside "
+                  "one busy process (a first run also builds ~290 TextWorld games: a few minutes more)")  # fmt: skip
     try:
         results = run_recipe(loaded, console=console)
     except DivergedError as e:
