@@ -492,6 +492,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def difference_interval(
+    successes_a: int, n_a: int, successes_b: int, n_b: int, z: float = 1.96
+) -> tuple[float, float, float]:
+    """``(a - b, low, high)``: the difference of two independent success rates with a 95% (z=1.96) Agresti-Caffo
+    interval (a Wald interval after adding one success and one failure to each side, so that 0/n and n/n keep a
+    width). A rise is significant at 5% when ``low > 0``; two disjoint Wilson intervals ask for far more."""
+    pa, pb = (successes_a + 1) / (n_a + 2), (successes_b + 1) / (n_b + 2)
+    half = z * math.sqrt(pa * (1 - pa) / (n_a + 2) + pb * (1 - pb) / (n_b + 2))
+    diff = (successes_a / n_a if n_a else math.nan) - (successes_b / n_b if n_b else math.nan)
+    return diff, diff - half, diff + half
+
+
 def write_html(episodes: Iterable[Episode], path: str | Path, title: str = "AgentEnv episodes") -> int:
     """A self-contained HTML page to read episodes turn by turn; returns how many it holds.
 

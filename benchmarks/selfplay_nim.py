@@ -8,8 +8,9 @@ self-play GRPO, each over ``--games`` games with seats alternating and 95% Wilso
 in its training games each iteration; an Elo table over every player; the seconds each stage took.
 
 For scale: the random player wins half its games against itself (seats alternate), and the expert (Bouton's
-strategy) wins every game it can against any player. A rise is "measurable" when the after-RL interval lies above
-the after-SFT point (reported as ``significant``: the two Wilson intervals do not overlap).
+strategy) wins every game it can against any player. A rise is "measurable" when the 95% interval of the difference
+(after RL minus after SFT, Agresti-Caffo, as in ``agentenv report``) lies above 0 (``significant``); whether the two
+Wilson intervals are disjoint, a far stricter check, is reported as well.
 
 Usage: python benchmarks/selfplay_nim.py [--threads 1] [--iterations 8] [--games 64] [--before]
        [--out runs/selfplay-nim-bench] [--result selfplay_nim] [-s section.field=value ...]
@@ -68,17 +69,22 @@ def main() -> None:
 
 
 def summarize(recipe, results: dict, rl: list[dict], seconds: float, threads: int) -> dict:
+    from agentenv.rollout import difference_interval
+
     keep = ("games", "wins", "draws", "losses", "errors", "win_rate", "win_ci_low", "win_ci_high", "draw_rate",
             "loss_rate", "invalid_rate", "mean_outcome")  # fmt: skip
     evaluations = {label: {k: s[k] for k in keep} for label, s in results["evaluations"].items()}
     baseline, after = evaluations.get("after SFT vs random"), evaluations.get("after vs random")
     rise = None
     if baseline and after:
+        _, low, high = difference_interval(after["wins"], after["games"], baseline["wins"], baseline["games"])
         rise = {
             "baseline": "after SFT vs random (the weights RL starts from, measured in this run)",
             "win_rate_change": after["win_rate"] - baseline["win_rate"],
             "ratio": after["win_rate"] / baseline["win_rate"] if baseline["win_rate"] else None,
-            "significant": after["win_ci_low"] > baseline["win_ci_high"],
+            "difference_ci": [low, high],
+            "significant": low > 0,
+            "intervals_disjoint": after["win_ci_low"] > baseline["win_ci_high"],
         }
     columns = ("step", "win_rate_all", "win_rate_random", "win_rate_pool", "games_random", "games_pool",
                "invalid_rate", "mean_return", "seconds", "pool")  # fmt: skip
@@ -102,8 +108,9 @@ def print_table(report: dict) -> None:
     rise = report["rise_vs_random"]
     if rise:
         ratio = f"{rise['ratio']:.2f}x" if rise["ratio"] is not None else "-"
-        print(f"after RL vs random against the baseline ({rise['baseline']}): {rise['win_rate_change']:+.3f}, "
-              f"{ratio}, significant: {rise['significant']}")  # fmt: skip
+        low, high = rise["difference_ci"]
+        print(f"after RL vs random against the baseline ({rise['baseline']}): {rise['win_rate_change']:+.3f} "
+              f"[{low:+.3f}, {high:+.3f}], {ratio}, significant: {rise['significant']}")  # fmt: skip
     print("training win rate by iteration:", [round(r["win_rate_all"] or 0, 3) for r in report["training"]])
     print("Elo:", {k: round(v) for k, v in report["elo"].items()})
     print(f"total {report['seconds']['benchmark total']:.0f}s")

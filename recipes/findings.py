@@ -151,12 +151,10 @@ def _transfer(summary: dict[str, Any], finding: dict[str, Any]) -> list[Group]:
 
 
 def difference(a: Arm, b: Arm) -> tuple[float, float, float]:
-    """a's success minus b's, with a 95% Wald interval for two independent proportions (Agresti-Caffo: one
-    success and one failure added to each, so that 0/n and n/n still get a width)."""
-    pa, pb = (a.successes + 1) / (a.episodes + 2), (b.successes + 1) / (b.episodes + 2)
-    half = 1.96 * math.sqrt(pa * (1 - pa) / (a.episodes + 2) + pb * (1 - pb) / (b.episodes + 2))
-    diff = a.rate - b.rate
-    return diff, diff - half, diff + half
+    """a's success minus b's, with a 95% Agresti-Caffo interval for two independent proportions."""
+    from agentenv.rollout import difference_interval
+
+    return difference_interval(a.successes, a.episodes, b.successes, b.episodes)
 
 
 def compare(group: Group) -> list[dict[str, Any]]:

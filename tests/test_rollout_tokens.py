@@ -178,6 +178,22 @@ def test_wilson_interval_is_sane_at_the_edges():
     assert low < 0.5 < high and math.isclose(low + high, 1.0)
 
 
+def test_difference_interval_finds_a_rise_that_overlapping_wilson_intervals_hide():
+    from agentenv.rollout import difference_interval, wilson_interval
+
+    # 150/256 after against 120/256 before: the Wilson intervals overlap, the difference's interval is above 0.
+    assert wilson_interval(150, 256)[0] < wilson_interval(120, 256)[1]
+    diff, low, high = difference_interval(150, 256, 120, 256)
+    assert math.isclose(diff, 30 / 256) and math.isclose(high - diff, diff - low)
+    pa, pb = 151 / 258, 121 / 258  # Agresti-Caffo: one success and one failure added to each side
+    assert math.isclose(diff - low, 1.96 * math.sqrt(pa * (1 - pa) / 258 + pb * (1 - pb) / 258))
+    assert 0.02 < low < 0.04
+    back = difference_interval(120, 256, 150, 256)  # swapped: the same interval, negated
+    assert all(math.isclose(x, -y) for x, y in zip(back, (diff, high, low), strict=True))
+    assert difference_interval(0, 32, 0, 32)[1] < 0 < difference_interval(0, 32, 0, 32)[2]  # 0/n keeps a width
+    assert math.isnan(difference_interval(1, 2, 0, 0)[0])
+
+
 def test_eval_command_runs_a_local_model_and_writes_trajectories_and_html(tiny, tmp_path):
     from typer.testing import CliRunner
 
