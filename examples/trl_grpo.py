@@ -5,14 +5,15 @@ Here it first learns the layout from the env's own walkthroughs (:func:`agentenv
 the chats TRL's tool loop builds, encoded token for token by ``ToolCallChatFormat``, trained by our ``train_sft``),
 briefly, on other tasks than the ones GRPO plays; then ``GRPOTrainer(environment_factory=...)`` plays the env
 through the ``act`` tool for its reward (1 = solved). Greedy success on the same ``--eval-tasks`` test tasks before
-and after GRPO (``evaluate_tool_loop``: TRL's layout, our rollout engine) measures what GRPO changed; the per-step
-rewards come from 2 new training tasks each. The SFT is kept short on purpose (20 walkthroughs, 5 steps):
-32 walkthroughs already solve nearly every episode and leave GRPO nothing to raise. Prints one line per GRPO step
-and a summary; peak RSS 7.4 GB with these settings (1 thread; about 40 minutes on 2 busy cores; on 2026-12-03
-held-out 15/32 -> 19/32).
+and after GRPO (``evaluate_tool_loop``: TRL's layout, our rollout engine) measures what GRPO changed. GRPO replays
+``--train-tasks`` training tasks in passes (2 tasks a step, reshuffled each pass), so the step rewards of the first
+and the last pass come from the same tasks and their difference is the model's, not the tasks'. The SFT is kept
+short on purpose (20 walkthroughs, 5 steps): 32 walkthroughs already solve nearly every episode and leave GRPO
+nothing to raise. Prints one line per GRPO step and a summary; peak RSS 7.4 GB with these settings (1 thread; about
+40 minutes on 2 busy cores).
 
-Usage: python examples/trl_grpo.py [--env AgentEnv/KeyDoor-s2k0d1-v0] [--sft-tasks 20] [--steps 8] [--threads 1]
-       [--json runs/trl-grpo/summary.json]
+Usage: python examples/trl_grpo.py [--env AgentEnv/KeyDoor-s2k0d1-v0] [--sft-tasks 20] [--steps 8] [--train-tasks 4]
+       [--threads 1] [--json runs/trl-grpo/summary.json]
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=8, help="GRPO steps (optimiser steps)")
     parser.add_argument("--generations", type=int, default=4, help="GRPO group size (num_generations)")
     parser.add_argument("--tasks-per-step", type=int, default=2, help="tasks per step (x --generations)")
+    parser.add_argument("--train-tasks", type=int, default=4, help="GRPO's training tasks, replayed in passes "
+                        "(reshuffled each pass): the first and last pass play the same tasks")  # fmt: skip
     parser.add_argument("--lr", type=float, default=1e-5, help="GRPO learning rate")
     parser.add_argument("--eval-tasks", type=int, default=32, help="test tasks played greedily before and after GRPO")
     parser.add_argument("--max-completion-length", type=int, default=384, help="the episode's tokens: calls + results")
@@ -120,6 +123,9 @@ def step_printer(rewards: list[dict], env_name: str):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.train_tasks % args.tasks_per_step:
+        raise SystemExit(f"--train-tasks ({args.train_tasks}) must be a multiple of --tasks-per-step "
+                         f"({args.tasks_per_step}): a pass over the tasks is a whole number of steps")  # fmt: skip
     import torch
 
     from agentenv.integrations.trl import ensure_tool_template, environment_factory, trl_dataset
@@ -133,14 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     from trl import GRPOTrainer
 
-    per_step = args.generations * args.tasks_per_step
-    tasks = args.steps * per_step // args.generations
     rewards: list[dict] = []
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
-        # GRPO plays train tasks the SFT did not show: sft_tasks .. sft_tasks+tasks-1
-        train_dataset=trl_dataset(args.env, split="train", n=tasks, start=args.sft_tasks),
+        # GRPO plays train tasks the SFT did not show, sft_tasks .. sft_tasks+train_tasks-1, in passes
+        train_dataset=trl_dataset(args.env, split="train", n=args.train_tasks, start=args.sft_tasks),
         environment_factory=env_class,  # act(command: str) -> str, get_reward() -> float (1.0 = solved)
         args=grpo_config(args),
         callbacks=[step_printer(rewards, env_class.__name__)],
@@ -177,16 +181,17 @@ def held_out(model, tokenizer, args, label: str) -> dict:
 
 
 def summarize(rewards: list[dict], args: argparse.Namespace, seconds: float, sft_history: list[dict]) -> dict:
-    quarter = max(1, len(rewards) // 4)
-    first = sum(r["reward"] for r in rewards[:quarter]) / quarter
-    last = sum(r["reward"] for r in rewards[-quarter:]) / quarter
+    """The mean step reward of the first and the last pass over the training tasks (the same tasks, reshuffled)."""
+    per_pass = max(1, args.train_tasks // args.tasks_per_step)
+    first = sum(r["reward"] for r in rewards[:per_pass]) / max(1, len(rewards[:per_pass]))
+    last = sum(r["reward"] for r in rewards[-per_pass:]) / max(1, len(rewards[-per_pass:]))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
     summary = {"env": args.env, "steps": len(rewards), "episodes_per_step": args.generations * args.tasks_per_step,
-               "sft_walkthroughs": args.sft_tasks, "sft_steps": len(sft_history), "first_quarter_reward": first,
-               "last_quarter_reward": last, "grpo_seconds": seconds, "peak_rss_gb": peak_gb,
-               "threads": args.threads}  # fmt: skip
-    print(f"reward: first {quarter} steps {first:.3f} -> last {quarter} steps {last:.3f}  "
-          f"({len(rewards)} steps, {seconds / 60:.1f} min, peak RSS {peak_gb:.1f} GB)")  # fmt: skip
+               "train_tasks": args.train_tasks, "steps_per_pass": per_pass, "sft_walkthroughs": args.sft_tasks,
+               "sft_steps": len(sft_history), "first_pass_reward": first, "last_pass_reward": last,
+               "grpo_seconds": seconds, "peak_rss_gb": peak_gb, "threads": args.threads}  # fmt: skip
+    print(f"reward on the same {args.train_tasks} training tasks: first pass (steps 1-{per_pass}) {first:.3f}"
+          f" -> last pass {last:.3f}  ({len(rewards)} steps, {seconds / 60:.1f} min, {peak_gb:.1f} GB)")  # fmt: skip
     return summary
 
 

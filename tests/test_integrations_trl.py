@@ -405,9 +405,10 @@ def test_the_trl_example_runs_sft_then_grpo(tmp_path):
     spec.loader.exec_module(example)
     out = tmp_path / "summary.json"
     argv = ["--model", "tiny", "--sft-tasks", "2", "--steps", "1", "--generations", "2", "--tasks-per-step", "1",
-            "--eval-tasks", "2"]  # fmt: skip
+            "--train-tasks", "2", "--eval-tasks", "2"]  # fmt: skip
     summary = example.main([*argv, "--max-completion-length", "48", "--output-dir", str(tmp_path), "--json", str(out)])
     assert summary["steps"] == 1 and summary["sft_steps"] == 1 and summary["episodes_per_step"] == 2
+    assert summary["steps_per_pass"] == 2 and summary["first_pass_reward"] == summary["last_pass_reward"]  # 1 step
     record = json.loads(out.read_text())
     assert record["summary"] == summary and len(record["steps"]) == 1 and 0.0 <= record["steps"][0]["reward"] <= 1.0
     for key in ("held_out_after_sft", "held_out_after_grpo"):  # the same 2 test tasks, greedy, before and after
