@@ -9,7 +9,7 @@ and after GRPO (``evaluate_tool_loop``: TRL's layout, our rollout engine) measur
 ``--train-tasks`` training tasks in passes (2 tasks a step, reshuffled each pass), so the step rewards of the first
 and the last pass come from the same tasks and their difference is the model's, not the tasks'. The SFT is kept
 short on purpose (20 walkthroughs, 5 steps): 32 walkthroughs already solve nearly every episode and leave GRPO
-nothing to raise. Prints one line per GRPO step and a summary; peak RSS 7.4 GB with these settings (1 thread; about
+nothing to raise. Prints one line per GRPO step and a summary; peak RSS 7.6 GB with these settings (1 thread; about
 40 minutes on 2 busy cores).
 
 Usage: python examples/trl_grpo.py [--env AgentEnv/KeyDoor-s2k0d1-v0] [--sft-tasks 20] [--steps 8] [--train-tasks 4]
