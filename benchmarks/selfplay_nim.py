@@ -23,8 +23,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -63,6 +65,7 @@ def main() -> None:
     rl = [json.loads(line) for line in (Path(args.out) / "metrics.jsonl").read_text().splitlines()]
     rl = [row for row in rl if row.get("stage") == "rl"]
     report = summarize(recipe, results, rl, seconds, args.threads)
+    report["moves"] = {path.stem: move_quality(path) for path in sorted((Path(args.out) / "eval").glob("*.jsonl"))}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.result}.json").write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
@@ -100,6 +103,44 @@ def summarize(recipe, results: dict, rl: list[dict], seconds: float, threads: in
     }
 
 
+HEAPS = re.compile(r"Heaps: ((?:heap \d+: \d+(?:, )?)+)")
+MOVE = re.compile(r"^\s*take (\d+) from heap (\d+)\s*$", re.IGNORECASE)
+
+
+def move_quality(path: Path) -> dict:
+    """What the model played in one evaluation's games (``eval/*.jsonl``), move by move: how often a move from a
+    winning position (nim-sum != 0) was a winning one (leaves nim-sum 0), how many moves were illegal, and the most
+    common move in each position — what a win rate against the random player hides (its blunders win games too)."""
+    from agentenv.envs.games.nim import nim_sum
+
+    table: dict[str, Counter] = defaultdict(Counter)
+    winning = optimal = illegal = total = 0
+    for line in path.read_text().splitlines():
+        for trajectory in json.loads(line)["trajectories"].values():
+            if trajectory["policy"] != "model":
+                continue
+            observation = trajectory["first_observation"]
+            for turn in trajectory["turns"]:
+                found = HEAPS.findall(observation)
+                observation = turn["observation"]
+                if not found:
+                    continue
+                heaps = [int(h.split(": ")[1]) for h in found[-1].split(", ")]
+                action, move = turn["action"].strip(), MOVE.match(turn["action"])
+                table[",".join(map(str, heaps))][action[:40]] += 1
+                total += 1
+                legal = move and 1 <= int(move[2]) <= len(heaps) and 1 <= int(move[1]) <= heaps[int(move[2]) - 1]
+                illegal += not legal
+                if nim_sum(heaps):
+                    winning += 1
+                    if legal:
+                        heaps[int(move[2]) - 1] -= int(move[1])
+                        optimal += nim_sum(heaps) == 0
+    return {"moves": total, "illegal": illegal, "moves_from_winning_positions": winning,
+            "winning_moves": optimal, "winning_move_rate": optimal / winning if winning else None,
+            "most_common": {state: moves.most_common(3) for state, moves in sorted(table.items())}}  # fmt: skip
+
+
 def print_table(report: dict) -> None:
     print(f"{'evaluation':<26}{'games':>6}  {'win rate [95% CI]':<24}{'invalid':>8}")
     for label, s in report["evaluations"].items():
@@ -111,6 +152,12 @@ def print_table(report: dict) -> None:
         low, high = rise["difference_ci"]
         print(f"after RL vs random against the baseline ({rise['baseline']}): {rise['win_rate_change']:+.3f} "
               f"[{low:+.3f}, {high:+.3f}], {ratio}, significant: {rise['significant']}")  # fmt: skip
+    for label, m in report.get("moves", {}).items():
+        rate = m["winning_move_rate"]
+        print(
+            f"{label}: {m['winning_moves']}/{m['moves_from_winning_positions']} winning moves from winning "
+            f"positions ({rate if rate is None else round(rate, 3)}), {m['illegal']}/{m['moves']} illegal"
+        )
     print("training win rate by iteration:", [round(r["win_rate_all"] or 0, 3) for r in report["training"]])
     print("Elo:", {k: round(v) for k, v in report["elo"].items()})
     print(f"total {report['seconds']['benchmark total']:.0f}s")
