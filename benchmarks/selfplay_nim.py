@@ -129,8 +129,8 @@ def move_quality(path: Path) -> dict:
                 action, move = turn["action"].strip(), MOVE.match(turn["action"])
                 table[",".join(map(str, heaps))][action[:40]] += 1
                 total += 1
-                legal = move and 1 <= int(move[2]) <= len(heaps) and 1 <= int(move[1]) <= heaps[int(move[2]) - 1]
-                illegal += not legal
+                legal = not turn["invalid_action"] and move  # the game's own verdict on the move
+                illegal += bool(turn["invalid_action"])
                 if nim_sum(heaps):
                     winning += 1
                     if legal:
