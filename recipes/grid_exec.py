@@ -132,6 +132,8 @@ class Executor:
     def _run_here(self, run: Run, resume: bool) -> None:
         from agentenv.recipes.run import run_recipe
 
+        if run.recipe.model.num_threads is None and self.threads:  # --threads with cells run one at a time
+            run.recipe.model.num_threads = self.threads
         run_recipe(run.recipe, resume=resume, console=self.console)
 
     def _run_subprocess(self, run: Run, resume: bool) -> None:

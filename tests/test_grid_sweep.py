@@ -201,3 +201,21 @@ def test_cells_run_as_ray_tasks(tmp_path):
     summary = json.loads((out / "grid.json").read_text())
     assert not summary["failed"] and all(r["success"]["AgentEnv/KeyDoor-v0"]["episodes"] == 2 for r in summary["rows"])
     assert all((out / name / "grid.log").exists() for name in ("algorithm_grpo-s0", "algorithm_rloo-s0"))
+
+
+def test_threads_apply_to_cells_run_one_at_a_time_in_this_process(tmp_path):
+    import torch
+
+    recipe = {**TINY, "sft": None, "rl": {**TINY["rl"], "iterations": 1}}
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text(yaml.safe_dump({**SWEEP, "recipe": recipe, "axes": {"rl.algorithm": ["grpo"]},
+                                         "output": str(tmp_path / "out")}))  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, ["grid", str(grid_file), "--threads", "1"], catch_exceptions=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert "torch threads: 1 (as asked)" in result.output
+    cell = json.loads((tmp_path / "out" / "algorithm_grpo-s0" / "recipe.json").read_text())
+    assert cell["model"]["num_threads"] == 1
