@@ -4,8 +4,10 @@ The paper's numbers are data (``findings.yaml`` in this folder: every value with
 names its finding (``finding:`` in the grid YAML); the report finds every ``grid.json`` under RUN_DIR, maps the
 grid's rows to the paper's arms (:func:`our_arms`), and checks each ordering the paper reports:
 
-* for every pair the paper ranks (a above b), our difference in success with its 95% interval (two independent
-  proportions over the test episodes, pooled over seeds); for a pair the paper calls even (≈), whether ours is too;
+* for every pair the paper ranks (a above b), our difference in success with its 95% interval over the test
+  episodes, pooled over seeds: paired task by task when both arms' per-task outcomes are in ``grid.json`` (every
+  cell of a grid plays the same test tasks, so only the tasks one arm solved and the other did not decide), else as
+  two independent proportions; for a pair the paper calls even (≈), whether ours is too;
 * the verdict: **reproduced** when every ranked pair holds with an interval above 0 (and no tie is broken);
   **opposite** when some ranked pair is reversed with an interval below 0; otherwise **not at this scale** (with
   whether our point estimates at least go the paper's way).
@@ -39,6 +41,7 @@ class Arm:
     env: str
     paper: float | None = None  # the paper's success, percent
     detail: str = ""
+    outcomes: dict[str, bool] | None = None  # "<seed>/<task>" -> solved, when grid.json holds them
 
     @property
     def rate(self) -> float:
@@ -79,7 +82,10 @@ def find_grids(run_dir: str | Path) -> dict[str, dict[str, Any]]:
 def _arm(name: str, stats: dict[str, Any] | None, env: str, paper: float | None, detail: str = "") -> Arm | None:
     if not stats or not stats.get("episodes"):
         return None
-    return Arm(name, round(stats["success_rate"] * stats["episodes"]), stats["episodes"], env, paper, detail)
+    outcomes = stats.get("outcomes")
+    outcomes = outcomes if isinstance(outcomes, dict) and len(outcomes) == stats["episodes"] else None
+    successes = round(stats["success_rate"] * stats["episodes"])
+    return Arm(name, successes, stats["episodes"], env, paper, detail, outcomes)
 
 
 def _paper_values(finding: dict[str, Any], key: str = "paper") -> dict[str, float | None]:
@@ -150,11 +156,17 @@ def _transfer(summary: dict[str, Any], finding: dict[str, Any]) -> list[Group]:
     return [g] if len(g.arms) > 1 else []
 
 
-def difference(a: Arm, b: Arm) -> tuple[float, float, float]:
-    """a's success minus b's, with a 95% Agresti-Caffo interval for two independent proportions."""
-    from agentenv.rollout import difference_interval
+def difference(a: Arm, b: Arm) -> tuple[float, float, float, bool]:
+    """a's success minus b's with a 95% interval, and whether it is paired: over the same test tasks (both arms'
+    outcomes known, on the same tasks and seeds), paired task by task (Agresti-Min, only the tasks that one arm solved
+    and the other did not decide); else an Agresti-Caffo interval for two independent proportions."""
+    from agentenv.rollout import difference_interval, paired_difference_interval
 
-    return difference_interval(a.successes, a.episodes, b.successes, b.episodes)
+    if a.outcomes is not None and b.outcomes is not None and a.outcomes.keys() == b.outcomes.keys():
+        tasks = sorted(a.outcomes)
+        paired = paired_difference_interval([a.outcomes[t] for t in tasks], [b.outcomes[t] for t in tasks])
+        return paired["difference"], paired["low"], paired["high"], True
+    return (*difference_interval(a.successes, a.episodes, b.successes, b.episodes), False)
 
 
 def compare(group: Group) -> list[dict[str, Any]]:
@@ -171,14 +183,15 @@ def compare(group: Group) -> list[dict[str, Any]]:
 
 
 def _pair(group: Group, a: str, b: str, expected: str) -> dict[str, Any]:
-    diff, low, high = difference(group.arms[a], group.arms[b])
+    diff, low, high, paired = difference(group.arms[a], group.arms[b])
     if expected == ">":
         outcome = ("holds" if low > 0 else "opposite" if high < 0 else
                    "same direction, within noise" if diff > 0 else "no difference" if diff == 0 else
                    "reversed, within noise")  # fmt: skip
     else:
         outcome = "holds" if low <= 0 <= high else "differs"
-    return {"a": a, "b": b, "expected": expected, "diff": diff, "ci_low": low, "ci_high": high, "outcome": outcome}
+    return {"a": a, "b": b, "expected": expected, "diff": diff, "ci_low": low, "ci_high": high, "paired": paired,
+            "outcome": outcome}  # fmt: skip
 
 
 def verdict(pairs: list[dict[str, Any]]) -> tuple[str, str]:
@@ -215,7 +228,8 @@ def build_report(run_dir: str | Path, data: dict[str, Any] | None = None) -> dic
         pairs = [dict(p, within=g.within) for g in groups for p in compare(g)]
         v, why = verdict(pairs)
         seeds = sorted({c["seed"] for c in summary["cells"]})
-        arms = [dict(vars(a), within=g.within, rate=a.rate, ci=a.interval()) for g in groups for a in g.arms.values()]
+        arms = [dict({k: v for k, v in vars(a).items() if k != "outcomes"}, within=g.within, rate=a.rate,
+                     ci=a.interval()) for g in groups for a in g.arms.values()]  # fmt: skip
         out.append({**entry, "verdict": v, "why": why, "grid": summary["name"], "grid_path": summary.get("path"),
                     "model": summary["model"], "envs": summary["envs"], "seeds": seeds, "arms": arms,
                     "pairs": pairs, "failed": len(summary.get("failed", []))})  # fmt: skip

@@ -24,8 +24,9 @@ def _ours(arm: dict[str, Any]) -> str:
 
 def _pair_text(p: dict[str, Any]) -> str:
     expected = f"{p['a']} {p['expected']} {p['b']}"
+    how = " paired by task" if p.get("paired") else ""
     return (f"{expected}: ours {100 * p['diff']:+.1f} points [{100 * p['ci_low']:+.0f}, {100 * p['ci_high']:+.0f}]"
-            f" — {p['outcome']}")  # fmt: skip
+            f"{how} — {p['outcome']}")  # fmt: skip
 
 
 def finding_markdown(f: dict[str, Any]) -> list[str]:

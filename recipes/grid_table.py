@@ -40,20 +40,25 @@ def mean_ci(values: list[float]) -> dict[str, Any] | None:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": len(values), "values": values}
 
 
-def pool(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+def pool(summaries: list[dict[str, Any] | None], seeds: list[int] | None = None) -> dict[str, Any] | None:
     """One success rate over the test episodes of several seeds, with its 95% Wilson interval, and the per-seed
-    rates with their mean and t interval."""
+    rates with their mean and t interval. With ``seeds`` (one per summary) and every summary holding its tasks'
+    ``outcomes``, also ``outcomes``: ``"<seed>/<task>"`` -> solved, what a paired comparison of two rows reads."""
     from agentenv.rollout import wilson_interval
 
-    summaries = [s for s in summaries if s and s.get("episodes")]
-    if not summaries:
+    tagged = [(seed, s) for seed, s in zip(seeds or [None] * len(summaries), summaries, strict=True)
+              if s and s.get("episodes")]  # fmt: skip
+    if not tagged:
         return None
-    n = sum(s["episodes"] for s in summaries)
-    successes = round(sum(s["success_rate"] * s["episodes"] for s in summaries))
+    n = sum(s["episodes"] for _, s in tagged)
+    successes = round(sum(s["success_rate"] * s["episodes"] for _, s in tagged))
     low, high = wilson_interval(successes, n)
-    per_seed = [s["success_rate"] for s in summaries]
-    return {"success_rate": successes / n, "success_ci_low": low, "success_ci_high": high, "episodes": n,
-            "per_seed": per_seed, "over_seeds": mean_ci(per_seed)}  # fmt: skip
+    per_seed = [s["success_rate"] for _, s in tagged]
+    pooled = {"success_rate": successes / n, "success_ci_low": low, "success_ci_high": high, "episodes": n,
+              "per_seed": per_seed, "over_seeds": mean_ci(per_seed)}  # fmt: skip
+    if seeds is not None and all(isinstance(s.get("outcomes"), dict) for _, s in tagged):
+        pooled["outcomes"] = {f"{seed}/{task}": ok for seed, s in tagged for task, ok in s["outcomes"].items()}
+    return pooled
 
 
 def _labels(recipe: Any, stage: str) -> dict[str, str]:
@@ -111,7 +116,9 @@ def summarize_grid(grid: GridConfig, plan: Plan, records: list[dict[str, Any]]) 
         if grid.is_budget:
             row["cost"] = (first["sft_demos"] or 0) * grid.sft_cost + (first["rl_episodes"] or 0)
         for key in ("after", "after_sft", "before"):
-            row[key if key != "after" else "success"] = {env: pool([r[key].get(env) for r in mine]) for env in envs}
+            seeds = [r["seed"] for r in mine]
+            row[key if key != "after" else "success"] = {env: pool([r[key].get(env) for r in mine], seeds)
+                                                         for env in envs}  # fmt: skip
         row["gain"] = {env: _gain(mine, env, "before") for env in envs}
         row["rl_gain"] = {env: _gain(mine, env, "after_sft") for env in envs}
         rows.append(row)

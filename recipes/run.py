@@ -345,7 +345,9 @@ class RecipeRun:
         summary, trajectories = evaluate(self.recipe, self.model, self.tokenizer, self.chat_format, env_id, label,
                                          self.progress, self.accelerator)  # fmt: skip
         summary["env_id"] = env_id
-        self.results["evaluations"][label] = summary
+        # each test task's outcome, so that two runs evaluated on the same tasks compare paired (agentenv report)
+        outcomes = {str(t.seed): bool(t.success) for t in trajectories}
+        self.results["evaluations"][label] = {**summary, "outcomes": outcomes}
         self.results["seconds"][f"eval {label}"] = time.perf_counter() - t0
         if self.main:
             write_jsonl(trajectories, self.out / "eval" / f"{label.replace(' ', '_').replace('/', '_')}.jsonl")

@@ -52,8 +52,8 @@ def _group(order, **arms):
 
 def test_pairs_and_verdicts_by_hand():
     a, b = Arm("a", 30, 40, "e"), Arm("b", 10, 40, "e")
-    diff, low, high = difference(a, b)
-    assert diff == pytest.approx(0.5)
+    diff, low, high, paired = difference(a, b)
+    assert diff == pytest.approx(0.5) and not paired
     # Agresti-Caffo: (31/42, 11/42); half-width 1.96 * sqrt(.7381*.2619/42 + .2619*.7381/42) = 0.1882
     assert high - diff == pytest.approx(0.1882, abs=1e-3) and low > 0
 
@@ -76,6 +76,24 @@ def test_pairs_and_verdicts_by_hand():
     )
     assert [p["outcome"] for p in tie_broken] == ["differs", "holds", "same direction, within noise"]
     assert verdict(tie_broken)[0] == "not at this scale"  # a broken tie is not a reproduction
+
+
+def test_arms_with_outcomes_on_the_same_tasks_compare_paired():
+    tasks = [f"0/{t}" for t in range(32)]
+    # b solves tasks 0-15; a solves the same 16 and 5 more: as independent proportions 21/32 vs 16/32 is noise.
+    a = Arm("a", 21, 32, "e", outcomes={t: i < 21 for i, t in enumerate(tasks)})
+    b = Arm("b", 16, 32, "e", outcomes={t: i < 16 for i, t in enumerate(tasks)})
+    unpaired = compare(_group([["a"], ["b"]], a=(21, 32), b=(16, 32)))[0]
+    assert unpaired["outcome"] == "same direction, within noise" and not unpaired["paired"]
+    pair = compare(Group("all", [["a"], ["b"]], {"a": a, "b": b}))[0]
+    assert pair["paired"] and pair["outcome"] == "holds" and pair["diff"] == pytest.approx(5 / 32)
+    # the same rates with a different task solved by each: no paired evidence of more than noise
+    swapped = Arm("a", 21, 32, "e", outcomes={t: i >= 11 for i, t in enumerate(tasks)})
+    mixed = compare(Group("all", [["a"], ["b"]], {"a": swapped, "b": b}))[0]
+    assert mixed["paired"] and mixed["outcome"] == "same direction, within noise"
+    # other tasks (another seed): compared as independent proportions
+    elsewhere = Arm("a", 21, 32, "e", outcomes={f"1/{i}": i < 21 for i in range(32)})
+    assert not compare(Group("all", [["a"], ["b"]], {"a": elsewhere, "b": b}))[0]["paired"]
 
 
 def test_arm_names():
@@ -118,6 +136,10 @@ def test_report_sets_a_real_grid_beside_the_paper(tmp_path):
     grid_json = json.loads((tmp_path / "runs" / "alg" / "grid.json").read_text())
     rates = {r["point"]["rl.algorithm"]: r["success"]["AgentEnv/KeyDoor-v0"]["success_rate"] for r in grid_json["rows"]}
     assert {a["name"]: a["rate"] for a in alg["arms"]} == rates  # the report reads the grid's own numbers
+    # every cell played the same 4 test tasks, so the rows carry each task's outcome and the pairs compare paired
+    outcomes = [r["success"]["AgentEnv/KeyDoor-v0"]["outcomes"] for r in grid_json["rows"]]
+    assert [sorted(o) for o in outcomes] == [["0/0", "0/1", "0/2", "0/3"]] * 2
+    assert alg["pairs"] and all(p["paired"] for p in alg["pairs"])
     assert [(p["a"], p["expected"], p["b"]) for p in alg["pairs"]] == [("ppo", ">", "grpo")]
     assert all(by_name[n]["verdict"] == "not run" for n in FINDINGS if n != "algorithms")
     text = (tmp_path / "runs" / "report.md").read_text()

@@ -194,6 +194,29 @@ def test_difference_interval_finds_a_rise_that_overlapping_wilson_intervals_hide
     assert math.isnan(difference_interval(1, 2, 0, 0)[0])
 
 
+def test_paired_difference_interval_resolves_a_rise_on_the_same_games_that_the_unpaired_one_cannot():
+    from agentenv.rollout import difference_interval, paired_difference_interval
+
+    # 256 games, each played before and after: 192 won both times, 45 lost both times, 15 gained, 4 lost.
+    before = [True] * 192 + [False] * 45 + [False] * 15 + [True] * 4
+    after = [True] * 192 + [False] * 45 + [True] * 15 + [False] * 4
+    assert difference_interval(sum(after), 256, sum(before), 256)[1] < 0  # as independent samples: not resolved
+    paired = paired_difference_interval(after, before)
+    assert (paired["n"], paired["gained"], paired["lost"]) == (256, 15, 4)
+    assert math.isclose(paired["difference"], 11 / 256)
+    g, lo = 15.5 / 258, 4.5 / 258  # Agresti-Min: 0.5 added to each cell
+    assert math.isclose(paired["high"] - paired["low"], 2 * 1.96 * math.sqrt((g + lo - (g - lo) ** 2) / 258))
+    assert 0.005 < paired["low"] < 0.015 and 0.07 < paired["high"] < 0.08
+    # McNemar's exact test: P(X <= 4) for X ~ Binomial(19, 1/2), both tails.
+    assert math.isclose(paired["p"], 2 * (1 + 19 + 171 + 969 + 3876) / 2**19)
+    back = paired_difference_interval(before, after)  # swapped: the same interval, negated, the same p
+    assert math.isclose(back["low"], -paired["high"]) and math.isclose(back["p"], paired["p"])
+    same = paired_difference_interval(before, before)  # no discordant pair: no evidence either way
+    assert same["difference"] == 0 and same["p"] == 1.0 and same["low"] < 0 < same["high"]
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_difference_interval(after, before[:-1])
+
+
 def test_eval_command_runs_a_local_model_and_writes_trajectories_and_html(tiny, tmp_path):
     from typer.testing import CliRunner
 
