@@ -42,8 +42,22 @@ def main() -> None:
                         "writes illegal moves, three a game)")  # fmt: skip
     parser.add_argument("--result", default="selfplay_nim", help="name of the JSON under benchmarks/results/")
     parser.add_argument("-s", "--set", action="append", default=[], help="recipe override, e.g. rl.lr=2e-5")
+    parser.add_argument(
+        "--reevaluate",
+        metavar="RUN",
+        help="train nothing: play a finished run's SFT checkpoint "
+        "and final weights against the random player again: --games games from --first-seed",
+    )
+    parser.add_argument("--first-seed", type=int, default=None, help="with --reevaluate: the first game seed "
+                        "(default: the run's own evaluation seeds)")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.reevaluate:
+        report = reevaluate(Path(args.reevaluate), args.games or 256, args.first_seed, args.threads)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{args.result}.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in report.items() if k != "moves"}, indent=1))
+        return
 
     from rich.console import Console
 
@@ -65,6 +79,7 @@ def main() -> None:
     rl = [json.loads(line) for line in (Path(args.out) / "metrics.jsonl").read_text().splitlines()]
     rl = [row for row in rl if row.get("stage") == "rl"]
     report = summarize(recipe, results, rl, seconds, args.threads)
+    report["rise_vs_random_paired"] = paired_rise(Path(args.out) / "eval", "after_SFT_vs_random", "after_vs_random")
     report["moves"] = {path.stem: move_quality(path) for path in sorted((Path(args.out) / "eval").glob("*.jsonl"))}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.result}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -101,6 +116,88 @@ def summarize(recipe, results: dict, rl: list[dict], seconds: float, threads: in
         "elo": results.get("elo", {}),
         "seconds": {**results.get("seconds", {}), "benchmark total": seconds},
     }
+
+
+def reevaluate(run: Path, games: int, first_seed: int | None, threads: int) -> dict:
+    """Play ``run``'s SFT checkpoint (``checkpoints/sft``: the weights RL started from) and its final weights against
+    the random player on ``games`` games from ``first_seed`` (default: the run's own evaluation seeds, whose games
+    the new ones must then repeat), as the run's evaluations did (greedy, the same context, seats alternating);
+    write them to ``run/reevaluate-<first seed>/`` and compare the two on the same games, paired and unpaired."""
+    import agentenv
+    from agentenv.multi_rollout import ScriptedSeat, evaluate_games
+    from agentenv.policies import Sampling, build_policy
+    from agentenv.recipes.selfplay import EVAL_SEED
+    from agentenv.rollout import difference_interval
+
+    recipe = json.loads((run / "recipe.json").read_text())
+    e, first_seed = recipe["eval"], EVAL_SEED if first_seed is None else first_seed
+    folder = run / f"reevaluate-{first_seed}"
+    folder.mkdir(exist_ok=True)
+    report: dict = {"run": str(run), "games": games, "first_seed": first_seed, "evaluations": {}, "seconds": {}}
+    for stage, weights in (("after_SFT", run / "checkpoints" / "sft"), ("after", run / "final")):
+        started = time.perf_counter()
+        sampling = Sampling(e["max_new_tokens"], e["temperature"], seed=recipe["seed"])
+        policy = build_policy(f"model:{weights}", sampling=sampling, batch_size=e["num_envs"], threads=threads)
+        policy.name = "model"  # the seat's name in the records, as in the run's own evaluations
+        envs = [agentenv.make_multi(recipe["env"]["id"], **recipe["env"]["kwargs"]) for _ in range(e["num_envs"])]
+        evaluation = evaluate_games(envs, policy, ScriptedSeat("random", seed=1), games, seed=first_seed,
+                                    name="model", opponent_name="random", env_id=recipe["env"]["id"],
+                                    max_context_tokens=recipe["rl"]["max_context_tokens"])  # fmt: skip
+        path = folder / f"{stage}_vs_random.jsonl"
+        path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in evaluation.records))
+        report["evaluations"][stage] = {k: v for k, v in evaluation.summary().items() if k not in ("policy",)}
+        report["seconds"][stage] = time.perf_counter() - started
+    before, after = report["evaluations"]["after_SFT"], report["evaluations"]["after"]
+    _, low, high = difference_interval(after["wins"], after["games"], before["wins"], before["games"])
+    report["rise_vs_random"] = {"win_rate_change": after["win_rate"] - before["win_rate"], "difference_ci": [low, high],
+                                "significant": low > 0}  # fmt: skip
+    report["rise_vs_random_paired"] = paired_rise(folder, "after_SFT_vs_random", "after_vs_random")
+    own = run / "eval" / "after_vs_random.jsonl"
+    report["rise_vs_random_paired_new_games"] = paired_rise(folder, "after_SFT_vs_random", "after_vs_random", own)
+    report["repeats_the_run"] = {stage: same_games(run / "eval", folder, f"{stage}_vs_random") for stage in
+                                 ("after_SFT", "after")}  # fmt: skip
+    report["moves"] = {path.stem: move_quality(path) for path in sorted(folder.glob("*.jsonl"))}
+    return report
+
+
+def same_games(run_eval: Path, again: Path, name: str) -> dict:
+    """How many games the run's own evaluation and a re-evaluation both played (the same seed and seat) and in how
+    many of them the model won or lost alike: a check that the saved weights are the ones the run measured."""
+    if not (run_eval / f"{name}.jsonl").exists():
+        return {"shared_games": 0}
+    first, second = model_wins(run_eval / f"{name}.jsonl"), model_wins(again / f"{name}.jsonl")
+    shared = set(first) & set(second)
+    return {"shared_games": len(shared), "same_outcome": sum(first[g] == second[g] for g in shared)}
+
+
+def model_wins(path: Path) -> dict[tuple[int, str], bool]:
+    """The games of one evaluation (``eval/*.jsonl``) by (game seed, the model's seat): whether the model won (its
+    payoff above the other seat's, as :meth:`GameRecord.score` counts a win). Failed games are left out."""
+    wins = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["error"]:
+            continue
+        seat = next(agent for agent, name in record["seats"].items() if not name.startswith("scripted:"))
+        payoff = {a: record["outcomes"].get(a, record["returns"].get(a, 0.0)) for a in record["seats"]}
+        wins[(record["seed"], seat)] = payoff[seat] > max(v for a, v in payoff.items() if a != seat)
+    return wins
+
+
+def paired_rise(folder: Path, before: str, after: str, leave_out: Path | None = None) -> dict | None:
+    """The rise from ``before`` to ``after`` (two evaluations in ``folder``) on the games both played: every game
+    seed is played from the same seat by both, against a random player whose moves depend only on the seed, seat and
+    turn, so the two evaluations are paired game by game and only the games that changed outcome decide
+    (:func:`agentenv.rollout.paired_difference_interval`). ``leave_out``: an evaluation whose games are not counted
+    (the run's own, so that a re-evaluation's verdict rests on new games only)."""
+    from agentenv.rollout import paired_difference_interval
+
+    if not (folder / f"{before}.jsonl").exists() or not (folder / f"{after}.jsonl").exists():
+        return None
+    a, b = model_wins(folder / f"{after}.jsonl"), model_wins(folder / f"{before}.jsonl")
+    games = sorted(set(a) & set(b) - (set(model_wins(leave_out)) if leave_out and leave_out.exists() else set()))
+    paired = paired_difference_interval([a[g] for g in games], [b[g] for g in games])
+    return {"baseline": before, "after": after, **paired, "significant": paired["low"] > 0}
 
 
 HEAPS = re.compile(r"Heaps: ((?:heap \d+: \d+(?:, )?)+)")
@@ -152,6 +249,11 @@ def print_table(report: dict) -> None:
         low, high = rise["difference_ci"]
         print(f"after RL vs random against the baseline ({rise['baseline']}): {rise['win_rate_change']:+.3f} "
               f"[{low:+.3f}, {high:+.3f}], {ratio}, significant: {rise['significant']}")  # fmt: skip
+    paired = report.get("rise_vs_random_paired")
+    if paired:
+        print(f"the same games, paired: {paired['gained']} lost before and won after, {paired['lost']} the reverse, "
+              f"of {paired['n']}: {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], "
+              f"McNemar p {paired['p']:.3g}, significant: {paired['significant']}")  # fmt: skip
     for label, m in report.get("moves", {}).items():
         rate = m["winning_move_rate"]
         print(
