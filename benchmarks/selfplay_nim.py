@@ -9,11 +9,16 @@ in its training games each iteration; an Elo table over every player; the second
 
 For scale: the random player wins half its games against itself (seats alternate), and the expert (Bouton's
 strategy) wins every game it can against any player. A rise is "measurable" when the 95% interval of the difference
-(after RL minus after SFT, Agresti-Caffo, as in ``agentenv report``) lies above 0 (``significant``); whether the two
-Wilson intervals are disjoint, a far stricter check, is reported as well.
+(after RL minus after SFT) lies above 0. The two evaluations play the same game seeds from the same seats against a
+random player whose moves depend only on the seed, seat and turn, so they are paired game by game:
+``rise_vs_random_paired`` (Agresti-Min interval, McNemar's exact p) is the test; ``rise_vs_random`` treats them as
+independent samples (Agresti-Caffo), and whether the two Wilson intervals are disjoint is reported as well.
+``--reevaluate RUN`` trains nothing: it plays a finished run's SFT checkpoint and final weights again on ``--games``
+games (those the run played first, which must replay alike, then new ones) and tests the rise on the new games alone.
 
 Usage: python benchmarks/selfplay_nim.py [--threads 1] [--iterations 8] [--games 64] [--before]
        [--out runs/selfplay-nim-bench] [--result selfplay_nim] [-s section.field=value ...]
+       python benchmarks/selfplay_nim.py --reevaluate runs/selfplay-nim-bench --games 768 [--first-seed N]
        (writes benchmarks/results/<result>.json)
 """
 
