@@ -95,9 +95,21 @@ def cell_record(plan: Plan, cell: Cell, done: dict[Path, Any], failed: dict[Path
 
 
 def _gain(records: list[dict[str, Any]], env: str, start: str) -> dict[str, Any] | None:
-    pairs = [r["after"][env]["success_rate"] - r[start][env]["success_rate"]
-             for r in records if env in r["after"] and env in r[start]]  # fmt: skip
-    return mean_ci(pairs)
+    """The gain of ``after`` over ``start`` in success on ``env``: mean over seeds with a t interval and, when the
+    evaluations recorded each task's outcome, ``paired``: the test tasks of every seed compared one by one
+    (:func:`agentenv.rollout.paired_difference_interval`), an interval even for one seed."""
+    from agentenv.rollout import paired_difference_interval
+
+    measured = [r for r in records if env in r["after"] and env in r[start]]
+    gain = mean_ci([r["after"][env]["success_rate"] - r[start][env]["success_rate"] for r in measured])
+    after, before = {}, {}
+    for r in measured:
+        for mine, theirs in ((after, r["after"][env]), (before, r[start][env])):
+            mine.update({f"{r['seed']}/{task}": ok for task, ok in (theirs.get("outcomes") or {}).items()})
+    if gain is not None and after and after.keys() == before.keys():
+        tasks = sorted(after)
+        gain["paired"] = paired_difference_interval([after[t] for t in tasks], [before[t] for t in tasks])
+    return gain
 
 
 def summarize_grid(grid: GridConfig, plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -146,10 +158,14 @@ def _ci(s: dict[str, Any] | None) -> str:
 
 
 def _points(g: dict[str, Any] | None) -> str:
+    """A gain in points: with its t interval over seeds, else (one seed) its paired interval over the test tasks."""
     if not g:
         return "-"
     text = f"{100 * g['mean']:+.1f}"
-    return text + (f" [{100 * g['ci_low']:+.0f}, {100 * g['ci_high']:+.0f}]" if g["ci_low"] is not None else "")
+    if g["ci_low"] is not None:
+        return text + f" [{100 * g['ci_low']:+.0f}, {100 * g['ci_high']:+.0f}]"
+    paired = g.get("paired")
+    return text + (f" [{100 * paired['low']:+.0f}, {100 * paired['high']:+.0f}] paired" if paired else "")
 
 
 def point_columns(summary: dict[str, Any]) -> list[str]:
@@ -203,7 +219,8 @@ def grid_markdown(summary: dict[str, Any]) -> str:
     lines += [
         f"Model {summary['model']}; seeds {seeds}. Success on the first {summary['eval_episodes']} held-out test "
         f"tasks of each env, pooled over seeds with a 95% Wilson interval; gains in points, mean over seeds (95% t "
-        f"interval with two or more seeds); in-domain: {summary['envs'][0] if summary['envs'] else '-'}.",
+        f"interval with two or more seeds; with one, a 95% interval paired task by task where the tasks' outcomes "
+        f"were recorded); in-domain: {summary['envs'][0] if summary['envs'] else '-'}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",

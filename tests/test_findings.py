@@ -140,6 +140,10 @@ def test_report_sets_a_real_grid_beside_the_paper(tmp_path):
     outcomes = [r["success"]["AgentEnv/KeyDoor-v0"]["outcomes"] for r in grid_json["rows"]]
     assert [sorted(o) for o in outcomes] == [["0/0", "0/1", "0/2", "0/3"]] * 2
     assert alg["pairs"] and all(p["paired"] for p in alg["pairs"])
+    for row in grid_json["rows"]:  # RL's gain over the shared SFT start, paired over the same 4 tasks
+        paired = row["rl_gain"]["AgentEnv/KeyDoor-v0"]["paired"]
+        assert paired["n"] == 4 and paired["difference"] == pytest.approx(row["rl_gain"]["AgentEnv/KeyDoor-v0"]["mean"])
+    assert "paired |" in (tmp_path / "runs" / "alg" / "grid.md").read_text()
     assert [(p["a"], p["expected"], p["b"]) for p in alg["pairs"]] == [("ppo", ">", "grpo")]
     assert all(by_name[n]["verdict"] == "not run" for n in FINDINGS if n != "algorithms")
     text = (tmp_path / "runs" / "report.md").read_text()
