@@ -5,7 +5,9 @@ Evaluations play ``eval.episodes`` games against each of ``selfplay.eval_opponen
 seeds from :data:`EVAL_SEED` (training draws from ``0..rl.train_tasks-1``); each is recorded as ``<stage> vs
 <opponent>`` with win / draw / loss rates and 95% Wilson intervals, and, so that the report and the summary lines of
 single-agent runs read it alike, ``success_rate`` (a win) with its interval, ``episodes`` (games),
-``mean_return`` (the mean outcome) and ``mean_turns`` (the policy's own turns a game).
+``mean_return`` (the mean outcome) and ``mean_turns`` (the policy's own turns a game); ``outcomes`` holds each
+game's win by ``"<seed>/<seat>"``, and ``results["rises"]`` RL's change in win rate over the SFT start against each
+opponent, paired game by game.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def record_evaluation(run: Any, label: str, evaluation: Any, seconds: float) -> 
     summary.update(env_id=run.recipe.env.id, episodes=summary["games"], mean_return=summary["mean_outcome"],
                    success_rate=summary["win_rate"], success_ci_low=summary["win_ci_low"],
                    success_ci_high=summary["win_ci_high"])  # fmt: skip
-    run.results["evaluations"][label] = summary
+    outcomes = {f"{r.seed}/{seat}": r.score(seat) == 1.0 for r, seat in zip(evaluation.records,
+                evaluation.policy_seats, strict=True) if not r.error}  # fmt: skip
+    run.results["evaluations"][label] = {**summary, "outcomes": outcomes}  # won, by game seed and the policy's seat
     run.results.setdefault("game_results", {})[label] = evaluation.results()
     run.results["seconds"][f"eval {label}"] = seconds
     if run.main:
@@ -72,7 +76,29 @@ def record_evaluation(run: Any, label: str, evaluation: Any, seconds: float) -> 
     run.say(f"  {label}: win {summary['win_rate']:.1%} [{summary['win_ci_low']:.0%}, {summary['win_ci_high']:.0%}]"
             f", draw {summary['draw_rate']:.1%}, loss {summary['loss_rate']:.1%} in {summary['games']} games, "
             f"invalid turns {summary['invalid_rate']:.0%}")  # fmt: skip
+    record_rise(run, label)
     run.save_results()
+
+
+def record_rise(run: Any, label: str) -> None:
+    """After RL's evaluation against an opponent, its change in win rate over the after-SFT one, paired game by game:
+    both play the same game seeds from the same seats, and a scripted opponent's moves depend only on the seed, seat
+    and turn, so only the games whose outcome changed decide (``results["rises"][opponent]``)."""
+    from agentenv.rollout import paired_difference_interval
+
+    stage, _, opponent = label.partition(" vs ")
+    evaluations = run.results["evaluations"]
+    if stage != "after" or f"after SFT vs {opponent}" not in evaluations:
+        return
+    after, before = evaluations[label]["outcomes"], evaluations[f"after SFT vs {opponent}"].get("outcomes") or {}
+    games = sorted(set(after) & set(before))
+    if not games:
+        return
+    rise = paired_difference_interval([after[g] for g in games], [before[g] for g in games])
+    run.results.setdefault("rises", {})[opponent] = rise
+    run.say(f"  win rate against {opponent}, after RL minus after SFT on the same {rise['n']} games: "
+            f"{rise['difference']:+.1%} [{rise['low']:+.1%}, {rise['high']:+.1%}] ({rise['gained']} games won that "
+            f"were lost, {rise['lost']} the reverse; McNemar p {rise['p']:.2g})")  # fmt: skip
 
 
 def demonstrations(recipe: Any) -> list[list[dict[str, Any]]]:

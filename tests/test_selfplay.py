@@ -136,6 +136,19 @@ def test_a_selfplay_recipe_runs_two_iterations_end_to_end(tmp_path):
         summary = results["evaluations"][label]
         assert summary["games"] + summary["errors"] == 4
         assert summary["win_ci_low"] <= summary["win_rate"] <= summary["win_ci_high"]
+        assert sum(summary["outcomes"].values()) == summary["wins"] and len(summary["outcomes"]) == summary["games"]
+    # the same game seeds and seats in every evaluation: RL's rise over SFT is paired game by game
+    assert set(results["evaluations"]["after vs random"]["outcomes"]) == {
+        "1000000/player_0",
+        "1000000/player_1",
+        "1000001/player_0",
+        "1000001/player_1",
+    }
+    for opponent in ("random", "expert"):
+        after, before = (results["evaluations"][f"{s} vs {opponent}"] for s in ("after", "after SFT"))
+        rise = results["rises"][opponent]
+        assert rise["n"] == 4 and rise["low"] <= rise["difference"] <= rise["high"]
+        assert rise["difference"] == pytest.approx((after["wins"] - before["wins"]) / 4)
     assert {"after", "iteration 0", "iteration 1", "random", "expert"} <= set(results["elo"])
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["elo"] == pytest.approx(results["elo"])
