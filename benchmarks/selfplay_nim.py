@@ -178,14 +178,15 @@ def same_games(run_eval: Path, again: Path, name: str) -> dict:
 def model_wins(path: Path) -> dict[tuple[int, str], bool]:
     """The games of one evaluation (``eval/*.jsonl``) by (game seed, the model's seat): whether the model won (its
     payoff above the other seat's, as :meth:`GameRecord.score` counts a win). Failed games are left out."""
+    from agentenv.multi_rollout import GameRecord
+
     wins = {}
     for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record["error"]:
+        record = GameRecord(**{k: v for k, v in json.loads(line).items() if k != "trajectories"})
+        if record.error:
             continue
-        seat = next(agent for agent, name in record["seats"].items() if not name.startswith("scripted:"))
-        payoff = {a: record["outcomes"].get(a, record["returns"].get(a, 0.0)) for a in record["seats"]}
-        wins[(record["seed"], seat)] = payoff[seat] > max(v for a, v in payoff.items() if a != seat)
+        seat = next(agent for agent, name in record.seats.items() if not name.startswith("scripted:"))
+        wins[(record.seed, seat)] = record.score(seat) == 1.0
     return wins
 
 
