@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -528,6 +528,13 @@ def paired_difference_interval(
     tail = sum(math.comb(discordant, k) for k in range(min(gained, lost) + 1)) / 2**discordant
     return {"n": n, "gained": gained, "lost": lost, "difference": (gained - lost) / n if n else math.nan,
             "low": centre - half, "high": centre + half, "p": min(1.0, 2 * tail)}  # fmt: skip
+
+
+def paired_by_task(after: Mapping[Any, bool], before: Mapping[Any, bool]) -> dict[str, float | int] | None:
+    """:func:`paired_difference_interval` over the tasks both ``after`` and ``before`` (task -> solved) hold, in
+    sorted order; None when they share none."""
+    tasks = sorted(set(after) & set(before))
+    return paired_difference_interval([after[t] for t in tasks], [before[t] for t in tasks]) if tasks else None
 
 
 def write_html(episodes: Iterable[Episode], path: str | Path, title: str = "AgentEnv episodes") -> int:

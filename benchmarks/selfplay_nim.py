@@ -196,13 +196,15 @@ def paired_rise(folder: Path, before: str, after: str, leave_out: Path | None = 
     turn, so the two evaluations are paired game by game and only the games that changed outcome decide
     (:func:`agentenv.rollout.paired_difference_interval`). ``leave_out``: an evaluation whose games are not counted
     (the run's own, so that a re-evaluation's verdict rests on new games only)."""
-    from agentenv.rollout import paired_difference_interval
+    from agentenv.rollout import paired_by_task
 
     if not (folder / f"{before}.jsonl").exists() or not (folder / f"{after}.jsonl").exists():
         return None
     a, b = model_wins(folder / f"{after}.jsonl"), model_wins(folder / f"{before}.jsonl")
-    games = sorted(set(a) & set(b) - (set(model_wins(leave_out)) if leave_out and leave_out.exists() else set()))
-    paired = paired_difference_interval([a[g] for g in games], [b[g] for g in games])
+    if leave_out and leave_out.exists():
+        played = model_wins(leave_out)
+        a = {game: won for game, won in a.items() if game not in played}
+    paired = paired_by_task(a, b)
     return {"baseline": before, "after": after, **paired, "significant": paired["low"] > 0}
 
 

@@ -160,12 +160,12 @@ def difference(a: Arm, b: Arm) -> tuple[float, float, float, bool]:
     """a's success minus b's with a 95% interval, and whether it is paired: over the same test tasks (both arms'
     outcomes known, on the same tasks and seeds), paired task by task (Agresti-Min, only the tasks that one arm solved
     and the other did not decide); else an Agresti-Caffo interval for two independent proportions."""
-    from agentenv.rollout import difference_interval, paired_difference_interval
+    from agentenv.rollout import difference_interval, paired_by_task
 
     if a.outcomes is not None and b.outcomes is not None and a.outcomes.keys() == b.outcomes.keys():
-        tasks = sorted(a.outcomes)
-        paired = paired_difference_interval([a.outcomes[t] for t in tasks], [b.outcomes[t] for t in tasks])
-        return paired["difference"], paired["low"], paired["high"], True
+        paired = paired_by_task(a.outcomes, b.outcomes)
+        if paired is not None:
+            return paired["difference"], paired["low"], paired["high"], True
     return (*difference_interval(a.successes, a.episodes, b.successes, b.episodes), False)
 
 

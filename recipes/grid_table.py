@@ -98,7 +98,7 @@ def _gain(records: list[dict[str, Any]], env: str, start: str) -> dict[str, Any]
     """The gain of ``after`` over ``start`` in success on ``env``: mean over seeds with a t interval and, when the
     evaluations recorded each task's outcome, ``paired``: the test tasks of every seed compared one by one
     (:func:`agentenv.rollout.paired_difference_interval`), an interval even for one seed."""
-    from agentenv.rollout import paired_difference_interval
+    from agentenv.rollout import paired_by_task
 
     measured = [r for r in records if env in r["after"] and env in r[start]]
     gain = mean_ci([r["after"][env]["success_rate"] - r[start][env]["success_rate"] for r in measured])
@@ -107,8 +107,7 @@ def _gain(records: list[dict[str, Any]], env: str, start: str) -> dict[str, Any]
         for mine, theirs in ((after, r["after"][env]), (before, r[start][env])):
             mine.update({f"{r['seed']}/{task}": ok for task, ok in (theirs.get("outcomes") or {}).items()})
     if gain is not None and after and after.keys() == before.keys():
-        tasks = sorted(after)
-        gain["paired"] = paired_difference_interval([after[t] for t in tasks], [before[t] for t in tasks])
+        gain["paired"] = paired_by_task(after, before)
     return gain
 
 

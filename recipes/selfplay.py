@@ -84,17 +84,16 @@ def record_rise(run: Any, label: str) -> None:
     """After RL's evaluation against an opponent, its change in win rate over the after-SFT one, paired game by game:
     both play the same game seeds from the same seats, and a scripted opponent's moves depend only on the seed, seat
     and turn, so only the games whose outcome changed decide (``results["rises"][opponent]``)."""
-    from agentenv.rollout import paired_difference_interval
+    from agentenv.rollout import paired_by_task
 
     stage, _, opponent = label.partition(" vs ")
     evaluations = run.results["evaluations"]
     if stage != "after" or f"after SFT vs {opponent}" not in evaluations:
         return
     after, before = evaluations[label]["outcomes"], evaluations[f"after SFT vs {opponent}"].get("outcomes") or {}
-    games = sorted(set(after) & set(before))
-    if not games:
+    rise = paired_by_task(after, before)
+    if rise is None:
         return
-    rise = paired_difference_interval([after[g] for g in games], [before[g] for g in games])
     run.results.setdefault("rises", {})[opponent] = rise
     run.say(f"  win rate against {opponent}, after RL minus after SFT on the same {rise['n']} games: "
             f"{rise['difference']:+.1%} [{rise['low']:+.1%}, {rise['high']:+.1%}] ({rise['gained']} games won that "
