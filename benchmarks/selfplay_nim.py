@@ -7,18 +7,23 @@ after the SFT warm start on the expert's moves (the baseline RL starts from, mea
 self-play GRPO, each over ``--games`` games with seats alternating and 95% Wilson intervals; the learner's win rate
 in its training games each iteration; an Elo table over every player; the seconds each stage took.
 
-For scale: the random player wins half its games against itself (seats alternate), and the expert (Bouton's
-strategy) wins every game it can against any player. A rise is "measurable" when the 95% interval of the difference
-(after RL minus after SFT) lies above 0. The two evaluations play the same game seeds from the same seats against a
-random player whose moves depend only on the seed, seat and turn, so they are paired game by game:
+For scale: the random player wins half its games against itself (seats alternate), and the expert (Bouton's strategy)
+wins every game it can against any player; against the random player it wins 85.0% of the games on 2 heaps of 1-3
+(exact: :func:`ceiling_vs_random`), and no player wins more. A rise is "measurable" when the 95% interval of the
+difference (after RL minus after SFT) lies above 0. The two evaluations play the same game seeds from the same seats
+against a random player whose moves depend only on the seed, seat and turn, so they are paired game by game:
 ``rise_vs_random_paired`` (Agresti-Min interval, McNemar's exact p) is the test; ``rise_vs_random`` treats them as
 independent samples (Agresti-Caffo), and whether the two Wilson intervals are disjoint is reported as well.
 ``--reevaluate RUN`` trains nothing: it plays a finished run's SFT checkpoint and final weights again on ``--games``
 games (those the run played first, which must replay alike, then new ones) and tests the rise on the new games alone.
+``--across NAME ...`` trains nothing either: it reads finished runs' results (``benchmarks/results/<NAME>.json``, one a
+training seed) and asks whether the rise holds across seeds: each seed's paired rise, their mean with a t interval
+over seeds, and how many seeds rose or fell beyond noise.
 
 Usage: python benchmarks/selfplay_nim.py [--threads 1] [--iterations 8] [--games 64] [--before]
        [--out runs/selfplay-nim-bench] [--result selfplay_nim] [-s section.field=value ...]
        python benchmarks/selfplay_nim.py --reevaluate runs/selfplay-nim-bench --games 768 [--first-seed N]
+       python benchmarks/selfplay_nim.py --across selfplay_nim_v10 selfplay_nim_v11 ... --result selfplay_nim_seeds
        (writes benchmarks/results/<result>.json)
 """
 
@@ -55,8 +60,16 @@ def main() -> None:
     )
     parser.add_argument("--first-seed", type=int, default=None, help="with --reevaluate: the first game seed "
                         "(default: the run's own evaluation seeds)")  # fmt: skip
+    parser.add_argument("--across", nargs="+", metavar="NAME", help="train nothing: the rise across the training "
+                        "seeds of finished runs (benchmarks/results/NAME.json each)")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.across:
+        report = across_seeds([json.loads((RESULTS / f"{name}.json").read_text()) for name in args.across],
+                              args.across)  # fmt: skip
+        (RESULTS / f"{args.result}.json").write_text(json.dumps(report, indent=1) + "\n")
+        print_across(report)
+        return
     if args.reevaluate:
         report = reevaluate(Path(args.reevaluate), args.games or 256, args.first_seed, args.threads)
         RESULTS.mkdir(exist_ok=True)
@@ -206,6 +219,83 @@ def paired_rise(folder: Path, before: str, after: str, leave_out: Path | None = 
         a = {game: won for game, won in a.items() if game not in played}
     paired = paired_by_task(a, b)
     return {"baseline": before, "after": after, **paired, "significant": paired["low"] > 0}
+
+
+#: Two-sided 95% quantiles of Student's t by degrees of freedom (1..10); more seeds than 11 use the normal 1.96.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def across_seeds(reports: list[dict], names: list[str]) -> dict:
+    """Whether RL's rise against the random player holds across training seeds: one row a run (its seed, the recipe
+    fields it changed from the first run's, the win rates after SFT and after RL and the paired rise on the same
+    games), the mean paired difference over seeds with a 95% t interval (the seeds are the independent samples; the
+    games within a seed are not a second source of independent evidence about the recipe), and how many seeds rose
+    or fell beyond noise on their own. ``robust``: the t interval lies above 0 and no seed fell significantly."""
+    import statistics
+
+    rows = []
+    for name, report in zip(names, reports, strict=True):
+        paired, ev = report.get("rise_vs_random_paired"), report["evaluations"]
+        if not paired:
+            raise SystemExit(f"{name}: no paired rise against the random player (an unfinished or older run)")
+        rows.append({"result": name, "seed": report["recipe"]["seed"], "rl": report["recipe"]["rl"],
+                     "after_SFT": ev["after SFT vs random"]["win_rate"], "after": ev["after vs random"]["win_rate"],
+                     **{k: paired[k] for k in ("n", "gained", "lost", "difference", "low", "high", "p")}})  # fmt: skip
+    changed = sorted({k for r in rows for k, v in r["rl"].items() if v != rows[0]["rl"][k]})
+    if changed:
+        raise SystemExit(f"the runs differ in rl.{', rl.'.join(changed)}: compare seeds of one recipe")
+    diffs = [r["difference"] for r in rows]
+    mean = statistics.fmean(diffs)
+    half = None
+    if len(diffs) > 1:
+        t = T975[len(diffs) - 2] if len(diffs) - 1 <= len(T975) else 1.96
+        half = t * statistics.stdev(diffs) / len(diffs) ** 0.5
+    rose, fell = sum(r["low"] > 0 for r in rows), sum(r["high"] < 0 for r in rows)
+    return {
+        "recipe_rl": rows[0]["rl"],
+        "ceiling_vs_random": ceiling_vs_random(),
+        "seeds": [{k: v for k, v in r.items() if k != "rl"} for r in rows],
+        "mean_difference": mean,
+        "mean_ci": [mean - half, mean + half] if half is not None else None,
+        "seeds_rose": rose,
+        "seeds_fell": fell,
+        "robust": half is not None and mean - half > 0 and fell == 0,
+    }
+
+
+def ceiling_vs_random(heaps: int = 2, max_heap: int = 3) -> float:
+    """The highest win rate any player can reach against the random player (who picks uniformly among the legal
+    moves) in Nim on ``heaps`` heaps of 1..``max_heap`` (uniform starts, seats alternating), by exact dynamic
+    programming over the game tree: the headroom above a model's win rate."""
+    from functools import cache
+    from itertools import product
+
+    def moves(h: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [(*h[:i], h[i] - c, *h[i + 1 :]) for i in range(len(h)) for c in range(1, h[i] + 1)]
+
+    @cache
+    def best(h: tuple[int, ...]) -> float:  # the best player to move: its chance to win (an empty board: lost)
+        return max((1 - chance(m) for m in moves(h)), default=0.0)
+
+    @cache
+    def chance(h: tuple[int, ...]) -> float:  # the random player to move, against the best player
+        options = moves(h)
+        return sum(1 - best(m) for m in options) / len(options) if options else 0.0
+
+    starts = list(product(range(1, max_heap + 1), repeat=heaps))
+    return sum(best(h) + 1 - chance(h) for h in starts) / (2 * len(starts))  # half the games first, half second
+
+
+def print_across(report: dict) -> None:
+    print(f"{'seed':>4}  {'after SFT':>9}  {'after RL':>8}  {'gained':>6}  {'lost':>4}  paired rise [95% CI]    p")
+    for r in report["seeds"]:
+        print(f"{r['seed']:>4}  {r['after_SFT']:>9.3f}  {r['after']:>8.3f}  {r['gained']:>6}  {r['lost']:>4}  "
+              f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]  {r['p']:.3g}")  # fmt: skip
+    ci = report["mean_ci"]
+    ci = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(one seed: no interval)"
+    print(f"mean over {len(report['seeds'])} seeds {report['mean_difference']:+.3f} {ci}; rose beyond noise "
+          f"{report['seeds_rose']}, fell {report['seeds_fell']}; robust: {report['robust']} (no player wins more "
+          f"than {report['ceiling_vs_random']:.3f} against the random one)")  # fmt: skip
 
 
 HEAPS = re.compile(r"Heaps: ((?:heap \d+: \d+(?:, )?)+)")
