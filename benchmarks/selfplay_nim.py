@@ -123,7 +123,7 @@ def summarize(recipe, results: dict, rl: list[dict], seconds: float, threads: in
             "intervals_disjoint": after["win_ci_low"] > baseline["win_ci_high"],
         }
     columns = ("step", "win_rate_all", "win_rate_random", "win_rate_pool", "games_random", "games_pool",
-               "invalid_rate", "mean_return", "seconds", "pool")  # fmt: skip
+               "invalid_rate", "mean_return", "seconds", "pool", "select_win_rate")  # fmt: skip
     per_iteration = [{k: row.get(k) for k in columns} for row in rl]
     return {
         "recipe": recipe.to_dict(),
@@ -131,6 +131,7 @@ def summarize(recipe, results: dict, rl: list[dict], seconds: float, threads: in
         "evaluations": evaluations,
         "rise_vs_random": rise,
         "training": per_iteration,
+        "selection": results.get("selection"),  # the weights kept (selfplay.select_games), None: the last
         "elo": results.get("elo", {}),
         "seconds": {**results.get("seconds", {}), "benchmark total": seconds},
     }
@@ -359,6 +360,10 @@ def print_table(report: dict) -> None:
             f"positions ({rate if rate is None else round(rate, 3)}), {m['illegal']}/{m['moves']} illegal"
         )
     print("training win rate by iteration:", [round(r["win_rate_all"] or 0, 3) for r in report["training"]])
+    if report.get("selection"):
+        kept = report["selection"]
+        rates = {c["iteration"]: round(c["win_rate"], 3) for c in kept["candidates"]}
+        print(f"kept the weights after iteration {kept['kept']}; selection win rates by iteration: {rates}")
     print("Elo:", {k: round(v) for k, v in report["elo"].items()})
     print(f"total {report['seconds']['benchmark total']:.0f}s")
 

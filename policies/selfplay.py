@@ -31,6 +31,9 @@ from agentenv.policies.rl import RLConfig, RLTrainer
 from agentenv.policies.selfplay_config import SelfPlayConfig
 
 RANDOM = "random"
+#: The first game seed of the selection games (``SelfPlayConfig.select_games``): apart from training's seeds
+#: (``0..rl.train_tasks-1``) and the recipe's evaluations (from 1,000,000).
+SELECT_SEED = 3_000_000
 
 
 class OpponentPool:
@@ -112,6 +115,8 @@ class SelfPlayTrainer(RLTrainer):
             self.policy.cache_max_tokens = min(self.policy.cache_max_tokens, cache)
         self.loaded: int | None = None  # the iteration of the snapshot now in the opponent model
         self.last_games: list[tuple[GameRecord, str, str]] = []  # the last iteration's (game, learner seat, opponent)
+        self.selection: list[dict[str, Any]] = []  # each candidate's iteration and win rate in the selection games
+        self.best: tuple[int, dict[str, torch.Tensor]] | None = None  # the best candidate: its iteration, weights
 
     def plan(self, iteration: int) -> list[tuple[int, str, str | int]]:
         """Each game of ``iteration``: (seed, the learner's seat, ``"random"`` or the index of a pool snapshot)."""
@@ -172,8 +177,15 @@ class SelfPlayTrainer(RLTrainer):
         return RANDOM if opponent == RANDOM else snapshot_name(self.pool.snapshots[int(opponent)][0])
 
     def iteration(self, on_episode: Any = None) -> dict[str, Any]:
-        """RLTrainer's iteration, with the learner's win rate in its games against each kind of opponent."""
+        """RLTrainer's iteration, with the learner's win rate in its games against each kind of opponent (and in
+        the selection games, when they are due: see :meth:`consider`)."""
+        s = self.selfplay
+        if s.select_games and not self.selection:
+            self.consider()  # the weights RL starts from
         metrics = super().iteration(on_episode)
+        done = self.iteration_done
+        if s.select_games and (done % s.pool_every == 0 or done == self.config.iterations):
+            metrics["select_win_rate"] = self.consider()
         scores: dict[str, list[float]] = {}
         for record, seat, opponent in self.last_games:
             if not record.error:
@@ -186,6 +198,39 @@ class SelfPlayTrainer(RLTrainer):
         metrics["pool"] = self.pool.names()
         return metrics
 
+    # ---- keeping the best weights ----------------------------------------------------------------------------------
+    def consider(self) -> float:
+        """Play the current weights greedily against the random player on ``select_games`` selection games (seeds
+        from :data:`SELECT_SEED`, seats alternating) and keep a copy of them if they win at least as often as the
+        best so far (a tie goes to the later, more trained weights). Returns their win rate."""
+        s = self.selfplay
+        self.model.eval()
+        evaluation = evaluate_games(self.envs, self.policy, ScriptedSeat(RANDOM, seed=2), s.select_games,
+                                    seed=SELECT_SEED, name=f"iteration {self.iteration_done}", opponent_name=RANDOM,
+                                    **self._play(0.0))  # fmt: skip
+        if isinstance(self.policy, TransformersPolicy):
+            self.policy.clear_cache()  # training continues from the state it would have had
+        rate = float(evaluation.summary()["win_rate"])
+        self.selection.append({"iteration": self.iteration_done, "win_rate": rate})
+        if self.best is None or rate >= max(c["win_rate"] for c in self.selection[:-1]):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best = (self.iteration_done, weights)
+        return rate
+
+    def keep_best(self) -> dict[str, Any] | None:
+        """After the last iteration: load the best candidate's weights into the model (None when ``select_games``
+        is 0). Returns the candidates' win rates and the iteration kept."""
+        if self.best is None:
+            return None
+        iteration, weights = self.best
+        if iteration != self.iteration_done:
+            self.model.load_state_dict(weights)
+            if isinstance(self.policy, TransformersPolicy):
+                self.policy.clear_cache()
+        rate = next(c["win_rate"] for c in reversed(self.selection) if c["iteration"] == iteration)
+        return {"games": self.selfplay.select_games, "first_seed": SELECT_SEED, "candidates": self.selection,
+                "kept": iteration, "win_rate": rate}  # fmt: skip
+
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     def save_extra(self, folder: Path) -> None:
         """The opponent pool, in the checkpoint: ``pool/<iteration>.safetensors`` (bfloat16) and ``pool/pool.json``
@@ -197,6 +242,9 @@ class SelfPlayTrainer(RLTrainer):
         for iteration, weights in self.pool.snapshots:
             save_file({k: v.contiguous() for k, v in weights.items()}, str(pool / f"{iteration}.safetensors"))
         (pool / "pool.json").write_text(json.dumps({"iterations": [it for it, _ in self.pool.snapshots]}))
+        if self.best is not None:  # the selection so far, and the best weights (float32, as trained)
+            save_file({k: v.contiguous() for k, v in self.best[1].items()}, str(folder / "best.safetensors"))
+            (folder / "selection.json").write_text(json.dumps({"candidates": self.selection, "best": self.best[0]}))
 
     def load_extra(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -207,6 +255,10 @@ class SelfPlayTrainer(RLTrainer):
         iterations = json.loads((pool / "pool.json").read_text())["iterations"]
         self.pool.snapshots = [(int(it), load_file(str(pool / f"{it}.safetensors"))) for it in iterations]
         self.loaded = None  # the opponent model holds no snapshot yet
+        if (folder / "selection.json").is_file():
+            selection = json.loads((folder / "selection.json").read_text())
+            self.selection = selection["candidates"]
+            self.best = (int(selection["best"]), load_file(str(folder / "best.safetensors")))
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def league(self, games: int, *, learner: str = "learner", opponents: Sequence[str] = (RANDOM, "expert"),

@@ -33,6 +33,10 @@ class SelfPlayConfig:
     eval_opponents: list[str] = field(default_factory=lambda: list(EVAL_OPPONENTS))
     eval_temperature: float = 0.0  # 0: greedy
     elo_games: int = 16  # games per pair of players in the final round robin (the pool, the final model, scripted)
+    # Keep the best weights: 0 keeps the last. Otherwise the weights RL starts from, those after every
+    # ``pool_every`` iterations and the last are each played greedily against the random player on ``select_games``
+    # games of their own seeds (neither training's nor evaluation's), and training ends on the best of them.
+    select_games: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -48,6 +52,7 @@ class SelfPlayConfig:
         check_range(f"{p}eval_games", self.eval_games, 1, integer=True)
         check_range(f"{p}eval_temperature", self.eval_temperature, 0.0)
         check_range(f"{p}elo_games", self.elo_games, 0, integer=True)
+        check_range(f"{p}select_games", self.select_games, 0, integer=True)
         if len(set(self.eval_opponents)) != len(self.eval_opponents):
             raise ConfigError(f"{p}eval_opponents={self.eval_opponents!r} names an opponent twice")
         for i, name in enumerate(self.eval_opponents):

@@ -453,6 +453,13 @@ def reinforce(run: RecipeRun) -> None:
     t0 = time.perf_counter()
     while trainer.iteration_done < c.iterations:
         _rl_iteration(run, cotrainer)
+    kept = trainer.keep_best() if hasattr(trainer, "keep_best") else None
+    if kept is not None:
+        run.results["selection"] = kept
+        rates = ", ".join(f"{c['iteration']}: {c['win_rate']:.0%}" for c in kept["candidates"])
+        run.say(f"  kept the weights after iteration {kept['kept']} "
+                f"of {c.iterations}: win rates against random in {kept['games']} selection games by iteration: "
+                f"{rates}")  # fmt: skip
     run.results["seconds"]["rl"] = run.results["seconds"].get("rl", 0) + time.perf_counter() - t0
     if cotrainer is not None and run.main:
         from agentenv.policies.cotrain import plot_monitor

@@ -68,6 +68,37 @@ def test_snapshots_are_frozen_while_the_learner_trains():
         assert all(torch.equal(opponent_before[k], v) for k, v in trainer.opponent_model.state_dict().items())
 
 
+def test_training_ends_on_the_weights_that_won_most_selection_games():
+    """Candidates: the start, every pool_every iterations, the last. The start is played by the expert (the policy
+    swapped for it while the start is judged), the trained tiny model only forfeits: the start's weights are kept."""
+    from agentenv.multi_rollout import ScriptedSeat
+
+    trainer = make_trainer(
+        SelfPlayConfig(pool_size=2, pool_every=2, random_share=0.5, select_games=8), iterations=3, algorithm="ppo"
+    )  # the tiny model only forfeits: PPO still trains it
+    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    learner, trainer.policy = trainer.policy, ScriptedSeat("expert", seed=0)
+    expert_rate = trainer.consider()
+    trainer.policy = learner
+    for _ in range(3):
+        metrics = trainer.iteration()
+    assert [c["iteration"] for c in trainer.selection] == [0, 2, 3]  # the start, the snapshot due, the last
+    assert metrics["select_win_rate"] == trainer.selection[-1]["win_rate"] < expert_rate
+    trained = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    assert not all(torch.equal(start[k], v) for k, v in trained.items())
+    kept = trainer.keep_best()
+    assert kept["kept"] == 0 and kept["win_rate"] == expert_rate and kept["games"] == 8
+    assert all(torch.equal(start[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_without_selection_games_training_ends_on_the_last_weights():
+    trainer = make_trainer(iterations=1, algorithm="ppo")
+    trainer.iteration()
+    trained = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.keep_best() is None and trainer.selection == []
+    assert all(torch.equal(trained[k], v) for k, v in trainer.model.state_dict().items())
+
+
 def test_only_the_learners_seat_is_returned_for_training():
     trainer = make_trainer(episodes=8, group_size=2)
     trajectories = trainer.collect(0)
@@ -165,7 +196,13 @@ def test_a_resumed_selfplay_run_plays_the_same_pool_and_ends_with_the_same_weigh
 
     from agentenv.recipes.run import run_recipe
 
-    selfplay = {**RECIPE["selfplay"], "random_share": 0.0, "elo_games": 0, "eval_opponents": ["random"]}
+    selfplay = {
+        **RECIPE["selfplay"],
+        "random_share": 0.0,
+        "elo_games": 0,
+        "eval_opponents": ["random"],
+        "select_games": 2,
+    }  # the selection so far is in the checkpoint too
     base = {**RECIPE, "eval": {**RECIPE["eval"], "before": False, "after_sft": False}, "selfplay": selfplay}
 
     def run(folder: str, iterations: int, resume: bool = False) -> dict:
@@ -173,11 +210,13 @@ def test_a_resumed_selfplay_run_plays_the_same_pool_and_ends_with_the_same_weigh
                 "output": {"dir": str(tmp_path / folder), "tensorboard": False}}  # fmt: skip
         return run_recipe(load_recipe(data), resume=resume)
 
-    run("whole", 4)
+    whole = run("whole", 4)
     run("resumed", 2)
     pool = json.loads((tmp_path / "resumed" / "checkpoints" / "rl" / "pool" / "pool.json").read_text())
     assert pool == {"iterations": [0, 1]}  # pool_size 2, a snapshot every iteration
-    run("resumed", 4, resume=True)
+    resumed = run("resumed", 4, resume=True)
+    assert [c["iteration"] for c in resumed["selection"]["candidates"]] == [0, 1, 2, 3, 4]
+    assert resumed["selection"] == whole["selection"]
     rows = {
         name: [m for m in read_metrics(tmp_path / name / "metrics.jsonl") if m["stage"] == "rl"]
         for name in ("whole", "resumed")
@@ -187,7 +226,7 @@ def test_a_resumed_selfplay_run_plays_the_same_pool_and_ends_with_the_same_weigh
         assert a["pool"] == b["pool"] and a["mean_return"] == pytest.approx(b["mean_return"])
     whole = load_file(str(next((tmp_path / "whole" / "final").glob("*.safetensors"))))
     resumed = load_file(str(next((tmp_path / "resumed" / "final").glob("*.safetensors"))))
-    assert all(torch.allclose(whole[k], resumed[k], atol=1e-6) for k in whole)
+    assert all(torch.allclose(whole[k], resumed[k], atol=1e-6) for k in whole)  # the kept weights, alike
 
 
 def test_selfplay_recipes_name_what_is_wrong():
