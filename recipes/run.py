@@ -456,7 +456,7 @@ def reinforce(run: RecipeRun) -> None:
     kept = trainer.keep_best() if hasattr(trainer, "keep_best") else None
     if kept is not None:
         run.results["selection"] = kept
-        rates = ", ".join(f"{c['iteration']}: {c['win_rate']:.0%}" for c in kept["candidates"])
+        rates = ", ".join(f"{k['iteration']}: {k['win_rate']:.0%}" for k in kept["candidates"])
         run.say(f"  kept the weights after iteration {kept['kept']} "
                 f"of {c.iterations}: win rates against random in {kept['games']} selection games by iteration: "
                 f"{rates}")  # fmt: skip
