@@ -58,7 +58,7 @@ def agent_forward(
     outputs at real positions are the same, and the backward pass takes the fast causal kernel (a padding mask
     makes it several times slower on CPU).
     """
-    out = model(input_ids=batch.input_ids, output_hidden_states=True, logits_to_keep=1)
+    out = model(input_ids=batch.input_ids, output_hidden_states=True, logits_to_keep=1, use_cache=False)
     hidden = out.hidden_states[-1]  # (rows, seq, hidden), after the final norm
     index = batch.positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
     selected = hidden.gather(1, index)  # (rows, agent, hidden)

@@ -138,6 +138,9 @@ class ModelSection:
     device: str | None = None
     chat_template: str | None = None  # a Jinja template replacing the tokenizer's
     lora: LoraSection | None = None
+    # Recompute activations in the backward pass (SFT and RL): about half the training memory for one extra forward
+    # pass, the same gradients bit for bit (agentenv.models.enable_gradient_checkpointing)
+    gradient_checkpointing: bool = False
     # What generates the RL rollouts: "transformers" (the trained model itself) or "vllm" (a vLLM engine the trainer
     # syncs its weights into after each update; vllm installed: the gpu extra, or make test-vllm's .venv-vllm on CPU)
     engine: str = "transformers"

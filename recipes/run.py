@@ -102,7 +102,7 @@ def load_policy_model(
     """``(model, tokenizer, chat_format)`` as the recipe's model section asks (LoRA adapters when configured), on
     ``device`` if given, else ``model.device``, with ``num_threads`` torch threads if given, else
     ``model.num_threads``. The chat format shows the env's tools, if it has any."""
-    from agentenv.models import load_model
+    from agentenv.models import enable_gradient_checkpointing, load_model
     from agentenv.policies.tools import tool_chat_format
 
     if tools is None:
@@ -110,6 +110,8 @@ def load_policy_model(
     m = recipe.model
     threads = num_threads if num_threads is not None else m.num_threads
     model, tokenizer = load_model(m.name, num_threads=threads, dtype=m.dtype, device=device or m.device)
+    if m.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if m.lora is not None:
         try:
             import peft

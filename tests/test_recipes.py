@@ -171,3 +171,15 @@ def test_the_vllm_engine_is_refused_by_name_where_vllm_is_not_installed():
         return
     with pytest.raises(ConfigError, match=r"model.engine='vllm' needs vllm.*agentenv\[gpu\].*test-vllm"):
         load_recipe(TINY, ["model.engine=vllm"])
+
+
+def test_gradient_checkpointing_is_a_model_field_that_the_loaded_model_gets():
+    from agentenv.recipes.run import load_policy_model
+
+    with pytest.raises(ConfigError, match=r"model\.gradient_checkpointing='always' must be bool"):
+        load_recipe(TINY, ["model.gradient_checkpointing=always"])
+    assert load_recipe(TINY).model.gradient_checkpointing is False
+    for on in (True, False):
+        model = load_policy_model(load_recipe(TINY, [f"model.gradient_checkpointing={on}"]))[0]
+        layers = [m for m in model.modules() if m.__class__.__name__.endswith("DecoderLayer")]
+        assert layers and all(layer.gradient_checkpointing is on for layer in layers)

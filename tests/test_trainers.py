@@ -497,3 +497,74 @@ def test_an_iteration_moves_a_progress_bar_turn_by_turn(tiny):
     trainer.iteration(on_episode=EpisodeProgress(moves.append, envs[0].unwrapped.max_turns))
     assert sum(moves) == pytest.approx(4.0)
     assert sum(0 < m < 1 for m in moves) >= 4  # at least one turn of each episode moved the bar before its end
+
+
+def checkpointed_layers(model):
+    """How many decoder layers recompute their activations in the backward pass."""
+    return sum(layer.gradient_checkpointing is True for layer in model.model.layers)
+
+
+def saved_bytes(model, batch):
+    """Bytes autograd keeps for the backward pass of one training forward (what gradient checkpointing cuts)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        agent_forward(model, batch)
+    model.eval()
+    return total[0]
+
+
+def test_gradient_checkpointing_keeps_less_and_trains_to_the_same_weights_bit_for_bit(played):
+    from agentenv.models import enable_gradient_checkpointing
+
+    _, tokenizer, trajectories = played
+    batch = collate(trajectories, tokenizer.pad_token_id)
+    config = RLConfig(algorithm="ppo", episodes=4, group_size=1, max_new_tokens=5, num_envs=2, lr=1e-3)
+    trainers = []
+    for checkpointing in (False, True):
+        model, tokenizer = tiny_model(seed=0)
+        if checkpointing:
+            assert enable_gradient_checkpointing(model) is model and checkpointed_layers(model) == 2
+        envs = make_envs(2, invalid_action_penalty=0.5)
+        trainers.append(RLTrainer(config, model, tokenizer, envs, ChatFormat(tokenizer), seed=7))
+        trainers[-1].policy = LookOrBabble(tokenizer)
+    plain, checkpointed = trainers
+    assert saved_bytes(checkpointed.model, batch) < 0.5 * saved_bytes(plain.model, batch)
+    for trainer in trainers:
+        trainer.iteration()
+    for (name, a), b in zip(plain.model.named_parameters(), checkpointed.model.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(plain.value_head.linear.weight, checkpointed.value_head.linear.weight)
+    start = tiny_model(seed=0)[0].parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(plain.model.parameters(), start, strict=True))  # it trained
+
+    env = agentenv.make(ENV)
+    chats = [play_episode(env, WalkthroughPolicy(), s).messages() for s in range(4)]
+    histories = [train_sft(t.model, chats, ChatFormat(tokenizer), batch_size=4, lr=3e-3) for t in trainers]
+    assert histories[0] == histories[1]
+    for a, b in zip(plain.model.parameters(), checkpointed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_gradient_checkpointing_trains_lora_adapters_and_names_an_unsupported_model():
+    import peft
+
+    from agentenv.models import enable_gradient_checkpointing
+
+    model, tokenizer = tiny_model(seed=0)
+    enable_gradient_checkpointing(model)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    model = peft.get_peft_model(model, config)
+    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = RLTrainer(RLConfig(algorithm="rloo", episodes=4, group_size=2, max_new_tokens=5, num_envs=2, lr=1e-2),
+                        model, tokenizer, make_envs(2, invalid_action_penalty=0.5), ChatFormat(tokenizer))  # fmt: skip
+    trainer.policy = LookOrBabble(tokenizer)
+    trainer.iteration()  # non-reentrant checkpointing: the adapters get gradients without input gradients
+    assert any(not torch.equal(adapter[n], p) for n, p in model.named_parameters() if n in adapter)
+    with pytest.raises(ConfigError, match=r"model.gradient_checkpointing=true: Linear does not support"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2))
