@@ -232,7 +232,7 @@ def load_model(
 def enable_gradient_checkpointing(model: Any, field: str = "model.gradient_checkpointing") -> Any:
     """Recompute each decoder layer's activations in the backward pass instead of keeping them: training's peak
     memory falls by about half (SmolLM2-135M, 4 rows of 1024 tokens: 7.25 -> 3.74 GiB) for one extra forward pass,
-    and the gradients are the same bit for bit (the recomputation runs the same kernels). Non-reentrant, so LoRA
+    and the gradients are the same bit for bit on CPU (the recomputation runs the same kernels). Non-reentrant, so LoRA
     adapters need no input gradients. Generation (eval mode, no gradients) is unaffected. Returns ``model``."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError(f"{field}=true: {type(model).__name__} does not support gradient checkpointing")
