@@ -190,8 +190,8 @@ def _pair(group: Group, a: str, b: str, expected: str) -> dict[str, Any]:
                    "reversed, within noise")  # fmt: skip
     else:
         outcome = "holds" if low <= 0 <= high else "differs"
-    return {"a": a, "b": b, "expected": expected, "diff": diff, "ci_low": low, "ci_high": high, "paired": paired,
-            "outcome": outcome}  # fmt: skip
+    return {"within": group.within, "a": a, "b": b, "expected": expected, "diff": diff, "ci_low": low,
+            "ci_high": high, "paired": paired, "outcome": outcome}  # fmt: skip
 
 
 def verdict(pairs: list[dict[str, Any]]) -> tuple[str, str]:

@@ -22,8 +22,9 @@ def _ours(arm: dict[str, Any]) -> str:
     return f"{arm['rate']:.1%} [{low:.0%}, {high:.0%}] ({arm['successes']}/{arm['episodes']})"
 
 
-def _pair_text(p: dict[str, Any]) -> str:
-    expected = f"{p['a']} {p['expected']} {p['b']}"
+def _pair_text(p: dict[str, Any], named: bool = False) -> str:
+    """One ordering's line; ``named`` prefixes its group (``within``) where a finding has several."""
+    expected = f"{p['within'] + ': ' if named else ''}{p['a']} {p['expected']} {p['b']}"
     how = " paired by task" if p.get("paired") else ""
     return (f"{expected}: ours {100 * p['diff']:+.1f} points [{100 * p['ci_low']:+.0f}, {100 * p['ci_high']:+.0f}]"
             f"{how} — {p['outcome']}")  # fmt: skip
@@ -42,7 +43,8 @@ def finding_markdown(f: dict[str, Any]) -> list[str]:
     for a in f["arms"]:
         lines.append(f"| {a['within']} | {a['name']} | {_pct(a['paper'])} | {_ours(a)} | {a['detail']} |")
     lines += ["", "Orderings the paper reports, checked on ours (difference in success, 95% interval):", ""]
-    lines += [f"- {_pair_text(p)}" for p in f["pairs"]]
+    named = len({p.get("within") for p in f["pairs"]}) > 1
+    lines += [f"- {_pair_text(p, named)}" for p in f["pairs"]]
     lines += ["", f"**Verdict: {f['verdict']}** — {f['why']}.", ""]
     if f.get("note"):
         lines += [f"<details><summary>Notes on the paper's numbers</summary>\n\n{f['note']}\n\n</details>", ""]

@@ -151,3 +151,23 @@ def test_report_sets_a_real_grid_beside_the_paper(tmp_path):
     page = (tmp_path / "runs" / "report.html").read_text()
     assert "<table>" in page and "data:image/png;base64," in page
     assert (tmp_path / "runs" / "report_algorithms.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_orderings_name_their_group_where_a_finding_has_several():
+    from agentenv.recipes.findings_report import finding_markdown
+
+    def arms(s_a, s_b):
+        return {"a": Arm("a", s_a, 32, "e"), "b": Arm("b", s_b, 32, "e")}
+
+    pairs = compare(Group("in-domain", [["a"], ["b"]], arms(20, 10))) + compare(
+        Group("harder", [["a"], ["b"]], arms(10, 20))
+    )
+    assert [p["within"] for p in pairs] == ["in-domain", "harder"]
+    finding = {"finding": "x", "verdict": "not at this scale", "source": "T", "claim": "c", "setting": "s",
+               "envs": ["AgentEnv/E"], "failed": 0, "grid": "g", "grid_path": "p", "model": "m", "seeds": [0],
+               "arms": [], "pairs": pairs, "why": "w"}  # fmt: skip
+    lines = [line for line in finding_markdown(finding) if line.startswith("- ")]
+    assert lines[0].startswith("- in-domain: a > b: ours +31.2 points") and lines[0].endswith("holds")
+    assert lines[1].startswith("- harder: a > b: ours -31.2 points") and lines[1].endswith("opposite")
+    one = dict(finding, pairs=pairs[:1])
+    assert next(line for line in finding_markdown(one) if line.startswith("- ")).startswith("- a > b: ours")
