@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from agentenv.cli import app
 from agentenv.rollout import read_jsonl
+from tests.conftest import pydocs_missing
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}
@@ -54,6 +55,8 @@ def test_check_passes_for_every_registered_env():
 
     users = [i for i in agentenv.env_ids() if not str(gymnasium.registry[i].entry_point).startswith("tests.")]
     ids = [i for i in users if "/TextWorld-" not in i] + ["AgentEnv/TextWorld-w1o1q1-v0"]
+    if pydocs_missing():  # its corpus is a system package; tests/test_search_env.py says so by name
+        ids = [i for i in ids if "PyDocs" not in i]
     halves = [ids[0::2], ids[1::2]]
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda half: agentenv_cli("check", *half), halves))
