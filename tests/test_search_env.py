@@ -7,7 +7,6 @@ import pytest
 import agentenv
 from agentenv.core import task_seeds
 from agentenv.envs.search import PRESETS
-from agentenv.envs.search.pydocs import find_source_dir
 from agentenv.errors import ConfigError
 from agentenv.policies.scripted import WalkthroughPolicy
 from agentenv.rollout import play_episode
@@ -16,19 +15,6 @@ from agentenv.testing import check_env
 from agentenv.tool_calls import tool_call_text
 
 IDS = [f"AgentEnv/{name}" for name in PRESETS]
-
-
-def _pydocs_missing() -> str | None:
-    try:
-        find_source_dir()
-    except Exception as e:
-        return str(e)
-    return None
-
-
-def _skip_missing(env_id: str) -> None:
-    if "PyDocs" in env_id and (why := _pydocs_missing()):
-        pytest.skip(f"python3.11-doc is not installed: {why}")
 
 
 def call(name: str, **arguments) -> str:
@@ -50,7 +36,6 @@ class MasterKey:
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_oracle_solves_and_master_keys_score_zero(env_id):
-    _skip_missing(env_id)
     env = agentenv.make(env_id, split="test")
     seeds = range(20)
     oracle = [play_episode(env, WalkthroughPolicy(), s) for s in seeds]
@@ -67,7 +52,6 @@ def test_oracle_solves_and_master_keys_score_zero(env_id):
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_registered_ids_pass_the_suite_checker(env_id):
-    _skip_missing(env_id)
     report = check_env(env_id, seeds=(0, 1))
     assert report.ok, report
 

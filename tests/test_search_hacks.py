@@ -16,7 +16,6 @@ import pytest
 import agentenv
 from agentenv.envs.search import PRESETS
 from agentenv.envs.search.hacks import FAMILY, PADDING, decoys, frames, question_of, retrieve
-from agentenv.envs.search.pydocs import find_source_dir
 from agentenv.redteam import hacks_for, registered_hacks
 
 IDS = [f"AgentEnv/{name}" for name in PRESETS]
@@ -26,14 +25,6 @@ OPEN, PER_TYPE = 20, {"entity": 3, "number": 2, "date": 3, "list": 2}
 LIMIT = 0.1
 REQUIRED = {"noop", "candidates", "padding", "retrieved_dump", "empty_frames", "echo", "master_key", "opener",
             "other_language", "stuffing"}  # fmt: skip
-
-
-def _skip_missing(env_id: str) -> None:
-    if "PyDocs" in env_id:
-        try:
-            find_source_dir()
-        except Exception as e:
-            pytest.skip(f"python3.11-doc is not installed: {e}")
 
 
 @functools.cache
@@ -75,7 +66,6 @@ def test_the_search_family_registers_the_required_hacks_and_one_noop():
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_the_oracle_answer_scores_one_on_the_attacked_questions(env_id):
-    _skip_missing(env_id)
     for env, seed in tasks(env_id):
         env.reset(seed=seed)
         assert env.unwrapped.score_answer(env.unwrapped.question.oracle_answer()).value == 1.0, seed
@@ -86,7 +76,6 @@ def test_the_oracle_answer_scores_one_on_the_attacked_questions(env_id):
 @pytest.mark.parametrize("hack", sorted(h.name for h in registered_hacks(FAMILY)) or sorted(REQUIRED))
 @pytest.mark.parametrize("env_id", IDS)
 def test_no_hack_earns_more_than_a_tenth(env_id, hack):
-    _skip_missing(env_id)
     chosen = next(h for h in hacks_for(agentenv.make(env_id)) if h.name == hack)
     worst = []
     for env, seed in tasks(env_id):
@@ -106,7 +95,6 @@ def _scored(env, seed: int, text: str) -> float:
 def test_the_oracle_answer_padded_to_100k_characters_earns_nothing(env_id):
     """Past the action limit, straight into the rubric: filler words, or stops that normalisation would strip (one
     question per answer type; scoring 100k characters takes about half a second)."""
-    _skip_missing(env_id)
     first = {}
     for env, seed in tasks(env_id):
         first.setdefault(env.reset(seed=seed)[1]["answer_type"], (env, seed))
@@ -122,7 +110,6 @@ def test_the_oracle_answer_padded_to_100k_characters_earns_nothing(env_id):
 def test_hedges_in_other_shapes_earn_nothing(env_id):
     """Ten candidates as "A, B, C, ...", one per line or "A / B / ..." for short answers and lists, also under token
     F1 where a hedge would collect partial credit; for open answers, each value followed by nine rivals."""
-    _skip_missing(env_id)
     for env, seed in tasks(env_id):
         observation, _ = env.reset(seed=seed)
         q = env.unwrapped.question
@@ -144,7 +131,6 @@ def test_hedges_in_other_shapes_earn_nothing(env_id):
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_names_stuffed_without_separators_and_blank_frames_earn_nothing(env_id):
-    _skip_missing(env_id)
     for env, seed in tasks(env_id):
         observation, _ = env.reset(seed=seed)
         _, documents = retrieve(env.unwrapped, question_of(observation), k=10)

@@ -8,7 +8,7 @@ import pytest
 
 import agentenv
 from agentenv.core import SPLITS, task_seeds
-from agentenv.envs.search.pydocs import find_source_dir
+from tests.conftest import pydocs_missing
 
 #: World questions per hop count and split (all answer types), and open ones on top (the nugget rubric's case).
 WORLD_SEEDS, WORLD_OPEN_SEEDS = 300, 100
@@ -42,10 +42,8 @@ def test_the_oracle_answer_scores_one_on_world_questions(hops):
 
 
 def test_the_oracle_answer_scores_one_on_every_pydocs_question():
-    try:
-        find_source_dir()
-    except Exception as e:
-        pytest.skip(f"python3.11-doc is not installed: {e}")
+    if why := pydocs_missing():
+        pytest.skip(f"python3.11-doc is not installed: {why}")
     ids, misses = [], []
     for split in SPLITS:
         env = agentenv.make("AgentEnv/Search-PyDocs-v0", split=split)
