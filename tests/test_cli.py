@@ -55,7 +55,7 @@ def test_check_passes_for_every_registered_env():
 
     users = [i for i in agentenv.env_ids() if not str(gymnasium.registry[i].entry_point).startswith("tests.")]
     ids = [i for i in users if "/TextWorld-" not in i] + ["AgentEnv/TextWorld-w1o1q1-v0"]
-    if pydocs_missing():  # its corpus is a system package; tests/test_search_env.py says so by name
+    if pydocs_missing():  # its corpus is a system package; conftest skips its own tests naming it
         ids = [i for i in ids if "PyDocs" not in i]
     halves = [ids[0::2], ids[1::2]]
     with ThreadPoolExecutor(2) as pool:
